@@ -1,0 +1,173 @@
+"""The ``receiver`` command: parse, load config, call one library function, exit code.
+
+Exit codes: 0 success, 1 runtime failure (storage, startup), 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+__all__ = ["main"]
+
+import argparse
+import asyncio
+import secrets
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from receiver.config import Config, default_config_path, load_config
+from receiver.durations import format_duration
+from receiver.errors import ConfigError, ReceiverError
+from receiver.logs import configure_logging
+from receiver.signatures.base import Signer
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+Command = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str) -> Callable[[Command], Command]:
+    def register(fn: Command) -> Command:
+        _COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = Path(args.config) if args.config else default_config_path()
+    return load_config(path)
+
+
+@command("serve")
+def _serve(args: argparse.Namespace) -> int:
+    from receiver.runtime import Receiver, run_until_signalled
+
+    config = _load(args)
+    configure_logging(config.settings.logging.level, config.settings.logging.format)
+    try:
+        import uvloop
+
+        runner: Callable[..., object] = uvloop.run
+    except ImportError:  # uvloop is optional (not on Windows)
+        runner = asyncio.run
+    runner(run_until_signalled(Receiver(config)))
+    return EXIT_OK
+
+
+@command("check-config")
+def _check_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    s = config.settings
+    print(f"{config.path}: OK")
+    print(f"  ingest  http://{s.server.host}:{s.server.port}/webhooks/{{provider}}")
+    print(f"  admin   http://{s.admin.host}:{s.admin.port}/admin")
+    print(f"  storage {s.storage.path} (synchronous={s.storage.synchronous})")
+    print("  providers:")
+    for name, provider in sorted(config.providers.items()):
+        handler = provider.settings.handler
+        print(
+            f"    {name}: scheme={provider.scheme.name}"
+            f" event_id={provider.event_id.expression}"
+            f" payload_retention={format_duration(provider.payload_retention_s)}"
+            f" dedupe_retention={format_duration(provider.dedupe_retention_s)}"
+            f" handler={handler.kind if handler else 'none'}"
+        )
+    for warning in config.warnings:
+        print(f"  warning: {warning}")
+    return EXIT_OK
+
+
+@command("sign")
+def _sign(args: argparse.Namespace) -> int:
+    config = _load(args)
+    provider = config.providers.get(args.provider)
+    if provider is None:
+        print(f"error: no provider named {args.provider!r} in {config.path}", file=sys.stderr)
+        return EXIT_USAGE
+    verifier = provider.verifier
+    if not isinstance(verifier, Signer):
+        how = provider.scheme.docs.get("signing", "this scheme is verified with a public key")
+        print(
+            f"error: receiver cannot sign for scheme {provider.scheme.name}: {how}", file=sys.stderr
+        )
+        return EXIT_USAGE
+    body = sys.stdin.buffer.read() if args.body in (None, "-") else Path(args.body).read_bytes()
+    s = config.settings
+    url = args.url or f"http://{s.server.host}:{s.server.port}/webhooks/{args.provider}"
+    event_id = args.event_id or f"msg_{secrets.token_hex(12)}"
+    headers = verifier.sign(body, now_s=time.time(), event_id=event_id, url=url)
+    if args.curl:
+        parts = ["curl", "-sS", "-X", "POST", url, "-H", "Content-Type: application/json"]
+        for name, value in headers.items():
+            parts += ["-H", f"{name}: {value}"]
+        parts += ["--data-binary", f"@{args.body}" if args.body not in (None, "-") else "@-"]
+        print(shlex.join(parts))
+    else:
+        for name, value in headers.items():
+            print(f"{name}: {value}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="receiver", description="Webhook receiver and redelivery deduplicator."
+    )
+    parser.add_argument(
+        "--config",
+        help="path to the YAML config (default: $RECEIVER_CONFIG, then config/receiver.yaml)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("serve", help="run the ingest server, the admin server and the worker")
+    sub.add_parser("check-config", help="validate the config and summarise the providers")
+    sign = sub.add_parser("sign", help="print the headers a provider would send for a body")
+    sign.add_argument("--provider", required=True, help="a provider name from the config")
+    sign.add_argument("--body", help="file with the exact body bytes ('-' or absent: stdin)")
+    sign.add_argument("--event-id", help="event id for schemes that send it in a header")
+    sign.add_argument("--url", help="the URL the delivery goes to (default: the ingest URL)")
+    sign.add_argument("--curl", action="store_true", help="print a ready curl command instead")
+    _add_config_option(sub)
+    return parser
+
+
+def _add_config_option(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # Accept --config after the subcommand too (``receiver serve --config x.yaml``).
+    for subparser in sub.choices.values():
+        subparser.add_argument(
+            "--config", dest="config", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+
+
+def _explain(exc: BaseException) -> str:
+    """The cause chain in plain words, without tracebacks."""
+    parts = [str(exc) or type(exc).__name__]
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and len(parts) < 4:
+        text = str(cause)
+        if text and text not in parts:
+            parts.append(text)
+        cause = cause.__cause__ or cause.__context__
+    return ": ".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ReceiverError as exc:
+        print(f"error: {_explain(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

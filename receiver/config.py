@@ -1,0 +1,234 @@
+"""The one YAML reader: parse, validate, resolve secrets; every problem named by its key path.
+
+``load_config(path, environ=…)`` returns a frozen :class:`Config` or raises
+:class:`~receiver.errors.ConfigError` listing every problem at once. ``receiver check-config``
+runs exactly this function.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AdminSettings",
+    "CommandHandler",
+    "Config",
+    "HandlerSettings",
+    "HttpHandler",
+    "ProviderSettings",
+    "PythonHandler",
+    "ServerSettings",
+    "Settings",
+    "StorageSettings",
+    "WorkerSettings",
+    "default_config_path",
+    "load_config",
+]
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from receiver.durations import parse_duration
+from receiver.errors import ConfigError, ConfigProblem
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    read_timeout_s: float = Field(default=30.0, gt=0)
+    # The externally visible base URL (behind a proxy), for schemes that sign the URL.
+    public_base_url: str | None = None
+
+
+class AdminSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: Port = 8081
+    token_env: str = "RECEIVER_ADMIN_TOKEN"  # noqa: S105 - the variable name, not a token
+    read_token_env: str | None = None
+
+
+class StorageSettings(_Strict):
+    path: Path = Path("data/receiver.db")
+    # How long a write may wait for a lock before ingest answers 503.
+    busy_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    batch_max: int = Field(default=256, ge=1, le=2000)
+    retry_after_s: int = Field(default=5, ge=1)
+
+
+class WorkerSettings(_Strict):
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    max_attempts: int = Field(default=10, ge=1)
+    lease_s: float = Field(default=60.0, gt=0)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    shutdown_timeout_s: float = Field(default=10.0, ge=0)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=3600.0, gt=0)
+
+
+class LogSettings(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class HttpHandler(_Strict):
+    kind: Literal["http"]
+    url: str
+    timeout_s: float = Field(default=10.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class PythonHandler(_Strict):
+    kind: Literal["python"]
+    target: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class CommandHandler(_Strict):
+    kind: Literal["command"]
+    argv: list[str] = Field(min_length=1)
+    timeout_s: float = Field(default=30.0, gt=0)
+    permanent_exit_codes: list[int] = Field(default_factory=list)
+
+
+HandlerSettings = Annotated[
+    HttpHandler | PythonHandler | CommandHandler, Field(discriminator="kind")
+]
+
+
+class ProviderSettings(_Strict):
+    scheme: str
+    secret_envs: list[str] = Field(default_factory=list)
+    secret_files: list[Path] = Field(default_factory=list)
+    tolerance_s: int | None = Field(default=None, ge=0)
+    event_id: str | None = None
+    event_type: str | None = None
+    public_url: str | None = None
+    options: dict[str, Any] | None = None
+    handler: HandlerSettings | None = None
+    on_conflict: Literal["duplicate", "reject"] = "duplicate"
+    payload_retention: Duration | None = None
+    dedupe_retention: Duration | None = None
+    requeue_dead: bool = True
+    serialize_by: str | None = None
+    max_attempts: int | None = Field(default=None, ge=1)
+    concurrency: int | None = Field(default=None, ge=1)
+
+
+class Settings(_Strict):
+    server: ServerSettings = ServerSettings()
+    admin: AdminSettings = AdminSettings()
+    storage: StorageSettings = StorageSettings()
+    worker: WorkerSettings = WorkerSettings()
+    logging: LogSettings = LogSettings()
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Validated settings plus every provider resolved (secrets read, verifier built)."""
+
+    path: Path
+    settings: Settings
+    providers: Mapping[str, Any]  # name -> receiver.providers.Provider
+    warnings: tuple[str, ...] = ()
+
+
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get("RECEIVER_CONFIG") or "config/receiver.yaml")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate keys: a repeated key is almost always a mistake."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def _loc_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for i, item in enumerate(loc):
+        # Discriminated unions add the tag ("http") to the location; it is not a key the user wrote.
+        if i > 0 and loc[i - 1] == "handler" and item in ("http", "python", "command"):
+            continue
+        parts.append(str(item))
+    return ".".join(parts)
+
+
+def _friendly(error: Mapping[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; unknown keys are not ignored)"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        return "kind must be one of: http, python, command"
+    return str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+
+
+def parse_settings(raw: object) -> Settings:
+    """Validate a parsed YAML document; raise ConfigError naming every problem."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([ConfigProblem("", "the top level must be a mapping of sections")])
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = [ConfigProblem(_loc_path(e["loc"]), _friendly(e)) for e in exc.errors()]
+        raise ConfigError(problems) from None
+
+
+def read_yaml(path: Path) -> object:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem("", f"config file {path} does not exist")]) from None
+    except OSError as exc:
+        raise ConfigError(
+            [ConfigProblem("", f"config file {path} cannot be read: {exc.strerror}")]
+        ) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigProblem("", f"{path} is not valid YAML: {exc}")]) from None
+
+
+def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and resolve ``path``; raise ConfigError listing every problem."""
+    from receiver.providers import resolve_providers  # the provider layer builds verifiers
+
+    env = dict(os.environ if environ is None else environ)
+    settings = parse_settings(read_yaml(path))
+    providers, problems, warnings = resolve_providers(settings, env, base_dir=path.parent)
+    if problems:
+        raise ConfigError(problems)
+    return Config(path=path, settings=settings, providers=providers, warnings=tuple(warnings))

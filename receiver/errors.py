@@ -1,0 +1,134 @@
+"""Every exception receiver raises on purpose.
+
+Hierarchy::
+
+    ReceiverError
+    ├── ConfigError                    the YAML or the environment is wrong (all problems at once)
+    ├── RequestRejected                a delivery the receiver refuses (4xx at the HTTP edge)
+    │   ├── UnknownProvider            404 unknown_provider
+    │   ├── PayloadTooLarge            413 payload_too_large
+    │   ├── MissingSignature           401 missing_signature
+    │   ├── InvalidSignature           401 invalid_signature
+    │   ├── TimestampOutOfTolerance    401 timestamp_out_of_tolerance
+    │   ├── MissingEventId             400 missing_event_id
+    │   ├── InvalidBody                400 invalid_body
+    │   ├── BodyTimeout                408 request_timeout
+    │   └── KeyConflict                409 key_conflict
+    └── StorageUnavailable             the store cannot commit now (503 with Retry-After)
+
+The HTTP layer maps these to statuses with one table; the CLI turns them into exit codes.
+Expected outcomes (a duplicate delivery) are values, not exceptions.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "BodyTimeout",
+    "InvalidBody",
+    "InvalidSignature",
+    "KeyConflict",
+    "MissingEventId",
+    "MissingSignature",
+    "PayloadTooLarge",
+    "ReceiverError",
+    "RequestRejected",
+    "StorageUnavailable",
+    "TimestampOutOfTolerance",
+    "UnknownProvider",
+]
+
+from dataclasses import dataclass
+
+
+class ReceiverError(Exception):
+    """Base of every error receiver raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One problem in the configuration, located by its key path (``providers.stripe.scheme``)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(ReceiverError):
+    """The configuration cannot be used. Carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+class RequestRejected(ReceiverError):
+    """A delivery the receiver refuses. ``code`` is the stable JSON error code."""
+
+    code: str = "rejected"
+    status: int = 400
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class UnknownProvider(RequestRejected):
+    code = "unknown_provider"
+    status = 404
+
+
+class PayloadTooLarge(RequestRejected):
+    code = "payload_too_large"
+    status = 413
+
+
+class MissingSignature(RequestRejected):
+    code = "missing_signature"
+    status = 401
+
+
+class InvalidSignature(RequestRejected):
+    code = "invalid_signature"
+    status = 401
+
+
+class TimestampOutOfTolerance(RequestRejected):
+    code = "timestamp_out_of_tolerance"
+    status = 401
+
+
+class MissingEventId(RequestRejected):
+    code = "missing_event_id"
+    status = 400
+
+
+class InvalidBody(RequestRejected):
+    code = "invalid_body"
+    status = 400
+
+
+class BodyTimeout(RequestRejected):
+    code = "request_timeout"
+    status = 408
+
+
+class KeyConflict(RequestRejected):
+    code = "key_conflict"
+    status = 409
+
+
+class StorageUnavailable(ReceiverError):
+    """The store could not commit (disk full, locked past its budget, I/O error)."""
+
+    code = "storage_unavailable"
+    status = 503
+
+    def __init__(self, detail: str, *, retry_after_s: int = 5) -> None:
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+        super().__init__(detail)

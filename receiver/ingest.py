@@ -1,0 +1,156 @@
+"""The ingest service: verify -> key -> record. Knows neither aiohttp nor SQL.
+
+The server hands over an :class:`~receiver.models.InboundRequest` whose body was read with the
+size cap already applied; this module decides everything else.
+"""
+
+from __future__ import annotations
+
+__all__ = ["IngestResult", "IngestService", "Recorder"]
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from receiver.errors import InvalidBody, KeyConflict, MissingEventId, UnknownProvider
+from receiver.keys import Document
+from receiver.models import (
+    Duplicate,
+    HandshakeReply,
+    InboundRequest,
+    IngestOutcome,
+    NewEvent,
+)
+from receiver.providers import Provider
+from receiver.signatures.base import Handshaker
+
+log = structlog.get_logger("receiver.ingest")
+
+_MAX_KEY_CHARS = 512
+
+
+class Recorder(Protocol):
+    async def record(self, event: NewEvent) -> IngestOutcome: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestResult:
+    """The outcome of one delivery: one outcome per event (several for batch schemes)."""
+
+    outcomes: Sequence[IngestOutcome]
+    is_batch: bool = False
+
+
+def _is_json_content(content_type: str | None) -> bool:
+    return content_type is not None and "json" in content_type.lower()
+
+
+class IngestService:
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        recorder: Recorder,
+        *,
+        clock: Callable[[], float],
+    ) -> None:
+        self._providers = providers
+        self._recorder = recorder
+        self._clock = clock
+
+    def provider(self, name: str) -> Provider:
+        try:
+            return self._providers[name]
+        except KeyError:
+            raise UnknownProvider(f"no provider named {name!r} is configured") from None
+
+    async def ingest(self, request: InboundRequest) -> IngestResult | HandshakeReply:
+        provider = self.provider(request.provider)
+        now = self._clock()
+        provider.verifier.verify(request, now_s=now)
+        document = Document(request)
+        content_type = request.header("content-type")
+        if _is_json_content(content_type) and document.json is None:
+            raise InvalidBody("the body is not valid JSON although Content-Type says it is")
+        verifier = provider.verifier
+        if isinstance(verifier, Handshaker):
+            reply = verifier.handshake(request, document.json)
+            if reply is not None:
+                return reply
+        if provider.scheme.is_batch:
+            events = self._batch_events(provider, request, document, now)
+        else:
+            events = [self._new_event(provider, request, document, request.body, now)]
+        # Gathered, so a batch's events join the same group commit.
+        outcomes = await asyncio.gather(*(self._recorder.record(ev) for ev in events))
+        for ev, outcome in zip(events, outcomes, strict=True):
+            if isinstance(outcome, Duplicate) and outcome.is_conflict:
+                log.warning(
+                    "event_conflict",
+                    provider=provider.name,
+                    key=ev.key,
+                    event_id=outcome.id,
+                    body_sha256=ev.fingerprint[:16],
+                )
+                if provider.settings.on_conflict == "reject":
+                    raise KeyConflict(
+                        "an event with this key was already received with a different body"
+                    )
+        return IngestResult(outcomes=outcomes, is_batch=provider.scheme.is_batch)
+
+    def _batch_events(
+        self, provider: Provider, request: InboundRequest, document: Document, now: float
+    ) -> list[NewEvent]:
+        items = document.json
+        if not isinstance(items, list) or not items:
+            raise InvalidBody("the body must be a non-empty JSON array of events")
+        events: list[NewEvent] = []
+        for item in items:
+            body = json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            element = Document(request, json_value=item)
+            events.append(self._new_event(provider, request, element, body, now))
+        return events
+
+    def _new_event(
+        self,
+        provider: Provider,
+        request: InboundRequest,
+        document: Document,
+        body: bytes,
+        now: float,
+    ) -> NewEvent:
+        event_id = provider.event_id.extract(document)
+        if event_id is None:
+            raise MissingEventId(
+                f"no event ID found at {provider.event_id.expression!r} in this delivery"
+            )
+        if len(event_id) > _MAX_KEY_CHARS:
+            raise MissingEventId(f"the event ID is longer than {_MAX_KEY_CHARS} characters")
+        event_type = provider.event_type.extract(document) if provider.event_type else None
+        serialize_key = provider.serialize_by.extract(document) if provider.serialize_by else None
+        headers = {
+            name: value
+            for name, value in request.headers.items()
+            if name not in provider.redacted_headers
+        }
+        return NewEvent(
+            provider=provider.name,
+            key=f"{provider.name}:{event_id}",
+            provider_event_id=event_id,
+            event_type=event_type[:200] if event_type else None,
+            body=body,
+            headers=headers,
+            content_type=request.header("content-type"),
+            fingerprint=hashlib.sha256(body).hexdigest(),
+            received_at_s=now,
+            payload_expires_at_s=now + provider.payload_retention_s,
+            dedupe_expires_at_s=now + provider.dedupe_retention_s,
+            has_handler=provider.has_handler,
+            serialize_key=serialize_key,
+            requeue_dead=provider.settings.requeue_dead,
+            remote=request.remote,
+        )

@@ -1,0 +1,193 @@
+"""Value sources: where an event's ID, type or ordering key comes from.
+
+An expression is one of
+
+- ``header:NAME``          a request header (case-insensitive)
+- ``json:dotted.path``     a field of the JSON body; digits index arrays (``json:events.0.id``)
+- ``form:NAME``            a field of an ``application/x-www-form-urlencoded`` body
+- ``query:NAME``           a query-string parameter
+- ``body_sha256``          the hex SHA-256 of the raw body
+- a template               ``"{header:X-Hook}:{json:id}"``; a part ending in ``?``
+                           (``{header:X-Hook?}``) may be absent and then reads as empty
+
+Parsing happens once, at config load; extraction is cheap and never raises for bad input:
+a missing or non-scalar value extracts as ``None``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Document", "SourceSyntaxError", "ValueSource", "parse_source"]
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+from receiver.models import InboundRequest
+
+_MISSING = object()
+
+
+class SourceSyntaxError(ValueError):
+    """The expression is not one of the forms above."""
+
+
+class Document:
+    """The request plus its body parsed lazily, once, as JSON or a form."""
+
+    __slots__ = ("_form", "_json", "request")
+
+    def __init__(self, request: InboundRequest, json_value: object = _MISSING) -> None:
+        self.request = request
+        self._json = json_value
+        self._form: dict[str, list[str]] | None = None
+
+    @property
+    def json(self) -> object:
+        """The parsed JSON body, or ``None`` when the body is not JSON."""
+        if self._json is _MISSING:
+            try:
+                self._json = json.loads(self.request.body)
+            except (ValueError, RecursionError):
+                self._json = None
+        return self._json
+
+    @property
+    def form(self) -> dict[str, list[str]]:
+        if self._form is None:
+            try:
+                text = self.request.body.decode("utf-8")
+                self._form = parse_qs(text, keep_blank_values=True, max_num_fields=10_000)
+            except (UnicodeDecodeError, ValueError):
+                self._form = {}
+        return self._form
+
+
+Extractor = Callable[[Document], str | None]
+
+
+def _scalar(value: object) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def _json_path(path: str) -> Extractor:
+    parts = path.split(".")
+    if not path or any(not p for p in parts):
+        raise SourceSyntaxError(f"json path {path!r} has an empty segment")
+
+    def extract(doc: Document) -> str | None:
+        node: object = doc.json
+        for part in parts:
+            if isinstance(node, Mapping):
+                node = node.get(part, _MISSING)
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                return None
+            if node is _MISSING:
+                return None
+        return _scalar(node)
+
+    return extract
+
+
+def _header(name: str) -> Extractor:
+    lowered = name.lower()
+    return lambda doc: doc.request.headers.get(lowered) or None
+
+
+def _form(name: str) -> Extractor:
+    def extract(doc: Document) -> str | None:
+        values = doc.form.get(name)
+        return values[0] if values and values[0] else None
+
+    return extract
+
+
+def _query(name: str) -> Extractor:
+    return lambda doc: doc.request.query.get(name) or None
+
+
+def _body_sha256(doc: Document) -> str:
+    return hashlib.sha256(doc.request.body).hexdigest()
+
+
+_KINDS: dict[str, Callable[[str], Extractor]] = {
+    "header": _header,
+    "json": _json_path,
+    "form": _form,
+    "query": _query,
+}
+_TEMPLATE_PART = re.compile(r"\{([^{}]*)\}")
+
+
+def _simple(expr: str) -> Extractor:
+    if expr == "body_sha256":
+        return _body_sha256
+    kind, sep, arg = expr.partition(":")
+    if not sep or kind not in _KINDS:
+        raise SourceSyntaxError(
+            f"{expr!r} is not header:NAME, json:PATH, form:NAME, query:NAME, body_sha256 "
+            "or a {…} template"
+        )
+    if not arg:
+        raise SourceSyntaxError(f"{expr!r} names no {kind}")
+    return _KINDS[kind](arg)
+
+
+def _template(expr: str) -> Extractor:
+    pieces: list[str | tuple[Extractor, bool]] = []
+    pos = 0
+    for match in _TEMPLATE_PART.finditer(expr):
+        if match.start() > pos:
+            pieces.append(expr[pos : match.start()])
+        inner = match.group(1)
+        is_optional = inner.endswith("?")
+        pieces.append((_simple(inner.removesuffix("?")), is_optional))
+        pos = match.end()
+    rest = expr[pos:]
+    if "{" in rest or "}" in rest:
+        raise SourceSyntaxError(f"template {expr!r} has an unbalanced brace")
+    if rest:
+        pieces.append(rest)
+    if not any(isinstance(p, tuple) and not p[1] for p in pieces):
+        raise SourceSyntaxError(f"template {expr!r} has no required {{…}} part")
+
+    def extract(doc: Document) -> str | None:
+        out: list[str] = []
+        for piece in pieces:
+            if isinstance(piece, str):
+                out.append(piece)
+                continue
+            fn, is_optional = piece
+            value = fn(doc)
+            if value is None and not is_optional:
+                return None
+            out.append(value or "")
+        return "".join(out)
+
+    return extract
+
+
+@dataclass(frozen=True, slots=True)
+class ValueSource:
+    """A parsed expression; call ``extract`` on a :class:`Document`."""
+
+    expression: str
+    extract: Extractor
+
+
+def parse_source(expr: str) -> ValueSource:
+    expr = expr.strip()
+    if not expr:
+        raise SourceSyntaxError("empty expression")
+    fn = _template(expr) if "{" in expr else _simple(expr)
+    return ValueSource(expression=expr, extract=fn)

@@ -1,0 +1,47 @@
+"""Logging, configured once: structlog, JSON when stdout is not a terminal.
+
+Event names are stable snake_case (``event_accepted``, ``signature_rejected``, …). Nothing here
+ever receives a secret, a signature or a body: callers log ``body_bytes`` and a short hash.
+"""
+
+from __future__ import annotations
+
+__all__ = ["configure_logging"]
+
+import logging
+import sys
+from typing import Literal
+
+import structlog
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def configure_logging(
+    level: str = "info", fmt: Literal["auto", "json", "console"] = "auto"
+) -> None:
+    is_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if is_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    # aiohttp's access log duplicates our canonical request line.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,213 @@
+"""Turn each ``providers:`` entry into a ready :class:`Provider`: secrets read, verifier built,
+value sources parsed, retention decided. Problems are collected, never raised one by one."""
+
+from __future__ import annotations
+
+__all__ = ["ALWAYS_REDACTED_HEADERS", "Provider", "resolve_providers"]
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ValidationError
+
+from receiver.errors import ConfigProblem
+from receiver.keys import SourceSyntaxError, ValueSource, parse_source
+from receiver.signatures.base import BuildContext, Scheme, Verifier
+from receiver.signatures.registry import all_schemes, get_scheme
+
+if TYPE_CHECKING:
+    from receiver.config import ProviderSettings, Settings
+
+# Credentials that are never stored, whatever the scheme.
+ALWAYS_REDACTED_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
+)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Provider:
+    name: str
+    settings: ProviderSettings
+    scheme: Scheme
+    verifier: Verifier
+    event_id: ValueSource
+    event_type: ValueSource | None
+    serialize_by: ValueSource | None
+    payload_retention_s: float
+    dedupe_retention_s: float
+    redacted_headers: frozenset[str]
+
+    @property
+    def has_handler(self) -> bool:
+        return self.settings.handler is not None
+
+
+def _read_secrets(
+    name: str, ps: ProviderSettings, env: Mapping[str, str], problems: list[ConfigProblem]
+) -> list[str]:
+    secrets: list[str] = []
+    for i, var in enumerate(ps.secret_envs):
+        value = env.get(var)
+        if not value:
+            problems.append(
+                ConfigProblem(
+                    f"providers.{name}.secret_envs.{i}",
+                    f"environment variable {var} is not set (or is empty)",
+                )
+            )
+        else:
+            secrets.append(value)
+    for i, path in enumerate(ps.secret_files):
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            problems.append(
+                ConfigProblem(f"providers.{name}.secret_files.{i}", f"cannot read {path}: {reason}")
+            )
+            continue
+        if not value:
+            problems.append(ConfigProblem(f"providers.{name}.secret_files.{i}", f"{path} is empty"))
+        else:
+            secrets.append(value)
+    return secrets
+
+
+def _source(expr: str | None, path: str, problems: list[ConfigProblem]) -> ValueSource | None:
+    if expr is None:
+        return None
+    try:
+        return parse_source(expr)
+    except SourceSyntaxError as exc:
+        problems.append(ConfigProblem(path, str(exc)))
+        return None
+
+
+def _options(
+    name: str, scheme: Scheme, ps: ProviderSettings, problems: list[ConfigProblem]
+) -> tuple[BaseModel | None, bool]:
+    path = f"providers.{name}.options"
+    if scheme.options_model is None:
+        if ps.options:
+            problems.append(ConfigProblem(path, f"scheme {scheme.name} takes no options"))
+            return None, False
+        return None, True
+    try:
+        return scheme.options_model.model_validate(ps.options or {}), True
+    except ValidationError as exc:
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e["loc"])
+            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            problems.append(ConfigProblem(f"{path}.{loc}" if loc else path, msg))
+        return None, False
+
+
+def _public_url(name: str, ps: ProviderSettings, settings: Settings) -> str | None:
+    if ps.public_url:
+        return ps.public_url
+    if settings.server.public_base_url:
+        return settings.server.public_base_url.rstrip("/") + f"/webhooks/{name}"
+    return None
+
+
+def _resolve_one(
+    name: str,
+    ps: ProviderSettings,
+    settings: Settings,
+    env: Mapping[str, str],
+    problems: list[ConfigProblem],
+    warnings: list[str],
+) -> Provider | None:
+    before = len(problems)
+    prefix = f"providers.{name}"
+    if not _NAME.match(name):
+        problems.append(
+            ConfigProblem(prefix, "provider names use letters, digits, '-', '_' and '.' only")
+        )
+    scheme = get_scheme(ps.scheme)
+    if scheme is None:
+        known = ", ".join(all_schemes())
+        problems.append(
+            ConfigProblem(f"{prefix}.scheme", f"unknown scheme {ps.scheme!r}; known: {known}")
+        )
+        return None
+    secrets = _read_secrets(name, ps, env, problems)
+    if scheme.needs_secret and not ps.secret_envs and not ps.secret_files:
+        problems.append(
+            ConfigProblem(
+                f"{prefix}.secret_envs",
+                f"scheme {scheme.name} needs a secret: name an environment variable or a file",
+            )
+        )
+    if scheme.name == "none":
+        warnings.append(
+            f"provider {name} uses scheme 'none': deliveries are NOT verified "
+            "(for local testing only)"
+        )
+    options, options_ok = _options(name, scheme, ps, problems)
+    event_id_expr = ps.event_id or scheme.event_id
+    if event_id_expr is None:
+        problems.append(
+            ConfigProblem(f"{prefix}.event_id", f"scheme {scheme.name} has no default: set one")
+        )
+    event_id = _source(event_id_expr, f"{prefix}.event_id", problems)
+    event_type = _source(ps.event_type or scheme.event_type, f"{prefix}.event_type", problems)
+    serialize_by = _source(ps.serialize_by, f"{prefix}.serialize_by", problems)
+    dedupe_s = ps.dedupe_retention or scheme.dedupe_retention_s
+    payload_s = ps.payload_retention or scheme.payload_retention_s
+    if payload_s > dedupe_s:
+        problems.append(
+            ConfigProblem(
+                f"{prefix}.payload_retention",
+                "must not be longer than dedupe_retention (a payload outliving its key "
+                "could be stored twice)",
+            )
+        )
+    if len(problems) > before or not options_ok or event_id is None:
+        return None
+    try:
+        verifier = scheme.build(
+            BuildContext(
+                provider=name,
+                secrets=tuple(secrets),
+                tolerance_s=ps.tolerance_s,
+                options=options,
+                public_url=_public_url(name, ps, settings),
+            )
+        )
+    except ValueError as exc:
+        problems.append(ConfigProblem(prefix, str(exc)))
+        return None
+    return Provider(
+        name=name,
+        settings=ps,
+        scheme=scheme,
+        verifier=verifier,
+        event_id=event_id,
+        event_type=event_type,
+        serialize_by=serialize_by,
+        payload_retention_s=payload_s,
+        dedupe_retention_s=dedupe_s,
+        redacted_headers=ALWAYS_REDACTED_HEADERS | scheme.secret_headers,
+    )
+
+
+def resolve_providers(
+    settings: Settings, env: Mapping[str, str], *, base_dir: Path
+) -> tuple[dict[str, Provider], list[ConfigProblem], list[str]]:
+    """Resolve every provider; returns (providers, problems, warnings)."""
+    del base_dir  # paths are relative to the working directory, like storage.path
+    problems: list[ConfigProblem] = []
+    warnings: list[str] = []
+    providers: dict[str, Provider] = {}
+    if not settings.providers:
+        problems.append(ConfigProblem("providers", "no providers are configured"))
+    for name, ps in settings.providers.items():
+        provider = _resolve_one(name, ps, settings, env, problems, warnings)
+        if provider is not None:
+            providers[name] = provider
+    return providers, problems, warnings

@@ -1,0 +1,145 @@
+"""``POST /webhooks/{provider}``: read the body under a cap, hand it to ingest, answer."""
+
+from __future__ import annotations
+
+__all__ = ["INGEST", "INGEST_LIMITS", "METRICS", "IngestLimits", "add_ingest_routes", "read_body"]
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from receiver.errors import BodyTimeout, PayloadTooLarge, RequestRejected, StorageUnavailable
+from receiver.ingest import IngestResult, IngestService
+from receiver.metrics import Metrics
+from receiver.models import Accepted, HandshakeReply, InboundRequest, IngestOutcome
+from receiver.server.responses import error_response, json_response
+
+log = structlog.get_logger("receiver.ingest")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestLimits:
+    max_body_bytes: int
+    read_timeout_s: float
+
+
+INGEST = web.AppKey("ingest", IngestService)
+INGEST_LIMITS = web.AppKey("ingest_limits", IngestLimits)
+METRICS = web.AppKey("metrics", Metrics)
+
+
+async def read_body(request: web.Request, limits: IngestLimits) -> bytes:
+    """The raw body, refused before reading when declared too large, and while reading."""
+    declared = request.content_length
+    if declared is not None and declared > limits.max_body_bytes:
+        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limits.max_body_bytes}")
+    buffer = bytearray()
+    try:
+        async with asyncio.timeout(limits.read_timeout_s):
+            while chunk := await request.content.readany():
+                buffer += chunk
+                if len(buffer) > limits.max_body_bytes:
+                    raise PayloadTooLarge(
+                        f"the body exceeds the limit of {limits.max_body_bytes} bytes"
+                    )
+    except TimeoutError:
+        raise BodyTimeout(f"the body did not arrive within {limits.read_timeout_s:g} s") from None
+    return bytes(buffer)
+
+
+def _headers(request: web.Request) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        lowered = name.lower()
+        headers[lowered] = f"{headers[lowered]}, {value}" if lowered in headers else value
+    return headers
+
+
+def _outcome_json(outcome: IngestOutcome) -> dict[str, str]:
+    status = "accepted" if isinstance(outcome, Accepted) else "duplicate"
+    return {"status": status, "id": str(outcome.id), "key": outcome.key}
+
+
+def _result_response(result: IngestResult) -> tuple[web.Response, str, str | None]:
+    if not result.is_batch:
+        body = _outcome_json(result.outcomes[0])
+        return json_response(body), f"event_{body['status']}", body["key"]
+    events = [_outcome_json(o) for o in result.outcomes]
+    is_new = any(e["status"] == "accepted" for e in events)
+    status = "accepted" if is_new else "duplicate"
+    return json_response({"status": status, "events": events}), f"batch_{status}", None
+
+
+async def receive(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    name = request.match_info["provider"]
+    service = request.app[INGEST]
+    metrics = request.app[METRICS]
+    body_bytes = 0
+    key: str | None = None
+    try:
+        service.provider(name)  # 404 before reading anything
+        body = await read_body(request, request.app[INGEST_LIMITS])
+        body_bytes = len(body)
+        inbound = InboundRequest(
+            provider=name,
+            method=request.method,
+            url=str(request.url),
+            headers=_headers(request),
+            body=body,
+            remote=request.remote or "",
+            query=dict(request.query),
+        )
+        result = await service.ingest(inbound)
+    except RequestRejected as exc:
+        response = error_response(exc)
+        if isinstance(exc, PayloadTooLarge | BodyTimeout):
+            response.force_close()
+        known = exc.code != "unknown_provider"
+        metrics.rejections.labels(name if known else "", exc.code).inc()
+        event = "signature_rejected" if exc.status == 401 else "request_rejected"
+        outcome, status = event, exc.status
+        log_extra: dict[str, object] = {"cause": exc.code}
+    except StorageUnavailable as exc:
+        response = error_response(exc)
+        outcome, status = "storage_unavailable", 503
+        log_extra = {"cause": exc.detail}
+    else:
+        log_extra = {}
+        if isinstance(result, HandshakeReply):
+            response = web.Response(
+                status=result.status, body=result.body, content_type=result.content_type
+            )
+            outcome, status = "handshake_answered", result.status
+        else:
+            response, outcome, key = _result_response(result)
+            status = 200
+            for o in result.outcomes:
+                if isinstance(o, Accepted):
+                    metrics.received.labels(name, "accepted").inc()
+                    continue
+                metrics.received.labels(name, "duplicate").inc()
+                metrics.duplicates.labels(name).inc()
+                if o.is_conflict:
+                    metrics.conflicts.labels(name).inc()
+    elapsed = time.perf_counter() - started
+    if outcome != "request_rejected" or status != 404:
+        metrics.ingest_latency.labels(name).observe(elapsed)
+    log.info(
+        outcome,
+        provider=name,
+        status=status,
+        key=key,
+        duration_ms=round(elapsed * 1000, 2),
+        body_bytes=body_bytes,
+        remote=request.remote,
+        **log_extra,
+    )
+    return response
+
+
+def add_ingest_routes(app: web.Application) -> None:
+    app.router.add_post("/webhooks/{provider}", receive)

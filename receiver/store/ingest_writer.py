@@ -1,0 +1,266 @@
+"""Group commit for ingest: concurrent deliveries share one transaction.
+
+Each ``record()`` call joins the pending list and waits. One flusher task takes up to
+``batch_max`` pending events, writes them in one ``BEGIN IMMEDIATE`` … ``COMMIT`` (a multi-row
+``INSERT … ON CONFLICT(key) DO NOTHING RETURNING``, their jobs, and the duplicate bookkeeping)
+and only then resolves every waiter. While one batch commits, the next one fills up, so the
+number of fsyncs per request falls as load rises.
+
+Dedupe is the UNIQUE constraint, never check-then-insert. A duplicate in the same batch as its
+original is answered after that batch commits; one in a later batch finds the committed row.
+"""
+
+from __future__ import annotations
+
+__all__ = ["IngestWriter"]
+
+import asyncio
+import functools
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import aiosqlite
+
+from receiver.errors import StorageUnavailable
+from receiver.models import Accepted, Duplicate, EventStatus, IngestOutcome, JobStatus, NewEvent
+from receiver.store.database import Database
+
+_EVENT_COLUMNS = (
+    "provider, key, provider_event_id, event_type, fingerprint, body, headers, content_type, "
+    "remote_addr, status, serialize_key, received_at, last_seen_at, requeue_dead, "
+    "payload_expires_at, dedupe_expires_at"
+)
+_EVENT_PLACEHOLDERS = "(" + ",".join("?" * 16) + ")"
+
+
+@dataclass(slots=True)
+class _Pending:
+    event: NewEvent
+    future: asyncio.Future[IngestOutcome]
+
+
+def _event_row(ev: NewEvent) -> tuple[object, ...]:
+    status = EventStatus.QUEUED if ev.has_handler else EventStatus.RECEIVED
+    return (
+        ev.provider,
+        ev.key,
+        ev.provider_event_id,
+        ev.event_type,
+        ev.fingerprint,
+        ev.body,
+        json.dumps(dict(ev.headers), ensure_ascii=False, separators=(",", ":")),
+        ev.content_type,
+        ev.remote,
+        str(status),
+        ev.serialize_key,
+        ev.received_at_s,
+        ev.received_at_s,
+        int(ev.requeue_dead),
+        ev.payload_expires_at_s,
+        ev.dedupe_expires_at_s,
+    )
+
+
+class IngestWriter:
+    """Batches ``record()`` calls into group commits on the database's single writer."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Callable[[], float],
+        batch_max: int = 256,
+        on_batch: Callable[[int], None] | None = None,
+        on_committed: Callable[[], None] | None = None,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._batch_max = batch_max
+        self._on_batch = on_batch
+        self._on_committed = on_committed
+        self._pending: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._is_closed = False
+
+    async def record(self, event: NewEvent) -> IngestOutcome:
+        if self._is_closed:
+            raise StorageUnavailable("the receiver is shutting down", retry_after_s=1)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[IngestOutcome] = loop.create_future()
+        self._pending.append(_Pending(event, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="receiver-group-commit")
+        # Shield: a client that disconnects must not cancel a commit others wait on.
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = self._pending[: self._batch_max]
+            del self._pending[: self._batch_max]
+            try:
+                outcomes = await self._db.transaction(functools.partial(self._write, batch=batch))
+            except BaseException as exc:
+                error = (
+                    exc
+                    if isinstance(exc, StorageUnavailable)
+                    else StorageUnavailable(
+                        "the database refused the write", retry_after_s=self._db.retry_after_s
+                    )
+                )
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            if self._on_batch is not None:
+                self._on_batch(len(batch))
+            for item, outcome in zip(batch, outcomes, strict=True):
+                if not item.future.done():
+                    item.future.set_result(outcome)
+            if self._on_committed is not None and any(
+                isinstance(o, Accepted) or o.requeued for o in outcomes
+            ):
+                self._on_committed()
+
+    async def _write(
+        self, conn: aiosqlite.Connection, *, batch: Sequence[_Pending]
+    ) -> list[IngestOutcome]:
+        now = self._clock()
+        # The first occurrence of each key in the batch is the candidate for insertion.
+        firsts: dict[str, NewEvent] = {}
+        for item in batch:
+            firsts.setdefault(item.event.key, item.event)
+        candidates = list(firsts.values())
+        sql = (
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES "
+            + ",".join([_EVENT_PLACEHOLDERS] * len(candidates))
+            + " ON CONFLICT(key) DO NOTHING RETURNING id, key"
+        )
+        params = [value for ev in candidates for value in _event_row(ev)]
+        inserted: dict[str, int] = {
+            row[1]: row[0] for row in await conn.execute_fetchall(sql, params)
+        }
+        if inserted:
+            await conn.executemany(
+                "INSERT INTO jobs (event_id, provider, status, run_at, serialize_key, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        inserted[ev.key],
+                        ev.provider,
+                        str(JobStatus.QUEUED),
+                        ev.received_at_s,
+                        ev.serialize_key,
+                        now,
+                    )
+                    for ev in candidates
+                    if ev.key in inserted
+                ],
+            )
+        # Everything else in the batch is a redelivery of a committed (or same-batch) event.
+        claimed: set[str] = set()
+        duplicates: list[NewEvent] = []
+        for item in batch:
+            key = item.event.key
+            if key in inserted and key not in claimed:
+                claimed.add(key)
+            else:
+                duplicates.append(item.event)
+        dup_outcomes = await self._record_duplicates(conn, duplicates, inserted, now)
+        outcomes: list[IngestOutcome] = []
+        claimed.clear()
+        dup_iter = iter(dup_outcomes)
+        for item in batch:
+            key = item.event.key
+            if key in inserted and key not in claimed:
+                claimed.add(key)
+                outcomes.append(Accepted(id=inserted[key], key=key))
+            else:
+                outcomes.append(next(dup_iter))
+        return outcomes
+
+    async def _record_duplicates(
+        self,
+        conn: aiosqlite.Connection,
+        duplicates: Sequence[NewEvent],
+        inserted: dict[str, int],
+        now: float,
+    ) -> list[Duplicate]:
+        if not duplicates:
+            return []
+        keys = sorted({ev.key for ev in duplicates})
+        originals: dict[str, tuple[int, str, str, int]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = await conn.execute_fetchall(
+                "SELECT id, key, fingerprint, status, requeue_dead FROM events WHERE key IN ("
+                + ",".join("?" * len(chunk))
+                + ")",
+                chunk,
+            )
+            for row in rows:
+                originals[row[1]] = (row[0], row[2], row[3], row[4])
+        results: list[Duplicate] = []
+        counts: dict[int, tuple[int, int]] = {}
+        conflicts: list[tuple[int, str, float]] = []
+        requeue: list[int] = []
+        for ev in duplicates:
+            original = originals.get(ev.key)
+            if original is None:  # purged between the insert and now: cannot happen in one txn
+                raise StorageUnavailable("the original event vanished", retry_after_s=1)
+            event_id, fingerprint, status, requeue_dead = original
+            is_conflict = fingerprint != ev.fingerprint
+            dup, conf = counts.get(event_id, (0, 0))
+            counts[event_id] = (dup + 1, conf + int(is_conflict))
+            if is_conflict:
+                conflicts.append((event_id, ev.fingerprint, now))
+            is_requeued = (
+                status == EventStatus.DEAD
+                and bool(requeue_dead)
+                and ev.requeue_dead
+                and event_id not in requeue
+                and event_id not in inserted.values()
+            )
+            if is_requeued:
+                requeue.append(event_id)
+            results.append(
+                Duplicate(id=event_id, key=ev.key, is_conflict=is_conflict, requeued=is_requeued)
+            )
+        await conn.executemany(
+            "UPDATE events SET duplicate_count = duplicate_count + ?,"
+            " conflict_count = conflict_count + ?, last_seen_at = ? WHERE id = ?",
+            [(dup, conf, now, event_id) for event_id, (dup, conf) in counts.items()],
+        )
+        if conflicts:
+            await conn.executemany(
+                "INSERT INTO conflicts (event_id, fingerprint, seen_at) VALUES (?, ?, ?)",
+                conflicts,
+            )
+        if requeue:
+            await self._requeue_dead(conn, requeue, now)
+        return results
+
+    async def _requeue_dead(
+        self, conn: aiosqlite.Connection, event_ids: Sequence[int], now: float
+    ) -> None:
+        """A provider redelivering a dead event says it still matters: queue it again."""
+        rows = [(event_id,) for event_id in event_ids]
+        await conn.executemany(
+            "UPDATE jobs SET status = 'queued', attempts = 0, run_at = ?, lease_token = NULL,"
+            " lease_expires_at = NULL, updated_at = ? WHERE event_id = ?",
+            [(now, now, event_id) for event_id in event_ids],
+        )
+        await conn.executemany("UPDATE events SET status = 'queued' WHERE id = ?", rows)
+        await conn.executemany(
+            "INSERT INTO requeues (event_id, at, cause) VALUES (?, ?, 'redelivery')",
+            [(event_id, now) for event_id in event_ids],
+        )
+
+    async def close(self) -> None:
+        """Stop taking new events and wait for the pending ones to commit."""
+        self._is_closed = True
+        flusher = self._flusher
+        if flusher is not None and not flusher.done():
+            await asyncio.wait({flusher})

@@ -1,0 +1,107 @@
+"""The SQLite store: the database, the group-commit ingest writer and the reads."""
+
+from __future__ import annotations
+
+__all__ = ["SqliteStore", "row_to_event"]
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiosqlite
+
+from receiver.models import IngestOutcome, NewEvent
+from receiver.store.base import StoredEvent
+from receiver.store.database import Database
+from receiver.store.ingest_writer import IngestWriter
+
+
+def row_to_event(row: aiosqlite.Row) -> StoredEvent:
+    headers = row["headers"]
+    return StoredEvent(
+        id=row["id"],
+        provider=row["provider"],
+        key=row["key"],
+        provider_event_id=row["provider_event_id"],
+        event_type=row["event_type"],
+        fingerprint=row["fingerprint"],
+        body=bytes(row["body"]) if row["body"] is not None else None,
+        headers=json.loads(headers) if headers is not None else None,
+        content_type=row["content_type"],
+        remote_addr=row["remote_addr"],
+        status=row["status"],
+        received_at_s=row["received_at"],
+        last_seen_at_s=row["last_seen_at"],
+        duplicate_count=row["duplicate_count"],
+        conflict_count=row["conflict_count"],
+        payload_expires_at_s=row["payload_expires_at"],
+        dedupe_expires_at_s=row["dedupe_expires_at"],
+        payload_purged_at_s=row["payload_purged_at"],
+    )
+
+
+class SqliteStore:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        busy_timeout_s: float = 2.0,
+        synchronous: str = "FULL",
+        batch_max: int = 256,
+        retry_after_s: int = 5,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.db = Database(
+            path,
+            busy_timeout_s=busy_timeout_s,
+            synchronous=synchronous,
+            retry_after_s=retry_after_s,
+        )
+        self._on_committed: list[Callable[[], None]] = []
+        self.writer = IngestWriter(
+            self.db,
+            clock=clock,
+            batch_max=batch_max,
+            on_batch=on_batch,
+            on_committed=self._notify_committed,
+        )
+
+    def on_committed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after a commit that queued new work (wakes the worker)."""
+        self._on_committed.append(callback)
+
+    def _notify_committed(self) -> None:
+        for callback in self._on_committed:
+            callback()
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.writer.close()
+        await self.db.close()
+
+    async def record(self, event: NewEvent) -> IngestOutcome:
+        return await self.writer.record(event)
+
+    async def get_event(self, event_id: int) -> StoredEvent | None:
+        async with (
+            self.db.reading() as conn,
+            conn.execute("SELECT * FROM events WHERE id = ?", (event_id,)) as cur,
+        ):
+            row = await cur.fetchone()
+        return row_to_event(row) if row is not None else None
+
+    async def get_event_by_key(self, key: str) -> StoredEvent | None:
+        async with (
+            self.db.reading() as conn,
+            conn.execute("SELECT * FROM events WHERE key = ?", (key,)) as cur,
+        ):
+            row = await cur.fetchone()
+        return row_to_event(row) if row is not None else None
+
+    async def check_writable(self) -> bool:
+        return await self.db.check_writable()
