@@ -1,0 +1,79 @@
+"""Factories shared by the suites: configs on disk, signed deliveries, free ports."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from standardwebhooks.webhooks import Webhook
+
+# An obviously fake Standard Webhooks secret: "whsec_" + base64 of 32 fixed bytes.
+TEST_SECRET = "whsec_" + base64.b64encode(b"receiver-test-secret-0123456789a").decode()
+OTHER_SECRET = "whsec_" + base64.b64encode(b"receiver-other-secret-012345678b").decode()
+SECRET_ENV = "TEST_WEBHOOK_SECRET"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(
+    tmp_path: Path,
+    *,
+    providers: Mapping[str, Any] | None = None,
+    storage: Mapping[str, Any] | None = None,
+    server: Mapping[str, Any] | None = None,
+    admin: Mapping[str, Any] | None = None,
+    worker: Mapping[str, Any] | None = None,
+) -> Path:
+    """A config file in ``tmp_path`` with one Standard Webhooks provider ``sw`` by default."""
+    doc: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": 0, **(server or {})},
+        "admin": {"host": "127.0.0.1", "port": 0, **(admin or {})},
+        "storage": {"path": str(tmp_path / "receiver.db"), **(storage or {})},
+        "logging": {"format": "json"},
+        "providers": dict(
+            providers
+            or {"sw": {"scheme": "standard-webhooks", "secret_envs": [SECRET_ENV]}}
+        ),
+    }
+    if worker:
+        doc["worker"] = dict(worker)
+    path = tmp_path / "receiver.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_environ(**extra: str) -> dict[str, str]:
+    return {**os.environ, SECRET_ENV: TEST_SECRET, **extra}
+
+
+def signed_headers(
+    body: bytes,
+    *,
+    msg_id: str,
+    secret: str = TEST_SECRET,
+    at: datetime | None = None,
+) -> dict[str, str]:
+    """Headers exactly as a Standard Webhooks sender would produce them (signed by the SDK)."""
+    when = at or datetime.now(tz=UTC)
+    signature = Webhook(secret).sign(msg_id, when, body.decode("utf-8"))
+    return {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(when.timestamp())),
+        "webhook-signature": signature,
+    }
+
+
+def event_body(n: int | str, **fields: Any) -> bytes:
+    return json.dumps({"type": "order.created", "data": {"n": n, **fields}}).encode()
