@@ -1,0 +1,112 @@
+"""Storage trouble is 503 with Retry-After, never a 2xx without a committed row; ingest recovers
+by itself when the cause goes away (DESIGN guarantee 1)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from typing import Any
+
+import aiosqlite
+
+from tests.integration.conftest import Harness
+from tests.support.factories import event_body, signed_headers
+
+
+def _rows(harness: Harness) -> int:
+    with sqlite3.connect(harness.receiver.config.settings.storage.path) as conn:
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+async def _writer_pragma(harness: Harness, pragma: str) -> int:
+    """Set a pragma on the store's own writer connection (max_page_count is per connection)."""
+
+    async def work(conn: aiosqlite.Connection) -> int:
+        async with conn.execute(pragma) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    return await harness.receiver.store.db.transaction(work)
+
+
+async def test_full_database_is_503_and_recovers_without_restart(make_harness: Any) -> None:
+    harness: Harness = await make_harness(storage={"retry_after_s": 7})
+    body = event_body("warmup")
+    assert (await harness.post("sw", body, signed_headers(body, msg_id="w"))).status == 200
+    pages = await _writer_pragma(harness, "PRAGMA page_count")
+    await _writer_pragma(harness, f"PRAGMA max_page_count = {pages}")
+
+    acked: list[str] = []
+    refused = 0
+    for i in range(30):
+        big = event_body(i, pad="z" * 20_000)
+        resp = await harness.post("sw", big, signed_headers(big, msg_id=f"full{i}"))
+        if resp.status == 200:
+            acked.append(f"full{i}")
+            continue
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "7"
+        assert (await resp.json())["error"] == "storage_unavailable"
+        refused += 1
+    assert refused > 0
+    # Every acknowledged event is stored; nothing refused is.
+    assert _rows(harness) == 1 + len(acked)
+
+    await _writer_pragma(harness, "PRAGMA max_page_count = 1073741823")
+    late = event_body("after")
+    resp = await harness.post("sw", late, signed_headers(late, msg_id="after"))
+    assert resp.status == 200
+    assert (await resp.json())["status"] == "accepted"
+
+
+def _hold_write_lock(path: str, held: threading.Event, release: threading.Event) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        held.set()
+        release.wait(timeout=30)
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+async def test_database_locked_past_budget_is_503_then_recovers(make_harness: Any) -> None:
+    harness: Harness = await make_harness(storage={"busy_timeout_s": 0.3})
+    path = str(harness.receiver.config.settings.storage.path)
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(path, held, release), daemon=True)
+    holder.start()
+    assert await asyncio.to_thread(held.wait, 10)
+    try:
+        body = event_body("locked")
+        resp = await harness.post("sw", body, signed_headers(body, msg_id="locked"))
+        assert resp.status == 503
+        assert int(resp.headers["Retry-After"]) >= 1
+        assert (await resp.json())["error"] == "storage_unavailable"
+    finally:
+        release.set()
+        await asyncio.to_thread(holder.join, 10)
+    assert _rows(harness) == 0
+    resp = await harness.post("sw", body, signed_headers(body, msg_id="locked"))
+    assert resp.status == 200
+    assert (await resp.json())["status"] == "accepted"
+
+
+async def test_readiness_reports_a_locked_store(make_harness: Any, aiohttp_client: Any) -> None:
+    harness: Harness = await make_harness(storage={"busy_timeout_s": 0.2})
+    admin = await aiohttp_client(harness.receiver.admin_app)
+    assert (await admin.get("/readyz")).status == 200
+    path = str(harness.receiver.config.settings.storage.path)
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(path, held, release), daemon=True)
+    holder.start()
+    assert await asyncio.to_thread(held.wait, 10)
+    try:
+        resp = await admin.get("/readyz")
+        assert resp.status == 503
+        assert (await resp.json())["checks"]["store"] is False
+    finally:
+        release.set()
+        await asyncio.to_thread(holder.join, 10)
+    assert (await admin.get("/readyz")).status == 200
