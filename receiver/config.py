@@ -194,17 +194,45 @@ def _friendly(error: Mapping[str, Any]) -> str:
     return str(error.get("msg", "invalid value")).removeprefix("Value error, ")
 
 
-def parse_settings(raw: object) -> Settings:
-    """Validate a parsed YAML document; raise ConfigError naming every problem."""
+def _problems_of(exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[ConfigProblem]:
+    return [ConfigProblem(_loc_path(prefix + tuple(e["loc"])), _friendly(e)) for e in exc.errors()]
+
+
+def _salvage(raw: dict[str, Any]) -> Settings:
+    """The parts of an invalid document that are valid on their own, so that provider problems
+    (unset variables, bad secrets) are reported in the same run as schema problems."""
+    sections: dict[str, Any] = {}
+    for name, field in Settings.model_fields.items():
+        if name == "providers" or not isinstance(raw.get(name), dict):
+            continue
+        try:
+            sections[name] = field.annotation.model_validate(raw[name])  # type: ignore[union-attr]
+        except ValidationError:
+            continue
+    providers: dict[str, ProviderSettings] = {}
+    raw_providers = raw.get("providers")
+    if isinstance(raw_providers, dict):
+        for name, entry in raw_providers.items():
+            try:
+                providers[str(name)] = ProviderSettings.model_validate(entry)
+            except ValidationError:
+                continue
+    return Settings(**sections, providers=providers)
+
+
+def parse_settings(raw: object) -> tuple[Settings, list[ConfigProblem]]:
+    """Validate a parsed YAML document: the settings (salvaged when invalid) and the problems."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError([ConfigProblem("", "the top level must be a mapping of sections")])
+        return Settings(), [ConfigProblem("", "the top level must be a mapping of sections")]
     try:
-        return Settings.model_validate(raw)
+        settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        problems = [ConfigProblem(_loc_path(e["loc"]), _friendly(e)) for e in exc.errors()]
-        raise ConfigError(problems) from None
+        return _salvage(raw), _problems_of(exc)
+    if not settings.providers:
+        return settings, [ConfigProblem("providers", "no providers are configured")]
+    return settings, []
 
 
 def read_yaml(path: Path) -> object:
@@ -227,8 +255,9 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
     from receiver.providers import resolve_providers  # the provider layer builds verifiers
 
     env = dict(os.environ if environ is None else environ)
-    settings = parse_settings(read_yaml(path))
-    providers, problems, warnings = resolve_providers(settings, env, base_dir=path.parent)
+    settings, problems = parse_settings(read_yaml(path))
+    providers, provider_problems, warnings = resolve_providers(settings, env)
+    problems += provider_problems
     if problems:
         raise ConfigError(problems)
     return Config(path=path, settings=settings, providers=providers, warnings=tuple(warnings))

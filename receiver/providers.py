@@ -8,12 +8,12 @@ __all__ = ["ALWAYS_REDACTED_HEADERS", "Provider", "resolve_providers"]
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
 from receiver.errors import ConfigProblem
+from receiver.handlers import check_handler
 from receiver.keys import SourceSyntaxError, ValueSource, parse_source
 from receiver.signatures.base import BuildContext, Scheme, Verifier
 from receiver.signatures.registry import all_schemes, get_scheme
@@ -26,6 +26,8 @@ ALWAYS_REDACTED_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# The key each handler kind's check is about, for the problem's path.
+_HANDLER_FIELD = {"http": "url", "python": "target", "command": "argv.0"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,6 +169,9 @@ def _resolve_one(
                 "could be stored twice)",
             )
         )
+    if ps.handler is not None:
+        field = f"{prefix}.handler.{_HANDLER_FIELD[ps.handler.kind]}"
+        problems.extend(ConfigProblem(field, message) for message in check_handler(ps.handler))
     if len(problems) > before or not options_ok or event_id is None:
         return None
     try:
@@ -197,15 +202,15 @@ def _resolve_one(
 
 
 def resolve_providers(
-    settings: Settings, env: Mapping[str, str], *, base_dir: Path
+    settings: Settings, env: Mapping[str, str]
 ) -> tuple[dict[str, Provider], list[ConfigProblem], list[str]]:
-    """Resolve every provider; returns (providers, problems, warnings)."""
-    del base_dir  # paths are relative to the working directory, like storage.path
+    """Resolve every provider; returns (providers, problems, warnings).
+
+    Paths (``secret_files``) are relative to the working directory, like ``storage.path``.
+    """
     problems: list[ConfigProblem] = []
     warnings: list[str] = []
     providers: dict[str, Provider] = {}
-    if not settings.providers:
-        problems.append(ConfigProblem("providers", "no providers are configured"))
     for name, ps in settings.providers.items():
         provider = _resolve_one(name, ps, settings, env, problems, warnings)
         if provider is not None:

@@ -1,0 +1,162 @@
+"""Config: the YAML contract, every problem named by its key path, secrets by reference only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from receiver.cli import main
+from receiver.config import load_config
+from receiver.errors import ConfigError
+
+SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+ENV = {"SW_SECRET": SECRET}
+
+VALID = """
+server: {host: 127.0.0.1, port: 8080, max_body_bytes: 1048576}
+admin: {host: 127.0.0.1, port: 8081, token_env: RECEIVER_ADMIN_TOKEN}
+storage: {path: data/receiver.db}
+worker: {concurrency: 8, max_attempts: 10}
+providers:
+  billing:
+    scheme: standard-webhooks
+    secret_envs: [SW_SECRET]
+    event_id: "header:webhook-id"
+    payload_retention: 3d
+    dedupe_retention: 30d
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "receiver.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text), environ=ENV if env is None else env)
+    return {p.path: p.message for p in info.value.problems}
+
+
+def test_the_design_example_loads(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, VALID), environ=ENV)
+    provider = config.providers["billing"]
+    assert provider.scheme.name == "standard-webhooks"
+    assert provider.event_id.expression == "header:webhook-id"
+    assert provider.payload_retention_s == 3 * 86400
+    assert provider.dedupe_retention_s == 30 * 86400
+    assert config.settings.server.max_body_bytes == 1_048_576
+
+
+def test_the_bundled_config_loads_as_is() -> None:
+    config = load_config(Path("config/receiver.yaml"), environ={})
+    assert "demo" in config.providers
+
+
+def test_unknown_keys_are_errors_with_their_path(tmp_path: Path) -> None:
+    text = VALID.replace("concurrency: 8", "concurency: 8").replace(
+        "    scheme: standard-webhooks", "    scheme: standard-webhooks\n    tolerence_s: 5"
+    )
+    problems = _problems(tmp_path, text)
+    assert "worker.concurency" in problems
+    assert "providers.billing.tolerence_s" in problems
+    assert all("unknown key" in m for m in problems.values())
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = """
+server: {port: 99999}
+storage: {synchronous: SOMETIMES}
+providers:
+  a: {scheme: nope}
+  b: {scheme: stripe}
+  c:
+    scheme: github
+    secret_envs: [UNSET_VAR]
+    handler: {kind: ftp}
+"""
+    problems = _problems(tmp_path, text, env={})
+    assert "server.port" in problems
+    assert "storage.synchronous" in problems
+    assert "providers.c.handler" in problems
+    assert len(problems) >= 3
+
+
+def test_provider_problems_name_their_keys(tmp_path: Path) -> None:
+    text = """
+providers:
+  a: {scheme: nope}
+  b: {scheme: github}
+  c: {scheme: github, secret_envs: [UNSET_VAR]}
+  d: {scheme: none, event_id: "xml:id"}
+  e: {scheme: none, event_id: body_sha256, payload_retention: 30d, dedupe_retention: 1d}
+"""
+    problems = _problems(tmp_path, text, env={})
+    assert "unknown scheme 'nope'" in problems["providers.a.scheme"]
+    assert "needs a secret" in problems["providers.b.secret_envs"]
+    assert "UNSET_VAR is not set" in problems["providers.c.secret_envs.0"]
+    assert "providers.d.event_id" in problems
+    assert "providers.e.payload_retention" in problems
+
+
+def test_secret_files_are_read_and_unreadable_ones_named(tmp_path: Path) -> None:
+    secret_file = tmp_path / "sw.secret"
+    secret_file.write_text(SECRET + "\n")
+    ok = f"providers:\n  p: {{scheme: standard-webhooks, secret_files: [{secret_file}]}}\n"
+    assert "p" in load_config(_write(tmp_path, ok), environ={}).providers
+    missing = tmp_path / "missing.secret"
+    bad = f"providers:\n  p: {{scheme: standard-webhooks, secret_files: [{missing}]}}\n"
+    problems = _problems(tmp_path, bad, env={})
+    assert str(missing) in problems["providers.p.secret_files.0"]
+
+
+def test_a_malformed_secret_is_an_error_that_does_not_echo_it(tmp_path: Path) -> None:
+    text = "providers:\n  p: {scheme: standard-webhooks, secret_envs: [SW_SECRET]}\n"
+    canary = "whsec_%%%not-base64-CANARY%%%"
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text), environ={"SW_SECRET": canary})
+    assert "CANARY" not in str(info.value)
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
+    text = VALID + "  billing:\n    scheme: none\n    event_id: body_sha256\n"
+    with pytest.raises(ConfigError, match="duplicate key 'billing'"):
+        load_config(_write(tmp_path, text), environ=ENV)
+
+
+def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_write(tmp_path, "providers: [unclosed"), environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.yaml", environ={})
+
+
+def test_scheme_none_warns(tmp_path: Path) -> None:
+    config = load_config(
+        _write(tmp_path, "providers:\n  t: {scheme: none, event_id: body_sha256}\n"), environ={}
+    )
+    assert any("NOT verified" in w for w in config.warnings)
+
+
+def test_check_config_prints_a_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SW_SECRET", SECRET)
+    assert main(["check-config", "--config", str(_write(tmp_path, VALID))]) == 0
+    out = capsys.readouterr().out
+    assert "billing: scheme=standard-webhooks" in out
+    assert "dedupe_retention=30d" in out
+    assert SECRET not in out
+
+
+def test_check_config_fails_with_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SW_SECRET", raising=False)
+    text = VALID.replace("concurrency: 8", "concurency: 8")
+    assert main(["check-config", "--config", str(_write(tmp_path, text))]) == 2
+    err = capsys.readouterr().err
+    assert "worker.concurency: unknown key" in err
+    assert "providers.billing.secret_envs.0: environment variable SW_SECRET is not set" in err
