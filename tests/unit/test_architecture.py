@@ -54,9 +54,17 @@ def test_only_the_store_knows_sqlite() -> None:
 def test_signatures_do_not_reach_into_ingest_store_or_server() -> None:
     for path in _modules("signatures"):
         bad = {
-            m for m in _imports(path)
-            if m.startswith(("receiver.store", "receiver.server", "receiver.ingest",
-                             "receiver.worker", "receiver.runtime"))
+            m
+            for m in _imports(path)
+            if m.startswith(
+                (
+                    "receiver.store",
+                    "receiver.server",
+                    "receiver.ingest",
+                    "receiver.worker",
+                    "receiver.runtime",
+                )
+            )
         }
         assert not bad, f"{path} imports {bad}"
 

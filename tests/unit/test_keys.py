@@ -12,8 +12,12 @@ from receiver.models import InboundRequest
 
 def _doc(body: bytes = b"", headers: dict[str, str] | None = None, **query: str) -> Document:
     request = InboundRequest(
-        provider="p", method="POST", url="http://127.0.0.1/webhooks/p",
-        headers=headers or {}, body=body, query=query,
+        provider="p",
+        method="POST",
+        url="http://127.0.0.1/webhooks/p",
+        headers=headers or {},
+        body=body,
+        query=query,
     )
     return Document(request)
 

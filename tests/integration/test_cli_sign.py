@@ -1,0 +1,68 @@
+"""``receiver sign`` prints exactly what the provider would send: the server accepts it."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from receiver.cli import main
+from tests.support.factories import SECRET_ENV, TEST_SECRET, event_body
+
+
+def _sign(capsys: pytest.CaptureFixture[str], config: Path, body_file: Path, *extra: str) -> str:
+    code = main(
+        ["sign", "--config", str(config), "--provider", "sw", "--body", str(body_file), *extra]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return captured.out
+
+
+async def test_signed_headers_are_accepted(
+    make_harness: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, TEST_SECRET)
+    harness = await make_harness()
+    body_file = tmp_path / "event.json"
+    body_file.write_bytes(event_body(1))
+    out = _sign(capsys, harness.receiver.config.path, body_file, "--event-id", "msg_cli")
+    headers = dict(line.split(": ", 1) for line in out.strip().splitlines())
+    assert TEST_SECRET not in out
+    resp = await harness.post("sw", body_file.read_bytes(), headers)
+    answer = await resp.json()
+    assert (answer["status"], answer["key"]) == ("accepted", "sw:msg_cli")
+
+
+async def test_curl_line_carries_the_same_headers(
+    make_harness: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, TEST_SECRET)
+    harness = await make_harness()
+    body_file = tmp_path / "event.json"
+    body_file.write_bytes(event_body(2))
+    argv = shlex.split(_sign(capsys, harness.receiver.config.path, body_file, "--curl"))
+    assert argv[:4] == ["curl", "-sS", "-X", "POST"]
+    assert argv[-1] == f"@{body_file}"
+    headers = dict(argv[i + 1].split(": ", 1) for i, a in enumerate(argv) if a == "-H")
+    resp = await harness.post("sw", body_file.read_bytes(), headers)
+    assert (await resp.json())["status"] == "accepted"
+
+
+def test_unknown_provider_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.factories import write_config
+
+    monkeypatch.setenv(SECRET_ENV, TEST_SECRET)
+    config = write_config(tmp_path)
+    assert main(["sign", "--config", str(config), "--provider", "nope", "--body", "-"]) == 2
+    assert "no provider named 'nope'" in capsys.readouterr().err
