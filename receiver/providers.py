@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from receiver.errors import ConfigProblem
 from receiver.handlers import check_handler
 from receiver.keys import SourceSyntaxError, ValueSource, parse_source
-from receiver.signatures.base import BuildContext, Scheme, Verifier
+from receiver.signatures.base import BuildContext, DeclaresSecretHeaders, Scheme, Verifier
 from receiver.signatures.registry import all_schemes, get_scheme
 
 if TYPE_CHECKING:
@@ -197,7 +197,9 @@ def _resolve_one(
         serialize_by=serialize_by,
         payload_retention_s=payload_s,
         dedupe_retention_s=dedupe_s,
-        redacted_headers=ALWAYS_REDACTED_HEADERS | scheme.secret_headers,
+        redacted_headers=ALWAYS_REDACTED_HEADERS
+        | scheme.secret_headers
+        | (verifier.secret_headers if isinstance(verifier, DeclaresSecretHeaders) else frozenset()),
     )
 
 

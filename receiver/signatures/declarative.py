@@ -9,7 +9,7 @@ the sibling modules are specs plus defaults, and ``scheme: hmac`` builds a spec 
 
 from __future__ import annotations
 
-__all__ = ["HmacOptions", "HmacSpec", "HmacVerifier", "parse_template"]
+__all__ = ["HmacOptions", "HmacSpec", "HmacVerifier", "parse_template", "spec_builder"]
 
 import re
 from collections.abc import Callable, Mapping
@@ -128,6 +128,11 @@ class HmacVerifier:
         self.url = url
         self.secret_headers = frozenset({spec.header.lower()})
         self._parts = parse_template(spec.signed_content)
+        self._signed_headers = tuple(
+            spec.id_header if kind == "id" else arg
+            for kind, arg in self._parts
+            if kind in ("id", "header")
+        )
         self._json_path = tuple(spec.timestamp_json_path.split("."))
 
     # --- verification -------------------------------------------------------------------
@@ -141,10 +146,14 @@ class HmacVerifier:
         signatures, ts_text = self._read_signature_header(require_header(request, spec.header))
         if spec.timestamp_source == "header":
             ts_text = require_header(request, spec.timestamp_header)
-        if ts_text is not None and now_s is not None:
-            ts_s = parse_timestamp(ts_text, unit=spec.timestamp_unit)
-            check_window(ts_s, now_s=now_s, tolerance_s=self.tolerance_s)
+        for name in self._signed_headers:
+            if request.header(name) is None:
+                raise MissingSignature(f"the {name} header is missing")
         presented = decode_signatures(signatures, spec.encoding)
+        if ts_text is not None:
+            ts_s = parse_timestamp(ts_text, unit=spec.timestamp_unit)
+            if now_s is not None:
+                check_window(ts_s, now_s=now_s, tolerance_s=self.tolerance_s)
         content = self._render(
             body=request.body,
             timestamp=ts_text,
@@ -247,7 +256,8 @@ class HmacVerifier:
             return lowered[name.lower()]
 
         content = self._render(body=body, timestamp=ts, url=self.url or url, header=header)
-        signature = encode_signature(hmac_digest(self.keys[0], content, spec.algorithm), spec.encoding)
+        mac = hmac_digest(self.keys[0], content, spec.algorithm)
+        signature = encode_signature(mac, spec.encoding)
         if spec.format == "plain":
             headers[spec.header] = spec.prefix + signature
         else:
@@ -272,8 +282,9 @@ class HmacOptions(BaseModel):
     kv_sep: str | None = Field(default=None, min_length=1)
     signature_key: str = Field(default="v1", min_length=1)
     timestamp_key: str = Field(default="t", min_length=1)
-    secret_decoding: SecretDecoding = "utf8"
-    secret_prefix: str = "whsec_"
+    # S105: option names and a key prefix, not passwords.
+    secret_decoding: SecretDecoding = "utf8"  # noqa: S105
+    secret_prefix: str = "whsec_"  # noqa: S105
     signed_content: str = "{body}"
     timestamp_source: TimestampSource = "none"
     timestamp_header: str | None = Field(default=None, min_length=1)
@@ -315,6 +326,27 @@ class HmacOptions(BaseModel):
             timestamp_unit=self.timestamp_unit,
             id_header=self.id_header,
         )
+
+
+def spec_builder(
+    spec: HmacSpec,
+    *,
+    default_tolerance_s: int | None,
+    verifier: type[HmacVerifier] = HmacVerifier,
+) -> Callable[[BuildContext], HmacVerifier]:
+    """A ``Scheme.build`` for a preset: UTF-8 secrets, the provider's URL, the spec's window."""
+
+    def build(ctx: BuildContext) -> HmacVerifier:
+        keys = tuple(decode_secret(s, "utf8") for s in require_secrets(ctx))
+        has_timestamp = spec.timestamp_source != "none"
+        return verifier(
+            spec,
+            keys=keys,
+            tolerance_s=resolve_tolerance(ctx, default_tolerance_s) if has_timestamp else None,
+            url=ctx.public_url,
+        )
+
+    return build
 
 
 _DEFAULT_TOLERANCE_S = 300

@@ -1,0 +1,1 @@
+"""Signature schemes: one module per scheme family, registered by name in ``registry``."""
