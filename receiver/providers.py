@@ -160,7 +160,8 @@ def _resolve_one(
     event_type = _source(ps.event_type or scheme.event_type, f"{prefix}.event_type", problems)
     serialize_by = _source(ps.serialize_by, f"{prefix}.serialize_by", problems)
     dedupe_s = ps.dedupe_retention or scheme.dedupe_retention_s
-    payload_s = ps.payload_retention or scheme.payload_retention_s
+    # A payload never outlives its key: the default payload window is capped by the dedupe one.
+    payload_s = ps.payload_retention or min(scheme.payload_retention_s, dedupe_s)
     if payload_s > dedupe_s:
         problems.append(
             ConfigProblem(

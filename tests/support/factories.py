@@ -57,6 +57,9 @@ def test_environ(**extra: str) -> dict[str, str]:
     return {**os.environ, SECRET_ENV: TEST_SECRET, **extra}
 
 
+test_environ.__test__ = False  # type: ignore[attr-defined]  # a factory, not a test to collect
+
+
 def signed_headers(
     body: bytes,
     *,
