@@ -46,6 +46,21 @@ class IngestResult:
     is_batch: bool = False
 
 
+def _is_text(value: str) -> bool:
+    """False for header values carrying bytes that are not UTF-8 (decoded as surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _as_text(value: str | None) -> str | None:
+    if value is None or _is_text(value):
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _is_json_content(content_type: str | None) -> bool:
     return content_type is not None and "json" in content_type.lower()
 
@@ -66,7 +81,8 @@ class IngestService:
         try:
             return self._providers[name]
         except KeyError:
-            raise UnknownProvider(f"no provider named {name!r} is configured") from None
+            shown = name if len(name) <= 64 else name[:64] + "…"
+            raise UnknownProvider(f"no provider named {shown!r} is configured") from None
 
     async def ingest(self, request: InboundRequest) -> IngestResult | HandshakeReply:
         provider = self.provider(request.provider)
@@ -130,10 +146,14 @@ class IngestService:
             )
         if len(event_id) > _MAX_KEY_CHARS:
             raise MissingEventId(f"the event ID is longer than {_MAX_KEY_CHARS} characters")
-        event_type = provider.event_type.extract(document) if provider.event_type else None
-        serialize_key = provider.serialize_by.extract(document) if provider.serialize_by else None
+        if not _is_text(event_id):
+            raise MissingEventId("the event ID is not valid UTF-8 text")
+        event_type = _as_text(provider.event_type.extract(document) if provider.event_type else None)
+        serialize_key = _as_text(
+            provider.serialize_by.extract(document) if provider.serialize_by else None
+        )
         headers = {
-            name: value
+            name: _as_text(value) or ""
             for name, value in request.headers.items()
             if name not in provider.redacted_headers
         }

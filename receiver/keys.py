@@ -21,6 +21,7 @@ __all__ = ["Document", "SourceSyntaxError", "ValueSource", "parse_source"]
 import hashlib
 import json
 import re
+from decimal import Decimal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs
@@ -49,7 +50,9 @@ class Document:
         """The parsed JSON body, or ``None`` when the body is not JSON."""
         if self._json is _MISSING:
             try:
-                self._json = json.loads(self.request.body)
+                self._json = json.loads(
+                    self.request.body, parse_float=Decimal, parse_constant=_reject_constant
+                )
             except (ValueError, RecursionError):
                 self._json = None
         return self._json
@@ -68,12 +71,17 @@ class Document:
 Extractor = Callable[[Document], str | None]
 
 
+def _reject_constant(name: str) -> object:
+    # NaN and Infinity are not JSON; two different ones must never become one key.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _scalar(value: object) -> str | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, str):
         return value or None
-    if isinstance(value, int | float):
+    if isinstance(value, int | Decimal):  # floats are parsed as Decimal: exact, as sent
         return str(value)
     return None
 

@@ -45,3 +45,5 @@ def configure_logging(
     )
     # aiohttp's access log duplicates our canonical request line.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiosqlite logs every statement with its parameters (bodies, headers) at DEBUG: never that.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 ALWAYS_REDACTED_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
 )
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # The key each handler kind's check is about, for the problem's path.
 _HANDLER_FIELD = {"http": "url", "python": "target", "command": "argv.0"}
@@ -53,6 +54,15 @@ def _read_secrets(
 ) -> list[str]:
     secrets: list[str] = []
     for i, var in enumerate(ps.secret_envs):
+        if not _ENV_NAME.match(var):
+            problems.append(
+                ConfigProblem(
+                    f"providers.{name}.secret_envs.{i}",
+                    "is not an environment variable name (name the variable that holds the "
+                    "secret, never the secret itself)",
+                )
+            )
+            continue
         value = env.get(var)
         if not value:
             problems.append(

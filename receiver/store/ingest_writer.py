@@ -49,7 +49,7 @@ def _event_row(ev: NewEvent) -> tuple[object, ...]:
         ev.event_type,
         ev.fingerprint,
         ev.body,
-        json.dumps(dict(ev.headers), ensure_ascii=False, separators=(",", ":")),
+        json.dumps(dict(ev.headers), separators=(",", ":")),
         ev.content_type,
         ev.remote,
         str(status),

@@ -1,0 +1,235 @@
+"""No secret and no body ever reaches a log line or the CLI's output, on any error path
+(STYLE: "never a secret, a signature or a body").
+
+A canary secret (configured through the environment, as in production) and a canary string in
+every body are driven through each error path we can reach; then no captured line, in-process
+or from a ``receiver serve`` subprocess, may contain either, nor any signature that was sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog
+import yaml
+
+from receiver.cli import main as cli_main
+from receiver.logs import configure_logging
+from tests.integration.conftest import Harness
+from tests.support import factories
+from tests.support.factories import OTHER_SECRET, SECRET_ENV, signed_headers, write_config
+from tests.support.rawhttp import exchange, request_head, sign_raw
+from tests.support.serve import ServeProcess, serve_config, serve_env
+from tests.support.storage import fill_up
+
+MARKER = "CANARY" + uuid.uuid4().hex[:12].upper()  # base64-safe: letters and digits only
+SECRET_MARKER = MARKER + "S3cr3t"
+BODY_MARKER = MARKER + "b0dy"
+# A valid Standard Webhooks secret whose text carries the marker (base64: a multiple of 4).
+CANARY_SECRET = "whsec_" + (SECRET_MARKER + "A" * 64)[:48]
+assert base64.b64decode(CANARY_SECRET.removeprefix("whsec_"))
+
+
+def _body(n: int | str, **extra: Any) -> bytes:
+    return json.dumps({"id": f"id-{n}", "type": "t", "note": BODY_MARKER, **extra}).encode()
+
+
+def _assert_clean(text: str, signatures: list[str]) -> None:
+    assert MARKER not in text, [line for line in text.splitlines() if MARKER in line][:3]
+    leaked = [s for s in signatures if s and s.split(",", 1)[-1] in text]
+    assert not leaked, leaked[:3]
+
+
+@pytest.fixture
+def json_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """Structlog configured as ``receiver serve`` does it, at debug, writing to a buffer that
+    stands in for stdout (the logger factory binds the stream at configure time)."""
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", buffer)
+    configure_logging("debug", "json")
+    yield buffer
+    structlog.reset_defaults()
+
+
+async def test_no_error_path_logs_the_secret_a_body_or_a_signature(
+    make_harness: Any,
+    json_logs: io.StringIO,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Standard-library records at the level an unconfigured root logger lets through
+    # (``receiver serve`` installs no stdlib handler): warnings and errors from aiohttp.
+    caplog.set_level(logging.WARNING)
+    env = factories.test_environ(**{SECRET_ENV: CANARY_SECRET})
+    provider = {"scheme": "standard-webhooks", "secret_envs": [SECRET_ENV]}
+    harness: Harness = await make_harness(
+        environ=env,
+        providers={"sw": provider, "swj": {**provider, "event_id": "json:id"}},
+        server={"max_body_bytes": 4096},
+    )
+    sent: list[str] = []
+
+    async def post(provider: str, body: bytes, headers: dict[str, str]) -> int:
+        sent.append(headers.get("webhook-signature", ""))
+        resp = await harness.post(provider, body, headers)
+        await resp.read()
+        return resp.status
+
+    stale = datetime.now(tz=UTC) - timedelta(hours=2)
+    ok = _body(1)
+    statuses = [
+        await post("sw", ok, signed_headers(ok, msg_id="m1", secret=CANARY_SECRET)),
+        await post("sw", ok, signed_headers(ok, msg_id="m1", secret=CANARY_SECRET)),  # dup
+        await post("sw", _body(2), signed_headers(_body(2), msg_id="m1", secret=CANARY_SECRET)),
+        await post("sw", _body(3), signed_headers(ok, msg_id="m3", secret=CANARY_SECRET)),
+        await post("sw", ok, signed_headers(ok, msg_id="m4", secret=OTHER_SECRET)),
+        await post("sw", ok, signed_headers(ok, msg_id="m5", secret=CANARY_SECRET, at=stale)),
+        await post("sw", ok, {"content-type": "application/json"}),
+    ]
+    broken = b'{"note": "' + BODY_MARKER.encode() + b'", '
+    statuses.append(
+        await post("sw", broken, signed_headers(broken, msg_id="m6", secret=CANARY_SECRET))
+    )
+    no_id = json.dumps({"note": BODY_MARKER}).encode()
+    statuses.append(
+        await post("swj", no_id, signed_headers(no_id, msg_id="m7", secret=CANARY_SECRET))
+    )
+    huge = _body(8, pad="p" * 5000)
+    statuses.append(await post("sw", huge, signed_headers(huge, msg_id="m8", secret=CANARY_SECRET)))
+    # A header the store cannot encode (see test_hostile_input): the 503 path.
+    bad = _body(9)
+    timestamp = int(time.time())
+    signature = sign_raw(bad, msg_id=b"m9", timestamp=timestamp, secret=CANARY_SECRET)
+    sent.append(signature.decode())
+    head = request_head(
+        b"/webhooks/sw",
+        {
+            b"content-type": b"application/json",
+            b"content-length": str(len(bad)).encode(),
+            b"webhook-id": b"m9",
+            b"webhook-timestamp": str(timestamp).encode(),
+            b"webhook-signature": signature,
+            b"x-note": BODY_MARKER.encode() + b"\xff",
+        },
+    )
+    port = harness.client.server.port
+    assert port is not None
+    raw = await exchange(port, head + bad)
+    statuses.append(raw.status if raw is not None else 0)
+    # Storage failure: the database is full.
+    await fill_up(harness.receiver)
+    big = _body(10, pad="z" * 3000)
+    for i in range(5):
+        statuses.append(
+            await post("sw", big, signed_headers(big, msg_id=f"full{i}", secret=CANARY_SECRET))
+        )
+
+    assert statuses[:10] == [200, 200, 200, 401, 401, 401, 401, 400, 400, 413]
+    assert 503 in statuses[11:]
+    logged = json_logs.getvalue() + "\n".join(
+        caplog.handler.format(record) for record in caplog.records
+    )
+    for event in (
+        "event_accepted",
+        "event_duplicate",
+        "event_conflict",
+        "signature_rejected",
+        "request_rejected",
+        "storage_unavailable",
+    ):
+        assert f'"{event}"' in logged, f"{event} was not logged: the path was not driven"
+    _assert_clean(logged, sent)
+
+
+async def test_stdlib_debug_logging_does_not_expose_bodies(
+    make_harness: Any, json_logs: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # as logging.basicConfig(level=logging.DEBUG) would
+    env = factories.test_environ(**{SECRET_ENV: CANARY_SECRET})
+    harness: Harness = await make_harness(environ=env)
+    body = _body("dbg")
+    resp = await harness.post("sw", body, signed_headers(body, msg_id="d", secret=CANARY_SECRET))
+    assert resp.status == 200
+    _assert_clean("\n".join(caplog.handler.format(r) for r in caplog.records), [])
+
+
+def test_cli_config_errors_never_print_the_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    outputs: list[str] = []
+    codes: list[int] = []
+    for value in [
+        CANARY_SECRET,  # valid: the summary must still not show it
+        "whsec_" + SECRET_MARKER + "!!",  # not base64
+        SECRET_MARKER + "!",  # unprefixed, not base64
+        "whpk_" + SECRET_MARKER,  # a public key of the wrong length
+        "whsk_" + SECRET_MARKER + "AA",  # a signing key of the wrong length
+    ]:
+        monkeypatch.setenv(SECRET_ENV, value)
+        codes.append(cli_main(["check-config", "--config", str(config)]))
+        captured = capsys.readouterr()
+        outputs.append(captured.out + captured.err)
+    assert codes == [0, 2, 2, 2, 2]
+    for text in outputs:
+        assert MARKER not in text, text
+    # A secret file is no different.
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text("whsec_" + SECRET_MARKER + "!!\n", encoding="utf-8")
+    doc = yaml.safe_load(config.read_text())
+    doc["providers"]["sw"] = {"scheme": "standard-webhooks", "secret_files": [str(secret_file)]}
+    config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    assert cli_main(["check-config", "--config", str(config)]) == 2
+    captured = capsys.readouterr()
+    assert MARKER not in captured.out + captured.err
+    assert "providers.sw" in captured.err
+
+
+@pytest.mark.timeout(60)
+async def test_serve_log_file_never_holds_the_secret_a_body_or_a_signature(
+    tmp_path: Path,
+) -> None:
+    config = serve_config(tmp_path, server={"max_body_bytes": 2048})
+    doc = yaml.safe_load(config.read_text())
+    doc["logging"] = {"level": "debug", "format": "json"}
+    config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    server = ServeProcess(config, serve_env(**{SECRET_ENV: CANARY_SECRET}), tmp_path / "s.log")
+    server.start()
+    sent: list[str] = []
+    statuses: list[int] = []
+    stale = datetime.now(tz=UTC) - timedelta(hours=2)
+    ok = _body("s1")
+    deliveries = [
+        (ok, signed_headers(ok, msg_id="s1", secret=CANARY_SECRET)),
+        (ok, signed_headers(ok, msg_id="s1", secret=CANARY_SECRET)),
+        (_body("x"), signed_headers(ok, msg_id="s2", secret=CANARY_SECRET)),
+        (ok, signed_headers(ok, msg_id="s3", secret=OTHER_SECRET)),
+        (ok, signed_headers(ok, msg_id="s4", secret=CANARY_SECRET, at=stale)),
+        (b"{" + BODY_MARKER.encode(), signed_headers(b"{", msg_id="s5", secret=CANARY_SECRET)),
+        (_body("big", pad="q" * 4000), {"content-type": "application/json"}),
+    ]
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            for body, headers in deliveries:
+                sent.append(headers.get("webhook-signature", ""))
+                url = server.ingest_url + "/webhooks/sw"
+                async with session.post(url, data=body, headers=headers) as resp:
+                    statuses.append(resp.status)
+        server.terminate()
+    finally:
+        server.kill()
+    assert statuses == [200, 200, 401, 401, 401, 401, 413]
+    text = server.log_path.read_text(encoding="utf-8", errors="replace")
+    assert '"event_accepted"' in text and '"signature_rejected"' in text
+    _assert_clean(text, sent)
