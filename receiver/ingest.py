@@ -148,7 +148,9 @@ class IngestService:
             raise MissingEventId(f"the event ID is longer than {_MAX_KEY_CHARS} characters")
         if not _is_text(event_id):
             raise MissingEventId("the event ID is not valid UTF-8 text")
-        event_type = _as_text(provider.event_type.extract(document) if provider.event_type else None)
+        event_type = _as_text(
+            provider.event_type.extract(document) if provider.event_type else None
+        )
         serialize_key = _as_text(
             provider.serialize_by.extract(document) if provider.serialize_by else None
         )

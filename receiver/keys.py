@@ -21,9 +21,9 @@ __all__ = ["Document", "SourceSyntaxError", "ValueSource", "parse_source"]
 import hashlib
 import json
 import re
-from decimal import Decimal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from urllib.parse import parse_qs
 
 from receiver.models import InboundRequest

@@ -10,6 +10,7 @@ import pytest
 from receiver.signatures.registry import all_schemes
 from tests.support.provider_cases import CASES, Kit
 
+
 @pytest.fixture(scope="session")
 def kit() -> type[Kit]:
     return Kit
