@@ -23,7 +23,7 @@ README = Path("README.md").read_text(encoding="utf-8")
 
 def _section(title: str) -> str:
     start = README.index(title)
-    end = README.find("\n### ", start + len(title))
+    end = README.find("\n## " if title.startswith("## ") else "\n### ", start + len(title))
     return README[start : end if end != -1 else None]
 
 
@@ -56,3 +56,25 @@ def test_every_handler_key_is_documented() -> None:
 def test_the_readme_test_command_is_what_ci_runs() -> None:
     ci = Path(".ci/run").read_text(encoding="utf-8").strip().splitlines()[-1]
     assert ci in README
+
+
+def test_every_preset_is_in_the_providers_table() -> None:
+    from receiver.signatures.registry import all_schemes
+
+    table = _section("## Providers")
+    missing = [
+        name
+        for name in all_schemes()
+        if f"| `{name}` |" not in table and f"`scheme: {name}`" not in table
+    ]
+    assert not missing, f"presets missing from the README: {missing}"
+
+
+def test_every_preset_has_an_example_block() -> None:
+    import yaml
+
+    from receiver.signatures.registry import all_schemes
+
+    examples = yaml.safe_load(Path("config/examples/presets.yaml").read_text(encoding="utf-8"))
+    schemes = {block["scheme"] for block in examples["providers"].values()}
+    assert set(all_schemes()) - {"none"} <= schemes
