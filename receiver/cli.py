@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from receiver import cli_ops
 from receiver.config import Config, default_config_path, load_config
 from receiver.durations import format_duration
 from receiver.errors import ConfigError, ReceiverError
@@ -34,6 +35,9 @@ def command(name: str) -> Callable[[Command], Command]:
         return fn
 
     return register
+
+
+cli_ops.register(command)  # events, replay, purge
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -128,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--event-id", help="event id for schemes that send it in a header")
     sign.add_argument("--url", help="the URL the delivery goes to (default: the ingest URL)")
     sign.add_argument("--curl", action="store_true", help="print a ready curl command instead")
+    cli_ops.add_parsers(sub)
     _add_config_option(sub)
     return parser
 

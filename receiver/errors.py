@@ -14,7 +14,8 @@ Hierarchy::
     │   ├── InvalidBody                400 invalid_body
     │   ├── BodyTimeout                408 request_timeout
     │   └── KeyConflict                409 key_conflict
-    └── StorageUnavailable             the store cannot commit now (503 with Retry-After)
+    ├── StorageUnavailable             the store cannot commit now (503 with Retry-After)
+    └── PermanentError                 raised by a user's python handler: do not retry this event
 
 The HTTP layer maps these to statuses with one table; the CLI turns them into exit codes.
 Expected outcomes (a duplicate delivery) are values, not exceptions.
@@ -32,6 +33,7 @@ __all__ = [
     "MissingEventId",
     "MissingSignature",
     "PayloadTooLarge",
+    "PermanentError",
     "ReceiverError",
     "RequestRejected",
     "StorageUnavailable",
@@ -132,3 +134,8 @@ class StorageUnavailable(ReceiverError):
         self.detail = detail
         self.retry_after_s = retry_after_s
         super().__init__(detail)
+
+
+class PermanentError(ReceiverError):
+    """Raise this from a ``python`` handler when retrying cannot help: the event goes ``dead``
+    at once instead of being retried. Any other exception is retried with backoff."""

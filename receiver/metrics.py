@@ -4,10 +4,12 @@ from __future__ import annotations
 
 __all__ = ["Metrics"]
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Handlers are slower than an ingest ack: up to their timeouts (seconds to minutes).
+_HANDLER_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class Metrics:
@@ -49,6 +51,65 @@ class Metrics:
             "Events per group commit",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=r,
+        )
+        self._add_worker_metrics()
+        self._add_operations_metrics()
+
+    def _add_worker_metrics(self) -> None:
+        r = self.registry
+        self.attempts = Counter(
+            "receiver_handler_attempts_total",
+            "Handler attempts, by provider and outcome (succeeded, retry, dead, interrupted)",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self.handler_latency = Histogram(
+            "receiver_handler_latency_seconds",
+            "Duration of one handler attempt",
+            ["provider"],
+            buckets=_HANDLER_BUCKETS,
+            registry=r,
+        )
+        self.dead = Counter(
+            "receiver_dead_events_total", "Events that went dead", ["provider"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "receiver_queue_depth",
+            "Queued jobs (due now or scheduled for a retry), by provider",
+            ["provider"],
+            registry=r,
+        )
+        self.oldest_queued_age = Gauge(
+            "receiver_queue_oldest_age_seconds",
+            "How long the oldest due job has waited for a worker, by provider",
+            ["provider"],
+            registry=r,
+        )
+
+    def _add_operations_metrics(self) -> None:
+        r = self.registry
+        self.purged_payloads = Counter(
+            "receiver_purged_payloads_total",
+            "Event payloads (bodies and headers) dropped after their payload retention",
+            registry=r,
+        )
+        self.purged_events = Counter(
+            "receiver_purged_events_total",
+            "Events deleted after their dedupe retention (a redelivery is new again)",
+            registry=r,
+        )
+        self.purged_rejections = Counter(
+            "receiver_purged_rejections_total",
+            "Rejection journal rows dropped to keep the journal capped",
+            registry=r,
+        )
+        self.rejection_journal_dropped = Counter(
+            "receiver_rejection_journal_dropped_total",
+            "Rejections counted but not journaled (buffer full in a flood, or store unavailable)",
+            registry=r,
+        )
+        self.replays = Counter(
+            "receiver_replays_total", "Events replayed by an operator", ["actor"], registry=r
         )
 
     def render(self) -> bytes:

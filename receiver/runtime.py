@@ -19,10 +19,15 @@ from receiver.config import Config
 from receiver.errors import ReceiverError
 from receiver.ingest import IngestService
 from receiver.metrics import Metrics
+from receiver.server.admin_auth import AdminTokens
+from receiver.server.admin_routes import AdminServices
 from receiver.server.app import build_admin_app, build_ingest_app
 from receiver.server.health_routes import Readiness
 from receiver.server.ingest_routes import IngestLimits
+from receiver.store.jobs import JobQueue
+from receiver.store.retention import PurgeReport, PurgeTask, RetentionPolicy
 from receiver.store.sqlite import SqliteStore
+from receiver.worker import Worker
 
 log = structlog.get_logger("receiver")
 
@@ -62,7 +67,17 @@ class Receiver:
             on_batch=self.metrics.batch_size.observe,
         )
         self.service = IngestService(config.providers, self.store, clock=clock)
-        self.readiness = Readiness(checks={"store": self.store.check_writable})
+        self.worker = Worker(
+            JobQueue(self.store.db),
+            s.worker,
+            {name: provider.settings for name, provider in config.providers.items()},
+            clock=clock,
+            metrics=self.metrics,
+        )
+        self.store.on_committed(self.worker.wake)
+        self.readiness = Readiness(
+            checks={"store": self.store.check_writable, "worker": self.worker.check_running}
+        )
         self.ingest_app = build_ingest_app(
             self.service,
             limits=IngestLimits(
@@ -70,11 +85,40 @@ class Receiver:
             ),
             metrics=self.metrics,
             readiness=self.readiness,
+            rejections=self.store.rejections,
         )
-        self.admin_app = build_admin_app(metrics=self.metrics, readiness=self.readiness)
+        self.admin_app = build_admin_app(
+            metrics=self.metrics,
+            readiness=self.readiness,
+            admin=AdminServices(
+                db=self.store.db,
+                queries=self.store.queries,
+                replayer=self.store.replayer,
+                policies={
+                    name: RetentionPolicy(
+                        payload_retention_s=p.payload_retention_s,
+                        dedupe_retention_s=p.dedupe_retention_s,
+                    )
+                    for name, p in config.providers.items()
+                },
+                clock=clock,
+            ),
+            tokens=AdminTokens.from_env(s.admin, self.environ),
+        )
+        self.store.rejections.on_dropped = self.metrics.rejection_journal_dropped.inc
+        self.store.replayer.on_replayed = self._count_replays
+        self.purger = PurgeTask(self.store.retention, on_report=self._count_purge)
         self._runners: list[web.AppRunner] = []
         self.ingest_port: int | None = None
         self.admin_port: int | None = None
+
+    def _count_purge(self, report: PurgeReport) -> None:
+        self.metrics.purged_payloads.inc(report.payloads_purged)
+        self.metrics.purged_events.inc(report.events_deleted)
+        self.metrics.purged_rejections.inc(report.rejections_deleted)
+
+    def _count_replays(self, actor: str, count: int) -> None:
+        self.metrics.replays.labels(actor).inc(count)
 
     def _check_admin_exposure(self) -> None:
         admin = self.config.settings.admin
@@ -89,6 +133,10 @@ class Receiver:
             app,
             access_log=None,
             shutdown_timeout=self.config.settings.worker.shutdown_timeout_s,
+            # Raw bytes are the truth: never inflate a Content-Encoding before verifying.
+            auto_decompress=False,
+            # After a 413/408 do not keep reading a hostile body for long.
+            lingering_time=1.0,
         )
         await runner.setup()
         self._runners.append(runner)
@@ -103,6 +151,8 @@ class Receiver:
         for warning in self.config.warnings:
             log.warning("config_warning", message=warning)
         await self.store.open()
+        self.purger.start()
+        await self.worker.start()
         s = self.config.settings
         self.ingest_port = await self._start_site(self.ingest_app, s.server.host, s.server.port)
         self.admin_port = await self._start_site(self.admin_app, s.admin.host, s.admin.port)
@@ -115,10 +165,13 @@ class Receiver:
         )
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish their commits, close the store."""
+        """Stop accepting, let in-flight requests finish their commits, stop the worker (running
+        jobs get ``shutdown_timeout_s``, then go back to the queue), close the store."""
         runners, self._runners = self._runners, []
         for runner in runners:
             await runner.cleanup()
+        await self.worker.stop()
+        await self.purger.stop()
         await self.store.close()
         log.info("receiver_stopped")
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["INGEST", "INGEST_LIMITS", "METRICS", "IngestLimits", "add_ingest_routes", "read_body"]
+__all__ = [
+    "INGEST",
+    "INGEST_LIMITS",
+    "METRICS",
+    "REJECTIONS",
+    "IngestLimits",
+    "add_ingest_routes",
+    "read_body",
+]
 
 import asyncio
 import time
@@ -16,6 +24,7 @@ from receiver.ingest import IngestResult, IngestService
 from receiver.metrics import Metrics
 from receiver.models import Accepted, HandshakeReply, InboundRequest, IngestOutcome
 from receiver.server.responses import error_response, json_response
+from receiver.store.rejections import RejectionJournal
 
 log = structlog.get_logger("receiver.ingest")
 
@@ -29,6 +38,8 @@ class IngestLimits:
 INGEST = web.AppKey("ingest", IngestService)
 INGEST_LIMITS = web.AppKey("ingest_limits", IngestLimits)
 METRICS = web.AppKey("metrics", Metrics)
+# The rejected-request journal (optional): record() only buffers, so it never slows an answer.
+REJECTIONS = web.AppKey("rejections", RejectionJournal)
 
 
 async def read_body(request: web.Request, limits: IngestLimits) -> bytes:
@@ -100,6 +111,14 @@ async def receive(request: web.Request) -> web.StreamResponse:
             response.force_close()
         known = exc.code != "unknown_provider"
         metrics.rejections.labels(name if known else "", exc.code).inc()
+        journal = request.app.get(REJECTIONS)
+        if journal is not None:
+            journal.record(
+                cause=exc.code,
+                provider=name,
+                remote_addr=request.remote,
+                body_bytes=body_bytes or request.content_length,
+            )
         event = "signature_rejected" if exc.status == 401 else "request_rejected"
         outcome, status = event, exc.status
         log_extra: dict[str, object] = {"cause": exc.code}

@@ -25,13 +25,49 @@ from receiver.errors import StorageUnavailable
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+
+# Version 2: full-text search over bodies (admin ``q``). An external-content FTS5 index kept in
+# step by triggers; a purged or deleted body leaves the index. Bodies are indexed as UTF-8 text.
+_FTS_MIGRATION = """
+CREATE VIRTUAL TABLE events_fts USING fts5(body, content='events', content_rowid='id');
+INSERT INTO events_fts (rowid, body)
+    SELECT id, CAST(body AS TEXT) FROM events WHERE body IS NOT NULL;
+CREATE TRIGGER events_fts_insert AFTER INSERT ON events WHEN new.body IS NOT NULL BEGIN
+    INSERT INTO events_fts (rowid, body) VALUES (new.id, CAST(new.body AS TEXT));
+END;
+CREATE TRIGGER events_fts_delete AFTER DELETE ON events WHEN old.body IS NOT NULL BEGIN
+    INSERT INTO events_fts (events_fts, rowid, body)
+        VALUES ('delete', old.id, CAST(old.body AS TEXT));
+END;
+CREATE TRIGGER events_fts_purge AFTER UPDATE OF body ON events WHEN old.body IS NOT NULL BEGIN
+    INSERT INTO events_fts (events_fts, rowid, body)
+        VALUES ('delete', old.id, CAST(old.body AS TEXT));
+END;
+CREATE TRIGGER events_fts_restore AFTER UPDATE OF body ON events WHEN new.body IS NOT NULL BEGIN
+    INSERT INTO events_fts (rowid, body) VALUES (new.id, CAST(new.body AS TEXT));
+END;
+"""
+
+
+def _sqlite_has_fts5() -> bool:
+    """Whether the linked SQLite has FTS5 (aiosqlite uses this same library)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE VIRTUAL TABLE fts_probe USING fts5(x)")
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
+    return True
 
 
 def _migrations() -> dict[int, str]:
     """Forward migrations by target version. Version 1 is the whole schema."""
     schema = resources.files("receiver.store").joinpath("schema.sql").read_text("utf-8")
-    return {1: schema}
+    # Without FTS5 version 2 is empty: text search falls back to LIKE (see store.queries).
+    return {1: schema, 2: _FTS_MIGRATION if _sqlite_has_fts5() else ""}
 
 
 def storage_error(exc: BaseException, *, retry_after_s: int) -> StorageUnavailable:
@@ -149,8 +185,20 @@ class Database:
     async def transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction on the writer; commit or roll back.
 
-        Any driver error becomes StorageUnavailable; nothing half-written survives.
+        Any driver error becomes StorageUnavailable; nothing half-written survives. Cancelling the
+        caller does not cancel the transaction: it runs to its COMMIT or ROLLBACK first (a cancel
+        landing between BEGIN and ROLLBACK would leave the single writer inside a transaction and
+        fail every later write).
         """
+        task = asyncio.ensure_future(self._transaction(work))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                await asyncio.wait({task})
+            raise
+
+    async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         async with self._write_lock:
             conn = self._require(self._writer)
             try:
@@ -198,6 +246,19 @@ async def _noop(conn: aiosqlite.Connection) -> None:
 
 
 def _split_sql(script: str) -> list[str]:
-    """Split a schema file into statements (it has no triggers or string literals with ';')."""
-    lines = [line.split("--", 1)[0] for line in script.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    """Split a migration into statements; a trigger's ``BEGIN … END`` stays one statement.
+
+    Comments are dropped first (no string literal in a migration contains ``--``).
+    """
+    text = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
+    statements: list[str] = []
+    current = ""
+    for piece in text.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if statement := current.strip().removesuffix(";").strip():
+                statements.append(statement)
+            current = ""
+    if statement := current.strip().removesuffix(";").strip():
+        statements.append(statement)
+    return statements

@@ -45,6 +45,7 @@ CREATE TABLE jobs (
     updated_at          REAL    NOT NULL
 );
 CREATE INDEX jobs_ready ON jobs (status, run_at);
+CREATE INDEX jobs_provider_ready ON jobs (provider, status, run_at);
 CREATE INDEX jobs_serialize ON jobs (serialize_key, event_id) WHERE serialize_key IS NOT NULL;
 
 -- Every handler run, for the admin timeline.

@@ -15,6 +15,10 @@ from receiver.models import IngestOutcome, NewEvent
 from receiver.store.base import StoredEvent
 from receiver.store.database import Database
 from receiver.store.ingest_writer import IngestWriter
+from receiver.store.queries import EventQueries
+from receiver.store.rejections import RejectionJournal
+from receiver.store.replay import Replayer
+from receiver.store.retention import Retention
 
 
 def row_to_event(row: aiosqlite.Row) -> StoredEvent:
@@ -68,6 +72,13 @@ class SqliteStore:
             on_batch=on_batch,
             on_committed=self._notify_committed,
         )
+        # Operator components: reads on the reader, writes on the same single writer as ingest.
+        self.queries = EventQueries(self.db, clock=clock)
+        self.replayer = Replayer(
+            self.db, self.queries, clock=clock, on_committed=self._notify_committed
+        )
+        self.retention = Retention(self.db, clock=clock)
+        self.rejections = RejectionJournal(self.db, clock=clock)
 
     def on_committed(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` after a commit that queued new work (wakes the worker)."""
@@ -81,6 +92,7 @@ class SqliteStore:
         await self.db.open()
 
     async def close(self) -> None:
+        await self.rejections.close()
         await self.writer.close()
         await self.db.close()
 

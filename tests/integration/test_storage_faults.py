@@ -95,6 +95,7 @@ async def test_database_locked_past_budget_is_503_then_recovers(make_harness: An
 
 async def test_readiness_reports_a_locked_store(make_harness: Any, aiohttp_client: Any) -> None:
     harness: Harness = await make_harness(storage={"busy_timeout_s": 0.2})
+    await harness.receiver.worker.start()
     admin = await aiohttp_client(harness.receiver.admin_app)
     assert (await admin.get("/readyz")).status == 200
     path = str(harness.receiver.config.settings.storage.path)
@@ -110,3 +111,4 @@ async def test_readiness_reports_a_locked_store(make_harness: Any, aiohttp_clien
         release.set()
         await asyncio.to_thread(holder.join, 10)
     assert (await admin.get("/readyz")).status == 200
+    await harness.receiver.worker.stop()

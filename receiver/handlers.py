@@ -1,0 +1,327 @@
+"""The three handler kinds: ``http``, ``python`` and ``command``.
+
+A handler takes a :class:`HandlerEvent` and answers with an :class:`Outcome`; it never raises
+for a failed delivery (only cancellation propagates). Error texts are short summaries: never
+the event body, never a configured header value, never a URL's credentials.
+
+- ``http`` POSTs the original body bytes with the original content type, plus
+  ``Idempotency-Key`` (the event's dedupe key: the same on every attempt and replay),
+  ``Receiver-Event-Id``, ``Receiver-Attempt``, ``Receiver-Provider``, ``Receiver-Event-Type``
+  and the configured headers. 2xx is success. One shared ``ClientSession`` reuses connections.
+- ``python`` calls ``target`` (``pkg.mod:func``), sync in a thread or async; returning is
+  success, raising is failure, raising :class:`~receiver.errors.PermanentError` is "do not retry".
+- ``command`` runs ``argv`` (no shell) in its own session with the body on stdin; exit 0 is
+  success. On timeout or cancellation the whole process group is killed.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Handler",
+    "HandlerEvent",
+    "HttpClient",
+    "Outcome",
+    "build_handler",
+    "check_handler",
+    "load_target",
+    "parse_json",
+    "summarize",
+]
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import json
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from receiver.config import CommandHandler, HttpHandler, PythonHandler
+from receiver.errors import PermanentError
+
+_ERROR_CHARS = 300
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HandlerEvent:
+    """What a handler receives: one stored event and the attempt it is on."""
+
+    id: int
+    key: str  # the dedupe key: use it as your idempotency key
+    provider: str
+    type: str | None
+    headers: Mapping[str, str]
+    body: bytes
+    json: object | None  # the body parsed as JSON, or None when it is not JSON
+    content_type: str | None
+    attempt: int
+    is_replay: bool
+
+
+def parse_json(body: bytes) -> object | None:
+    try:
+        value: object = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """How one handler run ended."""
+
+    is_success: bool
+    error: str | None = None
+    is_permanent: bool = False
+    http_status: int | None = None
+    retry_after: str | None = None
+    exit_code: int | None = None
+
+
+SUCCESS = Outcome(is_success=True)
+
+
+def summarize(exc: BaseException) -> str:
+    """``Type: message``, cut short. Exception texts from our handlers carry no payload."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    summary = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return summary[:_ERROR_CHARS]
+
+
+class Handler(Protocol):
+    async def run(self, event: HandlerEvent) -> Outcome: ...
+
+
+class HttpClient:
+    """The one ``aiohttp.ClientSession`` every ``http`` handler shares, opened lazily."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                # No pool limit of its own: the worker's concurrency already bounds requests.
+                connector=aiohttp.TCPConnector(limit=0),
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+
+class HttpTarget:
+    def __init__(self, settings: HttpHandler, client: HttpClient) -> None:
+        self._settings = settings
+        self._client = client
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
+        parts = urlsplit(settings.url)
+        # For error texts: no credentials, no query string.
+        self._shown_url = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+    def _headers(self, event: HandlerEvent) -> dict[str, str]:
+        headers = dict(self._settings.headers)
+        headers.update(
+            {
+                "Content-Type": event.content_type or "application/octet-stream",
+                "Idempotency-Key": event.key,
+                "Receiver-Event-Id": str(event.id),
+                "Receiver-Attempt": str(event.attempt),
+                "Receiver-Provider": event.provider,
+            }
+        )
+        if event.type is not None:
+            headers["Receiver-Event-Type"] = event.type
+        return headers
+
+    async def run(self, event: HandlerEvent) -> Outcome:
+        try:
+            async with self._client.session().post(
+                self._settings.url,
+                data=event.body,
+                headers=self._headers(event),
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                await response.read()  # drain, so the connection goes back to the pool
+                status = response.status
+                if 200 <= status < 300:
+                    return SUCCESS
+                return Outcome(
+                    is_success=False,
+                    error=f"HTTP {status} {response.reason or ''}".strip()[:_ERROR_CHARS],
+                    http_status=status,
+                    retry_after=response.headers.get("Retry-After"),
+                )
+        except TimeoutError:
+            return Outcome(is_success=False, error=f"timed out after {self._settings.timeout_s:g}s")
+        except aiohttp.ClientError as exc:
+            error = summarize(exc).replace(self._settings.url, self._shown_url)
+            return Outcome(is_success=False, error=error)
+
+
+def load_target(target: str) -> Callable[..., object]:
+    """Import ``pkg.mod:func``. Raises ImportError/AttributeError/TypeError in plain words."""
+    # Like uvicorn and gunicorn: modules next to the config's working directory are importable
+    # even when receiver runs as a console script (whose sys.path[0] is its bin directory).
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    fn = getattr(module, attr)
+    if not callable(fn):
+        raise TypeError(f"{target} is not callable")
+    return fn  # type: ignore[no-any-return]  # a user's callable: its type is unknowable
+
+
+class PythonTarget:
+    def __init__(self, settings: PythonHandler) -> None:
+        self._settings = settings
+        self._fn = load_target(settings.target)
+        self._is_async = inspect.iscoroutinefunction(self._fn)
+
+    async def run(self, event: HandlerEvent) -> Outcome:
+        try:
+            async with asyncio.timeout(self._settings.timeout_s):
+                if self._is_async:
+                    result = self._fn(event)
+                    if inspect.isawaitable(result):
+                        await result
+                else:
+                    # A sync handler still running at its timeout cannot be stopped (threads
+                    # cannot be killed); its result is ignored and the attempt counts as failed.
+                    await asyncio.to_thread(self._fn, event)
+        except TimeoutError:
+            return Outcome(is_success=False, error=f"timed out after {self._settings.timeout_s:g}s")
+        except PermanentError as exc:
+            return Outcome(is_success=False, error=summarize(exc), is_permanent=True)
+        except Exception as exc:  # any failure of user code is an attempt's outcome
+            return Outcome(is_success=False, error=summarize(exc))
+        return SUCCESS
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+class CommandTarget:
+    def __init__(
+        self, settings: CommandHandler, *, withheld_env: frozenset[str] = frozenset()
+    ) -> None:
+        self._settings = settings
+        self._withheld_env = withheld_env
+
+    def _env(self, event: HandlerEvent) -> dict[str, str]:
+        return {
+            **{k: v for k, v in os.environ.items() if k not in self._withheld_env},
+            "RECEIVER_EVENT_ID": str(event.id),
+            "RECEIVER_KEY": event.key,
+            "RECEIVER_ATTEMPT": str(event.attempt),
+            "RECEIVER_PROVIDER": event.provider,
+            "RECEIVER_EVENT_TYPE": event.type or "",
+            "RECEIVER_IS_REPLAY": "1" if event.is_replay else "0",
+        }
+
+    async def run(self, event: HandlerEvent) -> Outcome:
+        s = self._settings
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *s.argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,  # stdout is for our JSON log lines
+                stderr=None,  # the command's own messages go where ours go
+                env=self._env(event),
+                start_new_session=True,  # its own process group, so a timeout kills it all
+            )
+        except OSError as exc:
+            return Outcome(is_success=False, error=f"cannot start {s.argv[0]}: {exc.strerror}")
+        try:
+            async with asyncio.timeout(s.timeout_s):
+                await proc.communicate(event.body)
+        except TimeoutError:
+            _kill_group(proc)
+            await proc.wait()
+            return Outcome(is_success=False, error=f"timed out after {s.timeout_s:g}s")
+        finally:
+            if proc.returncode is None:  # cancelled (shutdown): leave nothing running
+                _kill_group(proc)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+        code = proc.returncode
+        if code == 0:
+            return SUCCESS
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            return Outcome(is_success=False, error=f"killed by {name}", exit_code=code)
+        return Outcome(
+            is_success=False,
+            error=f"exit code {code}",
+            exit_code=code,
+            is_permanent=code in s.permanent_exit_codes,
+        )
+
+
+HandlerSettings = HttpHandler | PythonHandler | CommandHandler
+
+
+def build_handler(
+    settings: HandlerSettings, client: HttpClient, *, withheld_env: frozenset[str] = frozenset()
+) -> Handler:
+    """``withheld_env``: variables a command must not inherit (the webhook secrets)."""
+    if isinstance(settings, HttpHandler):
+        return HttpTarget(settings, client)
+    if isinstance(settings, PythonHandler):
+        return PythonTarget(settings)
+    return CommandTarget(settings, withheld_env=withheld_env)
+
+
+def _check_executable(program: str) -> str | None:
+    if os.sep in program or (os.altsep and os.altsep in program):
+        if not os.path.isfile(program):
+            return f"executable {program} does not exist"
+        if not os.access(program, os.X_OK):
+            return f"{program} is not executable (chmod +x?)"
+        return None
+    if shutil.which(program) is None:
+        return f"executable {program} is not found on PATH"
+    return None
+
+
+def check_handler(settings: HandlerSettings) -> list[str]:
+    """Plain-words problems with a handler; an empty list means it can run.
+
+    ``http``: the URL; ``python``: the target; ``command``: ``argv[0]``.
+    """
+    if isinstance(settings, HttpHandler):
+        parts = urlsplit(settings.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return ["must be an http:// or https:// URL with a host"]
+        return []
+    if isinstance(settings, PythonHandler):
+        try:
+            load_target(settings.target)
+        except ImportError as exc:
+            return [f"cannot import {settings.target}: {exc}"]
+        except AttributeError:
+            module, _, name = settings.target.partition(":")
+            return [f"module {module} has no attribute {name}"]
+        except TypeError as exc:
+            return [str(exc)]
+        except Exception as exc:  # importing user code may fail in any way; report, not crash
+            return [f"importing {settings.target} failed: {summarize(exc)}"]
+        return []
+    problem = _check_executable(settings.argv[0])
+    return [problem] if problem else []

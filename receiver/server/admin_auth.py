@@ -1,0 +1,94 @@
+"""Bearer tokens for ``/admin``: a full-access token and an optional read-only one.
+
+* No token configured: access is open (the runtime refuses a non-loopback admin address then).
+* Otherwise every ``/admin`` request needs ``Authorization: Bearer <token>``: a missing or wrong
+  token is 401, the read-only token on a write (anything but GET/HEAD) is 403. If only the
+  read-only token is set, nobody can write over HTTP (fail closed); the CLI still can.
+
+``/healthz``, ``/readyz`` and ``/metrics`` stay open for probes and scrapers: they carry no event
+data. Tokens are compared with :func:`hmac.compare_digest`, against both tokens every time.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ADMIN_TOKENS", "Access", "AdminTokens", "admin_auth_middleware"]
+
+import hmac
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aiohttp import web
+
+from receiver.config import AdminSettings
+from receiver.server.responses import error_json
+
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+class Access(StrEnum):
+    OPEN = "open"  # no token configured
+    FULL = "full"
+    READ = "read"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminTokens:
+    full: str | None = None
+    read: str | None = None
+
+    @classmethod
+    def from_env(cls, settings: AdminSettings, environ: Mapping[str, str]) -> AdminTokens:
+        read = environ.get(settings.read_token_env) if settings.read_token_env else None
+        return cls(full=environ.get(settings.token_env) or None, read=read or None)
+
+    @property
+    def is_open(self) -> bool:
+        return self.full is None and self.read is None
+
+    def access_for(self, authorization: str | None) -> Access | None:
+        """The access a request's ``Authorization`` header grants, or None."""
+        if self.is_open:
+            return Access.OPEN
+        scheme, _, presented = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            return None
+        given = presented.strip().encode("utf-8", "surrogateescape")
+        is_full = _matches(given, self.full)
+        is_read = _matches(given, self.read)
+        if is_full:
+            return Access.FULL
+        return Access.READ if is_read else None
+
+
+def _matches(given: bytes, token: str | None) -> bool:
+    if token is None:
+        return False
+    return hmac.compare_digest(given, token.encode("utf-8"))
+
+
+ADMIN_TOKENS = web.AppKey("admin_tokens", AdminTokens)
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _is_admin_path(path: str) -> bool:
+    return path == "/admin" or path.startswith("/admin/")
+
+
+@web.middleware
+async def admin_auth_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    if not _is_admin_path(request.path):
+        return await handler(request)
+    tokens = request.app.get(ADMIN_TOKENS) or AdminTokens()
+    access = tokens.access_for(request.headers.get("Authorization"))
+    if access is None:
+        return error_json(
+            401,
+            "unauthorized",
+            "send the admin token as 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": 'Bearer realm="receiver-admin"'},
+        )
+    if access is Access.READ and request.method not in _READ_METHODS:
+        return error_json(403, "forbidden", "the read-only admin token cannot change anything")
+    return await handler(request)

@@ -1,0 +1,341 @@
+"""The worker queue in SQL: claim with a lease, then finish under that lease.
+
+A job is *ready* when it is ``queued`` with ``run_at <= now``, or ``running`` with an expired
+lease (its worker was killed or its handler hung: the job comes back). Claiming takes a random
+lease token, counts the attempt and opens an ``attempts`` row, all in one ``BEGIN IMMEDIATE``
+on the single writer. Every later step (complete, reschedule, bury, release, renew) names the
+token; a stale token changes nothing and the method returns ``False``, so a zombie's late
+answer cannot overwrite the work of the worker that took the job over.
+
+``serialize_key``: a job waits while an earlier job (lower ``event_id``) of the same provider and
+key is unfinished, or while another job of that key holds a live lease, so events with the same
+value run one at a time in the order they were received.
+
+``events.status`` moves in step: processing / retrying / succeeded / dead, and back to queued
+when a job is released without an outcome.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AttemptRecord", "ClaimedJob", "JobQueue", "QueueStats"]
+
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import aiosqlite
+
+from receiver.models import EventStatus, JobStatus
+from receiver.store.database import Database
+
+_READY = (
+    "((j.status = 'queued' AND j.run_at <= :now)"
+    " OR (j.status = 'running' AND j.lease_expires_at <= :now))"
+)
+# Not claimable while an earlier job of the same key is unfinished, or another one is leased.
+_NOT_BLOCKED = (
+    "(j.serialize_key IS NULL OR NOT EXISTS ("
+    " SELECT 1 FROM jobs o WHERE o.serialize_key = j.serialize_key AND o.provider = j.provider"
+    " AND o.event_id <> j.event_id"
+    " AND ((o.event_id < j.event_id AND o.status IN ('queued', 'running'))"
+    " OR (o.status = 'running' AND o.lease_expires_at > :now))))"
+)
+_CANDIDATES = (
+    "SELECT j.event_id, j.run_at FROM jobs j WHERE j.provider = :provider"
+    f" AND {_READY} AND {_NOT_BLOCKED} ORDER BY j.run_at, j.event_id LIMIT :limit"
+)
+_LEASE_LOST = "lease expired before the attempt finished (the worker stopped or the handler hung)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimedJob:
+    """A job this worker holds a lease on, with what its handler needs."""
+
+    event_id: int
+    provider: str
+    key: str
+    event_type: str | None
+    body: bytes | None  # None when the payload was purged
+    headers: Mapping[str, str]
+    content_type: str | None
+    serialize_key: str | None
+    attempt: int  # 1-based, counted at claim
+    is_replay: bool
+    lease_token: str
+    attempt_id: int
+    claimed_at_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptRecord:
+    """How an attempt ended, for the ``attempts`` row. ``error`` is a short summary."""
+
+    finished_at_s: float
+    duration_s: float | None = None
+    http_status: int | None = None
+    exit_code: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueStats:
+    provider: str
+    queued: int  # waiting, including those scheduled for a later retry
+    running: int
+    oldest_ready_age_s: float  # how long the oldest due job has waited for a worker (0: none)
+
+
+def _in(names: Sequence[str]) -> tuple[str, dict[str, str]]:
+    params = {f"p{i}": name for i, name in enumerate(names)}
+    return "(" + ",".join(f":{k}" for k in params) + ")", params
+
+
+class JobQueue:
+    """Queue operations over a :class:`Database`. Times are passed in (``now``), never read."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def claim(
+        self,
+        *,
+        caps: Mapping[str, int | None],
+        limit: int,
+        now: float,
+        lease_s: float,
+    ) -> list[ClaimedJob]:
+        """Lease up to ``limit`` ready jobs of the providers in ``caps`` (name -> concurrency
+        limit, None for none), oldest ``run_at`` first, within each provider's limit."""
+        if limit <= 0 or not caps:
+            return []
+
+        async def work(conn: aiosqlite.Connection) -> list[ClaimedJob]:
+            return await self._claim(conn, caps=caps, limit=limit, now=now, lease_s=lease_s)
+
+        return await self._db.transaction(work)
+
+    async def _claim(
+        self,
+        conn: aiosqlite.Connection,
+        *,
+        caps: Mapping[str, int | None],
+        limit: int,
+        now: float,
+        lease_s: float,
+    ) -> list[ClaimedJob]:
+        names = sorted(caps)
+        placeholders, params = _in(names)
+        busy = {
+            row[0]: int(row[1])
+            for row in await conn.execute_fetchall(
+                "SELECT provider, COUNT(*) FROM jobs WHERE status = 'running'"
+                f" AND lease_expires_at > :now AND provider IN {placeholders} GROUP BY provider",
+                {"now": now, **params},
+            )
+        }
+        candidates: list[tuple[float, int]] = []
+        for name in names:
+            cap = caps[name]
+            room = limit if cap is None else min(limit, cap - busy.get(name, 0))
+            if room <= 0:
+                continue
+            rows = await conn.execute_fetchall(
+                _CANDIDATES, {"provider": name, "now": now, "limit": room}
+            )
+            candidates.extend((float(row[1]), int(row[0])) for row in rows)
+        chosen = [event_id for _, event_id in sorted(candidates)[:limit]]
+        return [await self._lease(conn, event_id, now=now, lease_s=lease_s) for event_id in chosen]
+
+    async def _lease(
+        self, conn: aiosqlite.Connection, event_id: int, *, now: float, lease_s: float
+    ) -> ClaimedJob:
+        token = secrets.token_hex(16)
+        # A previous run whose lease ran out never reported: close its attempt row.
+        await conn.execute(
+            "UPDATE attempts SET finished_at = ?, outcome = 'retry', error = ?"
+            " WHERE event_id = ? AND outcome IS NULL",
+            (now, _LEASE_LOST, event_id),
+        )
+        job_rows = await conn.execute_fetchall(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_token = ?,"
+            " lease_expires_at = ?, updated_at = ? WHERE event_id = ?"
+            " RETURNING attempts, is_replay, serialize_key",
+            (token, now + lease_s, now, event_id),
+        )
+        attempt, is_replay, serialize_key = next(iter(job_rows))
+        attempt_rows = await conn.execute_fetchall(
+            "INSERT INTO attempts (event_id, number, is_replay, started_at)"
+            " VALUES (?, ?, ?, ?) RETURNING id",
+            (event_id, attempt, is_replay, now),
+        )
+        attempt_id = int(next(iter(attempt_rows))[0])
+        await conn.execute(
+            "UPDATE events SET status = ? WHERE id = ?", (str(EventStatus.PROCESSING), event_id)
+        )
+        event_rows = await conn.execute_fetchall(
+            "SELECT provider, key, event_type, body, headers, content_type FROM events"
+            " WHERE id = ?",
+            (event_id,),
+        )
+        ev = next(iter(event_rows))
+        headers = json.loads(ev["headers"]) if ev["headers"] is not None else {}
+        return ClaimedJob(
+            event_id=event_id,
+            provider=ev["provider"],
+            key=ev["key"],
+            event_type=ev["event_type"],
+            body=bytes(ev["body"]) if ev["body"] is not None else None,
+            headers=headers,
+            content_type=ev["content_type"],
+            serialize_key=serialize_key,
+            attempt=int(attempt),
+            is_replay=bool(is_replay),
+            lease_token=token,
+            attempt_id=attempt_id,
+            claimed_at_s=now,
+        )
+
+    async def _finish(
+        self,
+        job: ClaimedJob,
+        *,
+        job_set: str,
+        job_params: tuple[object, ...],
+        event_status: EventStatus,
+        outcome: str,
+        record: AttemptRecord,
+    ) -> bool:
+        async def work(conn: aiosqlite.Connection) -> bool:
+            async with conn.execute(
+                f"UPDATE jobs SET {job_set}, lease_token = NULL, lease_expires_at = NULL,"
+                " updated_at = ? WHERE event_id = ? AND lease_token = ? AND status = 'running'",
+                (*job_params, record.finished_at_s, job.event_id, job.lease_token),
+            ) as cur:
+                if cur.rowcount != 1:
+                    return False  # a stale lease: someone else owns this job now
+            await conn.execute(
+                "UPDATE attempts SET finished_at = ?, outcome = ?, http_status = ?,"
+                " exit_code = ?, error = ?, duration_s = ? WHERE id = ?",
+                (
+                    record.finished_at_s,
+                    outcome,
+                    record.http_status,
+                    record.exit_code,
+                    record.error,
+                    record.duration_s,
+                    job.attempt_id,
+                ),
+            )
+            await conn.execute(
+                "UPDATE events SET status = ? WHERE id = ?", (str(event_status), job.event_id)
+            )
+            return True
+
+        return await self._db.transaction(work)
+
+    async def complete(self, job: ClaimedJob, record: AttemptRecord) -> bool:
+        return await self._finish(
+            job,
+            job_set="status = ?, last_error = NULL",
+            job_params=(str(JobStatus.SUCCEEDED),),
+            event_status=EventStatus.SUCCEEDED,
+            outcome="succeeded",
+            record=record,
+        )
+
+    async def reschedule(self, job: ClaimedJob, record: AttemptRecord, *, run_at: float) -> bool:
+        """The attempt failed; try again at ``run_at``."""
+        return await self._finish(
+            job,
+            job_set="status = ?, run_at = ?, last_error = ?",
+            job_params=(str(JobStatus.QUEUED), run_at, record.error),
+            event_status=EventStatus.RETRYING,
+            outcome="retry",
+            record=record,
+        )
+
+    async def bury(self, job: ClaimedJob, record: AttemptRecord) -> bool:
+        """Give up: permanent failure or out of attempts. The last error is kept."""
+        return await self._finish(
+            job,
+            job_set="status = ?, last_error = ?",
+            job_params=(str(JobStatus.DEAD), record.error),
+            event_status=EventStatus.DEAD,
+            outcome="dead",
+            record=record,
+        )
+
+    async def release(self, job: ClaimedJob, *, now: float) -> bool:
+        """Hand the job back without an outcome (shutdown): the attempt does not count."""
+        return await self._finish(
+            job,
+            job_set="status = ?, attempts = MAX(attempts - 1, 0)",
+            job_params=(str(JobStatus.QUEUED),),
+            event_status=EventStatus.QUEUED,
+            outcome="interrupted",
+            record=AttemptRecord(
+                finished_at_s=now,
+                duration_s=now - job.claimed_at_s,
+                error="interrupted by shutdown",
+            ),
+        )
+
+    async def renew(self, job: ClaimedJob, *, now: float, lease_s: float) -> bool:
+        """Extend the lease of a long-running handler. False: the lease was lost."""
+
+        async def work(conn: aiosqlite.Connection) -> bool:
+            async with conn.execute(
+                "UPDATE jobs SET lease_expires_at = ?, updated_at = ?"
+                " WHERE event_id = ? AND lease_token = ? AND status = 'running'",
+                (now + lease_s, now, job.event_id, job.lease_token),
+            ) as cur:
+                return cur.rowcount == 1
+
+        return await self._db.transaction(work)
+
+    async def next_change_at(self, providers: Sequence[str], *, now: float) -> float | None:
+        """The earliest future moment a job of ``providers`` may become ready (a retry falls
+        due or a lease runs out), or None when nothing is waiting at all."""
+        if not providers:
+            return None
+        placeholders, params = _in(providers)
+        async with self._db.reading() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT MIN(t) FROM ("
+                f" SELECT MIN(run_at) AS t FROM jobs WHERE status = 'queued' AND run_at > :now"
+                f" AND provider IN {placeholders}"
+                " UNION ALL"
+                " SELECT MIN(lease_expires_at) FROM jobs WHERE status = 'running'"
+                f" AND lease_expires_at > :now AND provider IN {placeholders})",
+                {"now": now, **params},
+            )
+        value = next(iter(rows))[0]
+        return float(value) if value is not None else None
+
+    async def stats(self, providers: Sequence[str], *, now: float) -> list[QueueStats]:
+        """Queue depth and lag per provider (for metrics and health)."""
+        if not providers:
+            return []
+        placeholders, params = _in(providers)
+        async with self._db.reading() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT provider, SUM(status = 'queued'), SUM(status = 'running'),"
+                " MIN(CASE WHEN status = 'queued' AND run_at <= :now THEN run_at END)"
+                " FROM jobs WHERE status IN ('queued', 'running')"
+                f" AND provider IN {placeholders} GROUP BY provider",
+                {"now": now, **params},
+            )
+        found = {
+            row[0]: QueueStats(
+                provider=row[0],
+                queued=int(row[1]),
+                running=int(row[2]),
+                oldest_ready_age_s=max(0.0, now - float(row[3])) if row[3] is not None else 0.0,
+            )
+            for row in rows
+        }
+        return [
+            found.get(name, QueueStats(provider=name, queued=0, running=0, oldest_ready_age_s=0.0))
+            for name in providers
+        ]

@@ -1,0 +1,546 @@
+"""Operator reads: event filters, keyset pages, one event in detail, and the stats summary.
+
+Everything here runs on the reader connection, so an admin query never waits for a commit
+and never holds the writer. Filter values arrive as text (query strings, CLI flags, JSON) and
+are validated once by :func:`parse_event_filter`; a bad value raises :class:`InvalidParameter`
+naming the parameter. SQL is built from constant fragments; values are always bound.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EventDetail",
+    "EventFilter",
+    "EventQueries",
+    "EventSummary",
+    "InvalidParameter",
+    "Page",
+    "decode_cursor",
+    "encode_cursor",
+    "event_where",
+    "iso_time",
+    "parse_event_filter",
+    "parse_limit",
+    "parse_text",
+    "parse_time",
+    "redact_headers",
+]
+
+import base64
+import binascii
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+import aiosqlite
+
+from receiver.durations import parse_duration
+from receiver.errors import ReceiverError
+from receiver.models import EventStatus
+from receiver.store.base import StoredEvent
+from receiver.store.database import Database
+
+T = TypeVar("T")
+
+_SENSITIVE_HEADER_PARTS = ("signature", "token", "secret", "auth", "cookie", "password", "api-key")
+REDACTED = "[redacted]"
+_TEXT_LIMITS = {"provider": 64, "type": 200, "key": 600, "q": 500, "cause": 64}
+_RELATIVE = re.compile(r"^\s*\d+(?:\.\d+)?\s*[smhdw]\s*$")
+_TIMELINE_MAX = 200
+
+
+class InvalidParameter(ReceiverError):
+    """A filter or request value the operator got wrong; ``parameter`` names it."""
+
+    code = "invalid_parameter"
+
+    def __init__(self, parameter: str, detail: str) -> None:
+        self.parameter = parameter
+        self.detail = f"{parameter}: {detail}"
+        super().__init__(self.detail)
+
+
+def iso_time(ts_s: float | None) -> str | None:
+    if ts_s is None:
+        return None
+    return (
+        datetime.fromtimestamp(ts_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def parse_text(parameter: str, value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidParameter(parameter, "must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidParameter(parameter, "is not valid UTF-8 text") from None
+    if "\x00" in value:
+        raise InvalidParameter(parameter, "contains a NUL character")
+    limit = _TEXT_LIMITS.get(parameter, 500)
+    if len(value) > limit:
+        raise InvalidParameter(parameter, f"is longer than {limit} characters")
+    return value
+
+
+def parse_time(parameter: str, value: object, *, now_s: float) -> float | None:
+    """ISO-8601 (UTC unless it says otherwise), Unix seconds, or a duration ago (``2h``)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidParameter(parameter, "must be an ISO-8601 time or Unix seconds")
+    if isinstance(value, str) and _RELATIVE.match(value):
+        seconds: float = now_s - parse_duration(value)
+    else:
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = _iso_seconds(parameter, str(value))
+    if not math.isfinite(seconds) or not 0 <= seconds < 253402300800:  # up to year 9999
+        raise InvalidParameter(parameter, "is out of range")
+    return seconds
+
+
+def _iso_seconds(parameter: str, value: str) -> float:
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidParameter(
+            parameter,
+            "must be an ISO-8601 time (2024-05-01T12:00:00Z), Unix seconds or a duration ago (2h)",
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def parse_limit(value: object, *, default: int, maximum: int, parameter: str = "limit") -> int:
+    """A page size; values above ``maximum`` are capped, not refused."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise InvalidParameter(parameter, "must be a positive integer")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or value < 1:
+        raise InvalidParameter(parameter, "must be a positive integer")
+    return min(value, maximum)
+
+
+def encode_cursor(kind: str, last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{kind}1:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, value: object) -> int | None:
+    """The id a page continues below, or None for the first page."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise InvalidParameter("cursor", "is not a cursor returned by this API")
+    try:
+        text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    prefix, _, number = text.partition(":")
+    if prefix != f"{kind}1" or not number.isdigit() or len(number) > 18:
+        raise InvalidParameter("cursor", "is not a cursor returned by this API")
+    return int(number)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventFilter:
+    provider: str | None = None
+    status: str | None = None
+    event_type: str | None = None
+    key: str | None = None
+    since_s: float | None = None
+    until_s: float | None = None
+    text: str | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self == EventFilter()
+
+
+def parse_event_filter(params: Mapping[str, object], *, now_s: float) -> EventFilter:
+    status = parse_text("status", params.get("status"))
+    if status is not None and status not in {s.value for s in EventStatus}:
+        known = ", ".join(s.value for s in EventStatus)
+        raise InvalidParameter("status", f"must be one of: {known}")
+    since = parse_time("since", params.get("since"), now_s=now_s)
+    until = parse_time("until", params.get("until"), now_s=now_s)
+    if since is not None and until is not None and until < since:
+        raise InvalidParameter("until", "is earlier than since")
+    return EventFilter(
+        provider=parse_text("provider", params.get("provider")),
+        status=status,
+        event_type=parse_text("type", params.get("type")),
+        key=parse_text("key", params.get("key")),
+        since_s=since,
+        until_s=until,
+        text=parse_text("q", params.get("q")),
+    )
+
+
+def _fts_query(text: str) -> str | None:
+    """Every whitespace-separated term as a quoted FTS5 phrase (so no query syntax leaks in)."""
+    terms = [t for t in text.split() if re.search(r"\w", t)]
+    if not terms:
+        return None
+    return " ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def event_where(flt: EventFilter, *, has_fts: bool) -> tuple[list[str], list[object]]:
+    """WHERE conditions over ``events e`` for a filter, with their bound values."""
+    where: list[str] = []
+    params: list[object] = []
+    for column, value in (
+        ("e.provider", flt.provider),
+        ("e.status", flt.status),
+        ("e.event_type", flt.event_type),
+        ("e.key", flt.key),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if flt.since_s is not None:
+        where.append("e.received_at >= ?")
+        params.append(flt.since_s)
+    if flt.until_s is not None:
+        where.append("e.received_at < ?")
+        params.append(flt.until_s)
+    if flt.text is not None:
+        match = _fts_query(flt.text) if has_fts else None
+        if match is not None:
+            where.append("e.id IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)")
+            params.append(match)
+        else:
+            where.append("CAST(e.body AS TEXT) LIKE ? ESCAPE '\\'")
+            params.append(_like_pattern(flt.text))
+    return where, params
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Stored headers for display: anything that looks like a credential is masked."""
+    return {
+        name: REDACTED if any(part in name.lower() for part in _SENSITIVE_HEADER_PARTS) else value
+        for name, value in headers.items()
+    }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventSummary:
+    id: int
+    provider: str
+    key: str
+    provider_event_id: str
+    event_type: str | None
+    status: str
+    received_at_s: float
+    last_seen_at_s: float
+    duplicate_count: int
+    conflict_count: int
+    body_bytes: int | None
+    payload_purged_at_s: float | None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "id": str(self.id),
+            "provider": self.provider,
+            "key": self.key,
+            "provider_event_id": self.provider_event_id,
+            "type": self.event_type,
+            "status": self.status,
+            "received_at": iso_time(self.received_at_s),
+            "last_seen_at": iso_time(self.last_seen_at_s),
+            "duplicate_count": self.duplicate_count,
+            "conflict_count": self.conflict_count,
+            "body_bytes": self.body_bytes,
+            "payload_purged": self.payload_purged_at_s is not None,
+        }
+
+
+def _summary(row: aiosqlite.Row) -> EventSummary:
+    return EventSummary(
+        id=row["id"],
+        provider=row["provider"],
+        key=row["key"],
+        provider_event_id=row["provider_event_id"],
+        event_type=row["event_type"],
+        status=row["status"],
+        received_at_s=row["received_at"],
+        last_seen_at_s=row["last_seen_at"],
+        duplicate_count=row["duplicate_count"],
+        conflict_count=row["conflict_count"],
+        body_bytes=row["body_bytes"],
+        payload_purged_at_s=row["payload_purged_at"],
+    )
+
+
+_SUMMARY_COLUMNS = (
+    "e.id, e.provider, e.key, e.provider_event_id, e.event_type, e.status, e.received_at, "
+    "e.last_seen_at, e.duplicate_count, e.conflict_count, length(e.body) AS body_bytes, "
+    "e.payload_purged_at"
+)
+
+
+def _body_json(body: bytes | None) -> dict[str, object]:
+    if body is None:
+        return {"body": None, "encoding": None, "body_bytes": None}
+    try:
+        return {"body": body.decode("utf-8"), "encoding": "utf-8", "body_bytes": len(body)}
+    except UnicodeDecodeError:
+        encoded = base64.b64encode(body).decode("ascii")
+        return {"body": encoded, "encoding": "base64", "body_bytes": len(body)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventDetail:
+    event: StoredEvent
+    job: Mapping[str, object] | None
+    attempts: Sequence[Mapping[str, object]] = field(default_factory=list)
+    conflicts: Sequence[Mapping[str, object]] = field(default_factory=list)
+    requeues: Sequence[Mapping[str, object]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        ev = self.event
+        return {
+            "id": str(ev.id),
+            "provider": ev.provider,
+            "key": ev.key,
+            "provider_event_id": ev.provider_event_id,
+            "type": ev.event_type,
+            "status": ev.status,
+            "fingerprint": ev.fingerprint,
+            "content_type": ev.content_type,
+            "remote_addr": ev.remote_addr,
+            "received_at": iso_time(ev.received_at_s),
+            "last_seen_at": iso_time(ev.last_seen_at_s),
+            "duplicate_count": ev.duplicate_count,
+            "conflict_count": ev.conflict_count,
+            "payload_expires_at": iso_time(ev.payload_expires_at_s),
+            "dedupe_expires_at": iso_time(ev.dedupe_expires_at_s),
+            "payload_purged_at": iso_time(ev.payload_purged_at_s),
+            **_body_json(ev.body),
+            "headers": redact_headers(ev.headers) if ev.headers is not None else None,
+            "job": dict(self.job) if self.job is not None else None,
+            "attempts": [dict(a) for a in self.attempts],
+            "conflicts": [dict(c) for c in self.conflicts],
+            "requeues": [dict(r) for r in self.requeues],
+        }
+
+
+async def _rows(
+    conn: aiosqlite.Connection, sql: str, params: Sequence[object]
+) -> list[aiosqlite.Row]:
+    return list(await conn.execute_fetchall(sql, params))
+
+
+class EventQueries:
+    """Read-only queries over events. ``clock`` only feeds relative times and queue readiness."""
+
+    def __init__(self, db: Database, *, clock: Callable[[], float]) -> None:
+        self._db = db
+        self.clock = clock
+        self._fts_ready: bool | None = None
+
+    async def has_fts_index(self) -> bool:
+        """FTS5 available in this SQLite and the index built by migration 2."""
+        if self._fts_ready is None:
+            if not self._db.has_fts:
+                self._fts_ready = False
+            else:
+                async with self._db.reading() as conn:
+                    rows = await _rows(
+                        conn,
+                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events_fts'",
+                        (),
+                    )
+                self._fts_ready = bool(rows)
+        return self._fts_ready
+
+    async def list_events(
+        self, flt: EventFilter, *, before_id: int | None, limit: int
+    ) -> Page[EventSummary]:
+        """Newest first. Keyset on id, so new arrivals never shift a page already handed out."""
+        where, params = event_where(flt, has_fts=await self.has_fts_index())
+        if before_id is not None:
+            where.append("e.id < ?")
+            params.append(before_id)
+        sql = f"SELECT {_SUMMARY_COLUMNS} FROM events e"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY e.id DESC LIMIT ?"
+        async with self._db.reading() as conn:
+            rows = await _rows(conn, sql, [*params, limit + 1])
+        items = [_summary(row) for row in rows[:limit]]
+        has_more = len(rows) > limit
+        return Page(
+            items=items,
+            next_cursor=encode_cursor("e", items[-1].id) if has_more and items else None,
+        )
+
+    async def get_detail(self, event_id: int) -> EventDetail | None:
+        async with self._db.reading() as conn:
+            rows = await _rows(conn, "SELECT * FROM events WHERE id = ?", (event_id,))
+            if not rows:
+                return None
+            jobs = await _rows(
+                conn,
+                "SELECT status, attempts, run_at, is_replay, last_error, updated_at"
+                " FROM jobs WHERE event_id = ?",
+                (event_id,),
+            )
+            attempts = await _rows(
+                conn,
+                "SELECT number, is_replay, started_at, finished_at, outcome, http_status,"
+                " exit_code, error, duration_s FROM attempts WHERE event_id = ?"
+                " ORDER BY id DESC LIMIT ?",
+                (event_id, _TIMELINE_MAX),
+            )
+            conflicts = await _rows(
+                conn,
+                "SELECT fingerprint, seen_at FROM conflicts WHERE event_id = ?"
+                " ORDER BY id DESC LIMIT ?",
+                (event_id, _TIMELINE_MAX),
+            )
+            requeues = await _rows(
+                conn,
+                "SELECT at, cause, actor, reason FROM requeues WHERE event_id = ?"
+                " ORDER BY id DESC LIMIT ?",
+                (event_id, _TIMELINE_MAX),
+            )
+        # Imported here: sqlite.py builds this class, so a top-level import would be a cycle.
+        from receiver.store.sqlite import row_to_event
+
+        return EventDetail(
+            event=row_to_event(rows[0]),
+            job=_job_json(jobs[0]) if jobs else None,
+            attempts=[_attempt_json(a) for a in reversed(attempts)],
+            conflicts=[
+                {"fingerprint": c["fingerprint"], "seen_at": iso_time(c["seen_at"])}
+                for c in reversed(conflicts)
+            ],
+            requeues=[
+                {
+                    "at": iso_time(r["at"]),
+                    "cause": r["cause"],
+                    "actor": r["actor"],
+                    "reason": r["reason"],
+                }
+                for r in reversed(requeues)
+            ],
+        )
+
+    async def stats(self) -> dict[str, object]:
+        """Counts by provider and status, duplicates, conflicts, queue depth, rejections."""
+        now = self.clock()
+        async with self._db.reading() as conn:
+            events = await _rows(
+                conn,
+                "SELECT provider, status, COUNT(*) AS n, SUM(duplicate_count) AS dup,"
+                " SUM(conflict_count) AS conf, SUM(body IS NULL) AS purged"
+                " FROM events GROUP BY provider, status",
+                (),
+            )
+            jobs = await _rows(
+                conn,
+                "SELECT status, COUNT(*) AS n, SUM(run_at <= ?) AS ready FROM jobs GROUP BY status",
+                (now,),
+            )
+            rejections = await _rows(
+                conn, "SELECT cause, COUNT(*) AS n FROM rejections GROUP BY cause", ()
+            )
+        return _stats_json(events, jobs, rejections)
+
+
+def _job_json(row: aiosqlite.Row) -> dict[str, object]:
+    return {
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "run_at": iso_time(row["run_at"]),
+        "is_replay": bool(row["is_replay"]),
+        "last_error": row["last_error"],
+        "updated_at": iso_time(row["updated_at"]),
+    }
+
+
+def _attempt_json(row: aiosqlite.Row) -> dict[str, object]:
+    return {
+        "number": row["number"],
+        "is_replay": bool(row["is_replay"]),
+        "started_at": iso_time(row["started_at"]),
+        "finished_at": iso_time(row["finished_at"]),
+        "outcome": row["outcome"],
+        "http_status": row["http_status"],
+        "exit_code": row["exit_code"],
+        "error": row["error"],
+        "duration_s": row["duration_s"],
+    }
+
+
+@dataclass(slots=True)
+class _Counts:
+    events: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    payloads_purged: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def add(self, row: aiosqlite.Row) -> None:
+        self.events += row["n"]
+        self.duplicates += int(row["dup"] or 0)
+        self.conflicts += int(row["conf"] or 0)
+        self.payloads_purged += int(row["purged"] or 0)
+        self.by_status[row["status"]] = self.by_status.get(row["status"], 0) + row["n"]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "events": self.events,
+            "by_status": dict(sorted(self.by_status.items())),
+            "duplicates": self.duplicates,
+            "conflicts": self.conflicts,
+            "payloads_purged": self.payloads_purged,
+        }
+
+
+def _stats_json(
+    events: Sequence[aiosqlite.Row],
+    jobs: Sequence[aiosqlite.Row],
+    rejections: Sequence[aiosqlite.Row],
+) -> dict[str, object]:
+    totals = _Counts()
+    providers: dict[str, _Counts] = {}
+    for row in events:
+        totals.add(row)
+        providers.setdefault(row["provider"], _Counts()).add(row)
+    queue = {"queued": 0, "ready": 0, "running": 0}
+    for row in jobs:
+        if row["status"] == "queued":
+            queue["queued"] = row["n"]
+            queue["ready"] = int(row["ready"] or 0)
+        elif row["status"] == "running":
+            queue["running"] = row["n"]
+    causes = {row["cause"]: row["n"] for row in rejections}
+    return {
+        "totals": totals.as_json(),
+        "providers": {name: c.as_json() for name, c in sorted(providers.items())},
+        "queue": {**queue, "depth": queue["queued"] + queue["running"]},
+        "rejections": {"journaled": sum(causes.values()), "by_cause": dict(sorted(causes.items()))},
+    }

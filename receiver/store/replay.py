@@ -1,0 +1,241 @@
+"""Operator replay: put an event's job back in the queue, audited.
+
+A replay sets the job to ``queued`` (attempts 0, run now, lease cleared, ``is_replay`` 1), the
+event to ``queued``, and writes a ``requeues`` row (cause ``replay``, the actor, the reason), all
+in one transaction. An event whose payload was purged cannot be replayed (there is nothing to
+hand the handler); one that a worker is running right now is left alone, so a replay never races
+a live attempt.
+
+Bulk replay walks the matching events newest first below the highest id present when it
+started (events arriving meanwhile are not swept in) and commits in small batches with a pause
+between them, so the single writer keeps serving ingest.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ReplayOutcome", "ReplayReport", "Replayer"]
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import aiosqlite
+import structlog
+
+from receiver.models import EventStatus, JobStatus
+from receiver.store.database import Database
+from receiver.store.queries import EventFilter, EventQueries, event_where
+
+log = structlog.get_logger("receiver.replay")
+
+_SAMPLE_SIZE = 20
+
+
+class ReplayOutcome(StrEnum):
+    REPLAYED = "replayed"
+    NOT_FOUND = "not_found"
+    PAYLOAD_PURGED = "payload_purged"
+    RUNNING = "running"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplayReport:
+    dry_run: bool
+    matched: int
+    replayed: int
+    skipped: dict[str, int] = field(default_factory=dict)
+    sample: Sequence[int] = ()
+    has_more: bool = False
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "dry_run": self.dry_run,
+            "matched": self.matched,
+            "replayed": self.replayed,
+            "skipped": dict(self.skipped),
+            "sample": [str(i) for i in self.sample],
+            "has_more": self.has_more,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    id: int
+    outcome: ReplayOutcome
+
+
+async def _classify(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[_Candidate]:
+    """Which of ``ids`` can be replayed now, in the caller's transaction or snapshot."""
+    if not ids:
+        return []
+    rows = await conn.execute_fetchall(
+        "SELECT e.id, e.body IS NULL AS purged, j.status AS job_status FROM events e"
+        " LEFT JOIN jobs j ON j.event_id = e.id WHERE e.id IN (" + ",".join("?" * len(ids)) + ")",
+        list(ids),
+    )
+    found = {row[0]: row for row in rows}
+    result: list[_Candidate] = []
+    for event_id in ids:
+        row = found.get(event_id)
+        if row is None:
+            outcome = ReplayOutcome.NOT_FOUND
+        elif row[1]:
+            outcome = ReplayOutcome.PAYLOAD_PURGED
+        elif row[2] == JobStatus.RUNNING:
+            outcome = ReplayOutcome.RUNNING
+        else:
+            outcome = ReplayOutcome.REPLAYED
+        result.append(_Candidate(event_id, outcome))
+    return result
+
+
+class Replayer:
+    def __init__(
+        self,
+        db: Database,
+        queries: EventQueries,
+        *,
+        clock: Callable[[], float],
+        on_committed: Callable[[], None] | None = None,
+        on_replayed: Callable[[str, int], None] | None = None,
+        batch_size: int = 100,
+        pause_s: float = 0.01,
+    ) -> None:
+        self._db = db
+        self._queries = queries
+        self._clock = clock
+        self._on_committed = on_committed
+        self.on_replayed = on_replayed
+        self._batch_size = batch_size
+        self._pause_s = pause_s
+
+    async def replay_one(
+        self, event_id: int, *, actor: str, reason: str, dry_run: bool = False
+    ) -> ReplayOutcome:
+        report = await self.replay_ids([event_id], actor=actor, reason=reason, dry_run=dry_run)
+        for outcome in ReplayOutcome:
+            if report.skipped.get(outcome.value):
+                return outcome
+        return ReplayOutcome.REPLAYED
+
+    async def replay_ids(
+        self, ids: Sequence[int], *, actor: str, reason: str, dry_run: bool = False
+    ) -> ReplayReport:
+        """Replay the given events (in batches); unknown, purged and running ones are skipped."""
+        unique = list(dict.fromkeys(ids))
+        replayed = 0
+        skipped: dict[str, int] = {}
+        for start in range(0, len(unique), self._batch_size):
+            chunk = unique[start : start + self._batch_size]
+            if start:
+                await asyncio.sleep(self._pause_s)
+            if dry_run:
+                async with self._db.reading() as conn:
+                    candidates = await _classify(conn, chunk)
+            else:
+                candidates = await self._replay_batch(chunk, actor=actor, reason=reason)
+            for c in candidates:
+                if c.outcome is ReplayOutcome.REPLAYED:
+                    replayed += 1
+                else:
+                    skipped[c.outcome.value] = skipped.get(c.outcome.value, 0) + 1
+        return ReplayReport(
+            dry_run=dry_run,
+            matched=len(unique) - skipped.get(ReplayOutcome.NOT_FOUND.value, 0),
+            replayed=replayed,
+            skipped=skipped,
+            sample=unique[:_SAMPLE_SIZE],
+        )
+
+    async def replay_matching(
+        self, flt: EventFilter, *, actor: str, reason: str, dry_run: bool, limit: int
+    ) -> ReplayReport:
+        """Replay up to ``limit`` events matching ``flt``, newest first."""
+        where, params = event_where(flt, has_fts=await self._queries.has_fts_index())
+        async with self._db.reading() as conn:
+            rows = await conn.execute_fetchall("SELECT MAX(id) FROM events")
+        ceiling = next(iter(rows))[0]
+        if ceiling is None:
+            return ReplayReport(dry_run=dry_run, matched=0, replayed=0)
+        before_id = int(ceiling) + 1
+        replayed, matched = 0, 0
+        skipped: dict[str, int] = {}
+        sample: list[int] = []
+        has_more = False
+        while matched < limit:
+            size = min(self._batch_size, limit - matched)
+            ids = await self._matching_ids(where, params, before_id=before_id, limit=size + 1)
+            has_more = len(ids) > size
+            ids = ids[:size]
+            if not ids:
+                break
+            report = await self.replay_ids(ids, actor=actor, reason=reason, dry_run=dry_run)
+            matched += len(ids)
+            replayed += report.replayed
+            for cause, count in report.skipped.items():
+                skipped[cause] = skipped.get(cause, 0) + count
+            sample.extend(ids[: _SAMPLE_SIZE - len(sample)])
+            before_id = ids[-1]
+            if not has_more:
+                break
+            if not dry_run:
+                await asyncio.sleep(self._pause_s)
+        return ReplayReport(
+            dry_run=dry_run,
+            matched=matched,
+            replayed=replayed,
+            skipped=skipped,
+            sample=sample,
+            has_more=has_more,
+        )
+
+    async def _matching_ids(
+        self, where: list[str], params: list[object], *, before_id: int, limit: int
+    ) -> list[int]:
+        sql = "SELECT e.id FROM events e WHERE " + " AND ".join([*where, "e.id < ?"])
+        sql += " ORDER BY e.id DESC LIMIT ?"
+        async with self._db.reading() as conn:
+            rows = await conn.execute_fetchall(sql, [*params, before_id, limit])
+        return [int(row[0]) for row in rows]
+
+    async def _replay_batch(
+        self, ids: Sequence[int], *, actor: str, reason: str
+    ) -> list[_Candidate]:
+        now = self._clock()
+
+        async def work(conn: aiosqlite.Connection) -> list[_Candidate]:
+            candidates = await _classify(conn, ids)
+            ready = [(c.id,) for c in candidates if c.outcome is ReplayOutcome.REPLAYED]
+            if not ready:
+                return candidates
+            # An upsert, so an event that somehow lost its job row is queued all the same.
+            await conn.executemany(
+                "INSERT INTO jobs (event_id, provider, status, attempts, run_at, serialize_key,"
+                " is_replay, updated_at)"
+                " SELECT id, provider, ?, 0, ?, serialize_key, 1, ? FROM events WHERE id = ?"
+                " ON CONFLICT (event_id) DO UPDATE SET status = excluded.status, attempts = 0,"
+                " run_at = excluded.run_at, lease_token = NULL, lease_expires_at = NULL,"
+                " is_replay = 1, updated_at = excluded.updated_at",
+                [(str(JobStatus.QUEUED), now, now, event_id) for (event_id,) in ready],
+            )
+            await conn.executemany(
+                "UPDATE events SET status = ? WHERE id = ?",
+                [(str(EventStatus.QUEUED), event_id) for (event_id,) in ready],
+            )
+            await conn.executemany(
+                "INSERT INTO requeues (event_id, at, cause, actor, reason)"
+                " VALUES (?, ?, 'replay', ?, ?)",
+                [(event_id, now, actor, reason) for (event_id,) in ready],
+            )
+            return candidates
+
+        candidates = await self._db.transaction(work)
+        count = sum(c.outcome is ReplayOutcome.REPLAYED for c in candidates)
+        if count:
+            log.info("events_replayed", count=count, actor=actor, reason=reason)
+            if self.on_replayed is not None:
+                self.on_replayed(actor, count)
+            if self._on_committed is not None:
+                self._on_committed()
+        return candidates

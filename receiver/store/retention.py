@@ -1,0 +1,168 @@
+"""Retention: payloads go first, keys later, and the rejection journal stays capped.
+
+* After ``payload_expires_at`` the body and headers are dropped (``payload_purged_at`` set); the
+  key, fingerprint and status stay, so a late redelivery is still recognised as a duplicate.
+* After ``dedupe_expires_at`` the row (and its job, attempts, conflicts, requeues) is deleted, so
+  a redelivery after that is a new event again.
+* The rejections table is cut back to its newest ``keep_rejections`` rows.
+
+Each step works in small batches, one short transaction each, so a large purge interleaves with
+ingest on the single writer instead of holding it. The clock is injected.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PurgeReport", "PurgeTask", "Retention", "RetentionPolicy"]
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiosqlite
+import structlog
+
+from receiver.durations import format_duration
+from receiver.errors import StorageUnavailable
+from receiver.store.database import Database
+from receiver.store.rejections import DEFAULT_KEEP_REJECTIONS, trim_rejections
+
+log = structlog.get_logger("receiver.retention")
+
+_Step = Callable[[aiosqlite.Connection, float], Awaitable[int]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetentionPolicy:
+    """One provider's effective windows (from its scheme preset or its config)."""
+
+    payload_retention_s: float
+    dedupe_retention_s: float
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "payload_retention_s": self.payload_retention_s,
+            "payload_retention": format_duration(self.payload_retention_s),
+            "dedupe_retention_s": self.dedupe_retention_s,
+            "dedupe_retention": format_duration(self.dedupe_retention_s),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PurgeReport:
+    payloads_purged: int = 0
+    events_deleted: int = 0
+    rejections_deleted: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return {
+            "payloads_purged": self.payloads_purged,
+            "events_deleted": self.events_deleted,
+            "rejections_deleted": self.rejections_deleted,
+        }
+
+
+class Retention:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Callable[[], float],
+        batch_size: int = 500,
+        keep_rejections: int = DEFAULT_KEEP_REJECTIONS,
+        pause_s: float = 0.0,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._batch_size = batch_size
+        self._keep_rejections = keep_rejections
+        self._pause_s = pause_s
+
+    async def purge_once(self, *, is_stopping: Callable[[], bool] = lambda: False) -> PurgeReport:
+        """Run every step until nothing more is due at the moment the run started.
+
+        ``is_stopping`` is checked between batches, so a shutdown never waits for a long purge.
+        """
+        now = self._clock()
+        payloads = await self._in_batches(self._purge_payloads, now, is_stopping)
+        events = await self._in_batches(self._delete_expired, now, is_stopping)
+        rejections = await self._in_batches(self._trim_rejections, now, is_stopping)
+        report = PurgeReport(
+            payloads_purged=payloads, events_deleted=events, rejections_deleted=rejections
+        )
+        if payloads or events or rejections:
+            log.info("retention_purged", **report.as_json())
+        return report
+
+    async def _in_batches(self, step: _Step, now: float, is_stopping: Callable[[], bool]) -> int:
+        total = 0
+        while not is_stopping():
+            done = await self._db.transaction(lambda conn: step(conn, now))
+            total += done
+            if done < self._batch_size:
+                break
+            # Let waiting ingest batches take the writer between two purge batches.
+            await asyncio.sleep(self._pause_s)
+        return total
+
+    async def _purge_payloads(self, conn: aiosqlite.Connection, now: float) -> int:
+        cursor = await conn.execute(
+            "UPDATE events SET body = NULL, headers = NULL, payload_purged_at = ?"
+            " WHERE id IN (SELECT id FROM events WHERE body IS NOT NULL"
+            " AND payload_expires_at <= ? LIMIT ?)",
+            (now, now, self._batch_size),
+        )
+        return max(cursor.rowcount, 0)
+
+    async def _delete_expired(self, conn: aiosqlite.Connection, now: float) -> int:
+        cursor = await conn.execute(
+            "DELETE FROM events WHERE id IN"
+            " (SELECT id FROM events WHERE dedupe_expires_at <= ? LIMIT ?)",
+            (now, self._batch_size),
+        )
+        return max(cursor.rowcount, 0)
+
+    async def _trim_rejections(self, conn: aiosqlite.Connection, now: float) -> int:
+        return await trim_rejections(conn, keep=self._keep_rejections, limit=self._batch_size)
+
+
+class PurgeTask:
+    """Runs :meth:`Retention.purge_once` every ``interval_s`` in one named, owned task."""
+
+    def __init__(
+        self,
+        retention: Retention,
+        *,
+        interval_s: float = 60.0,
+        on_report: Callable[[PurgeReport], None] | None = None,
+    ) -> None:
+        self._retention = retention
+        self._interval_s = interval_s
+        self._on_report = on_report
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._stopping.clear()
+            self._task = asyncio.create_task(self._run(), name="receiver-retention-purge")
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                report = await self._retention.purge_once(is_stopping=self._stopping.is_set)
+            except StorageUnavailable as exc:
+                log.warning("retention_purge_failed", cause=exc.detail)
+            else:
+                if self._on_report is not None:
+                    self._on_report(report)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval_s):
+                    await self._stopping.wait()
+
+    async def stop(self) -> None:
+        """Let a running batch finish its transaction, then return."""
+        self._stopping.set()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            await asyncio.wait({task})

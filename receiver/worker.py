@@ -1,0 +1,368 @@
+"""The worker: claim -> handler -> complete / reschedule / bury, inside ``receiver serve``.
+
+It wakes at once when ingest commits new work (:meth:`Worker.wake`, wired to
+``store.on_committed``) and otherwise every ``poll_interval_s``. At most ``concurrency`` jobs run
+at once (and at most a provider's own ``concurrency`` of that provider's). Every task is named
+and owned by the worker: the loop task, one task per running job and its lease keeper.
+
+:meth:`Worker.stop` stops claiming, gives running jobs ``shutdown_timeout_s``, then cancels them
+and releases their jobs to the queue without counting the attempt. ``run(until_empty=True)``
+drains the queue and returns (for tests); it waits for a scheduled retry or an expired lease with
+the injected ``sleep``, so a test with a fake clock sees every backoff without sleeping.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Route", "Worker"]
+
+import asyncio
+import contextlib
+import random as random_module
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import structlog
+
+from receiver.config import ProviderSettings, WorkerSettings
+from receiver.errors import StorageUnavailable
+from receiver.handlers import (
+    Handler,
+    HandlerEvent,
+    HttpClient,
+    Outcome,
+    build_handler,
+    parse_json,
+    summarize,
+)
+from receiver.metrics import Metrics
+from receiver.retry import Dead, Failure, RetryPolicy
+from receiver.store.jobs import AttemptRecord, ClaimedJob, JobQueue
+
+log = structlog.get_logger("receiver.worker")
+
+_PURGED = "the payload was purged before the event was processed"
+_OUT_OF_ATTEMPTS = "out of attempts: the last attempt's lease expired before it finished"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """How one provider's events are handled."""
+
+    provider: str
+    handler: Handler
+    policy: RetryPolicy
+    concurrency: int | None
+
+
+@dataclass(slots=True)
+class _Flight:
+    job: ClaimedJob
+    is_settling: bool = False  # writing the outcome: let it finish, never cancel it
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: JobQueue,
+        settings: WorkerSettings,
+        providers: Mapping[str, ProviderSettings],
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        random: Callable[[], float] = random_module.random,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._queue = queue
+        self._settings = settings
+        self._clock = clock
+        self._sleep = sleep
+        self._random = random
+        self._metrics = metrics
+        self._http = HttpClient()
+        # Commands never inherit the variables that hold webhook secrets.
+        withheld = frozenset(var for ps in providers.values() for var in ps.secret_envs)
+        self.routes: dict[str, Route] = {
+            name: Route(
+                provider=name,
+                handler=build_handler(ps.handler, self._http, withheld_env=withheld),
+                policy=RetryPolicy(
+                    max_attempts=ps.max_attempts or settings.max_attempts,
+                    backoff_base_s=settings.backoff_base_s,
+                    backoff_max_s=settings.backoff_max_s,
+                ),
+                concurrency=ps.concurrency,
+            )
+            for name, ps in providers.items()
+            if ps.handler is not None
+        }
+        self._wake = asyncio.Event()
+        self._is_stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._flights: dict[asyncio.Task[None], _Flight] = {}
+        self._stats_at = float("-inf")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New work was committed: claim now instead of at the next poll."""
+        self._wake.set()
+
+    @property
+    def is_running(self) -> bool:
+        task = self._loop_task
+        return task is not None and not task.done() and not self._is_stopping
+
+    async def check_running(self) -> bool:
+        """For ``/readyz``."""
+        return self.is_running
+
+    async def start(self) -> None:
+        if self._loop_task is None:
+            self._is_stopping = False
+            self._loop_task = asyncio.create_task(self.run(), name="receiver-worker")
+
+    async def stop(self) -> None:
+        """Stop claiming; give running jobs ``shutdown_timeout_s``; release the rest."""
+        self._is_stopping = True
+        self._wake.set()
+        task, self._loop_task = self._loop_task, None
+        if task is not None:
+            await asyncio.wait({task})
+            if not task.cancelled() and task.exception() is not None:
+                log.error("worker_crashed", error=summarize(task.exception() or Exception()))
+        await self._http.close()
+
+    async def run(self, *, until_empty: bool = False) -> None:
+        """Process jobs until :meth:`stop`, or (``until_empty``) until none is left to do."""
+        try:
+            while not self._is_stopping:
+                self._wake.clear()
+                await self._claim()
+                await self._refresh_stats()
+                if until_empty and not self._flights:
+                    due = await self._queue.next_change_at(list(self.routes), now=self._clock())
+                    if due is None:
+                        return
+                    await self._sleep(max(0.0, due - self._clock()))
+                    continue
+                await self._wait()
+        finally:
+            await self._drain()
+            if until_empty:
+                await self._http.close()
+
+    async def _wait(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settings.poll_interval_s):
+                await self._wake.wait()
+
+    async def _drain(self) -> None:
+        if not self._flights:
+            return
+        tasks = set(self._flights)
+        _, pending = await asyncio.wait(tasks, timeout=self._settings.shutdown_timeout_s)
+        for task in pending:
+            if not self._flights[task].is_settling:
+                task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    async def _claim(self) -> None:
+        free = self._settings.concurrency - len(self._flights)
+        if free <= 0 or not self.routes:
+            return
+        # Per-provider limits count live leases in the store, this worker's own included.
+        caps = {name: route.concurrency for name, route in self.routes.items()}
+        try:
+            jobs = await self._queue.claim(
+                caps=caps, limit=free, now=self._clock(), lease_s=self._settings.lease_s
+            )
+        except StorageUnavailable as exc:
+            log.warning("worker_claim_failed", error=exc.detail)
+            return
+        for job in jobs:
+            log.info(
+                "job_claimed",
+                event_id=job.event_id,
+                provider=job.provider,
+                key=job.key,
+                attempt=job.attempt,
+                is_replay=job.is_replay,
+            )
+            task = asyncio.create_task(
+                self._process(job, self.routes[job.provider]),
+                name=f"receiver-job-{job.event_id}",
+            )
+            self._flights[task] = _Flight(job=job)
+            task.add_done_callback(self._landed)
+
+    def _landed(self, task: asyncio.Task[None]) -> None:
+        self._flights.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job_task_failed", error=summarize(task.exception() or Exception()))
+        self._wake.set()  # a slot is free
+
+    async def _refresh_stats(self) -> None:
+        is_due = time.monotonic() - self._stats_at >= self._settings.poll_interval_s
+        if self._metrics is None or not is_due:
+            return
+        self._stats_at = time.monotonic()
+        try:
+            stats = await self._queue.stats(list(self.routes), now=self._clock())
+        except StorageUnavailable:
+            return  # metrics are best effort; the next poll tries again
+        for row in stats:
+            self._metrics.queue_depth.labels(row.provider).set(row.queued)
+            self._metrics.oldest_queued_age.labels(row.provider).set(row.oldest_ready_age_s)
+
+    # -- one job -----------------------------------------------------------------------------
+
+    async def _process(self, job: ClaimedJob, route: Route) -> None:
+        if job.body is None or job.attempt > route.policy.max_attempts:
+            await self._settle(job, route, _refusal(job, route), duration_s=0.0)
+            return
+        is_done = asyncio.Event()
+        keeper = asyncio.create_task(
+            self._keep_lease(job, is_done), name=f"receiver-lease-{job.event_id}"
+        )
+        started = time.monotonic()
+        try:
+            outcome = await self._run_handler(job, route)
+        except asyncio.CancelledError:
+            await _finish(keeper, is_done)
+            await self._release(job)
+            raise
+        self._mark_settling()
+        await _finish(keeper, is_done)
+        await self._settle(job, route, outcome, duration_s=time.monotonic() - started)
+
+    def _mark_settling(self) -> None:
+        current = asyncio.current_task()
+        flight = self._flights.get(current) if current is not None else None
+        if flight is not None:
+            flight.is_settling = True
+
+    async def _run_handler(self, job: ClaimedJob, route: Route) -> Outcome:
+        body = job.body or b""
+        event = HandlerEvent(
+            id=job.event_id,
+            key=job.key,
+            provider=job.provider,
+            type=job.event_type,
+            headers=MappingProxyType(dict(job.headers)),  # read-only, like the rest
+            body=body,
+            json=parse_json(body),
+            content_type=job.content_type,
+            attempt=job.attempt,
+            is_replay=job.is_replay,
+        )
+        try:
+            return await route.handler.run(event)
+        except Exception as exc:  # a handler must answer with an Outcome; a bug is a failure
+            return Outcome(is_success=False, error=summarize(exc))
+
+    async def _keep_lease(self, job: ClaimedJob, is_done: asyncio.Event) -> None:
+        """Renew the lease every ``lease_s / 2`` (real time) until ``is_done`` is set.
+
+        Stopped by the event, never cancelled: a cancellation inside a write transaction could
+        leave the single writer connection in an open transaction.
+        """
+        lease_s = self._settings.lease_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(lease_s / 2):
+                    await is_done.wait()
+            if is_done.is_set():
+                return
+            try:
+                is_held = await self._queue.renew(job, now=self._clock(), lease_s=lease_s)
+            except StorageUnavailable:
+                continue  # try again at the next half-lease
+            if not is_held:
+                log.warning("job_lease_lost", event_id=job.event_id, provider=job.provider)
+                return
+
+    async def _settle(
+        self, job: ClaimedJob, route: Route, outcome: Outcome, *, duration_s: float
+    ) -> None:
+        self._mark_settling()
+        now = self._clock()
+        record = AttemptRecord(
+            finished_at_s=now,
+            duration_s=duration_s,
+            http_status=outcome.http_status,
+            exit_code=outcome.exit_code,
+            error=outcome.error,
+        )
+        fields = {"event_id": job.event_id, "provider": job.provider, "attempt": job.attempt}
+        try:
+            if outcome.is_success:
+                is_held = await self._queue.complete(job, record)
+                result = "succeeded"
+            else:
+                failure = Failure(
+                    error=outcome.error or "failed",
+                    is_permanent=outcome.is_permanent,
+                    http_status=outcome.http_status,
+                    retry_after=outcome.retry_after,
+                )
+                decision = route.policy.decide(
+                    attempt=job.attempt, failure=failure, now_s=now, random=self._random
+                )
+                if isinstance(decision, Dead):
+                    is_held = await self._queue.bury(job, record)
+                    result = "dead"
+                    fields |= {"error": decision.error, "is_permanent": decision.is_permanent}
+                else:
+                    run_at = now + decision.delay_s
+                    is_held = await self._queue.reschedule(job, record, run_at=run_at)
+                    result = "retry"
+                    fields |= {"error": decision.error, "delay_s": round(decision.delay_s, 3)}
+        except StorageUnavailable as exc:
+            # The lease runs out and the job comes back: at least once, never lost.
+            log.error("job_settle_failed", error=exc.detail, **fields)
+            return
+        if not is_held:
+            log.warning("job_lease_lost", outcome=result, **fields)
+            return
+        self._observe(job.provider, result, duration_s)
+        if result == "succeeded":
+            log.info("job_succeeded", duration_s=round(duration_s, 3), **fields)
+        elif result == "dead":
+            log.warning("job_dead", **fields)
+        else:
+            log.info("job_retry_scheduled", **fields)
+
+    async def _release(self, job: ClaimedJob) -> None:
+        try:
+            is_held = await self._queue.release(job, now=self._clock())
+        except StorageUnavailable as exc:
+            log.error("job_release_failed", event_id=job.event_id, error=exc.detail)
+            return
+        if is_held:
+            self._observe(job.provider, "interrupted", None)
+            log.info("job_released", event_id=job.event_id, provider=job.provider)
+
+    def _observe(self, provider: str, result: str, duration_s: float | None) -> None:
+        if self._metrics is None:
+            return
+        self._metrics.attempts.labels(provider, result).inc()
+        if duration_s is not None:
+            self._metrics.handler_latency.labels(provider).observe(duration_s)
+        if result == "dead":
+            self._metrics.dead.labels(provider).inc()
+
+
+def _refusal(job: ClaimedJob, route: Route) -> Outcome:
+    """A job that must not run again: its payload is gone, or it has used every attempt."""
+    error = _PURGED if job.body is None else _OUT_OF_ATTEMPTS
+    return Outcome(is_success=False, error=error, is_permanent=True)
+
+
+async def _finish(keeper: asyncio.Task[None], is_done: asyncio.Event) -> None:
+    is_done.set()
+    # wait(), not await: a cancellation of the caller must still reach the caller.
+    await asyncio.wait({keeper})

@@ -1,0 +1,115 @@
+"""Admin bearer tokens: open without a token, 401 for a missing or wrong one, 403 for the
+read-only token on a write; health and metrics stay open for probes and scrapers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from receiver.config import AdminSettings
+from receiver.server.admin_auth import Access, AdminTokens
+from tests.integration.conftest import (
+    ADMIN_READ_TOKEN,
+    ADMIN_TOKEN,
+    AdminHarness,
+    MakeAdminHarness,
+)
+
+_READ_PATHS = [
+    "/admin/events",
+    "/admin/events/1",
+    "/admin/rejections",
+    "/admin/stats",
+    "/admin/openapi.json",
+]
+
+
+@pytest.fixture
+async def admin_secured(admin_make_harness: MakeAdminHarness) -> AdminHarness:
+    h = await admin_make_harness(with_tokens=True)
+    await h.deliver("plain", {"id": "x1", "type": "t"})
+    return h
+
+
+async def test_no_token_configured_means_open_access(admin_harness: AdminHarness) -> None:
+    await admin_harness.deliver("plain", {"id": "x1", "type": "t"})
+    for path in _READ_PATHS:
+        assert (await admin_harness.get(path)).status == 200, path
+    resp = await admin_harness.post("/admin/events/1/replay", {"reason": "open"})
+    assert resp.status == 200
+
+
+@pytest.mark.parametrize("path", _READ_PATHS)
+@pytest.mark.parametrize("token", [None, "wrong", ADMIN_TOKEN + "x", ADMIN_TOKEN[:-1]])
+async def test_missing_or_wrong_token_is_401(
+    admin_secured: AdminHarness, path: str, token: str | None
+) -> None:
+    resp = await admin_secured.get(path, token=token)
+    assert resp.status == 401
+    assert (await resp.json())["error"] == "unauthorized"
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [f"Basic {ADMIN_TOKEN}", ADMIN_TOKEN, "Bearer", "Bearer ", f"Token {ADMIN_TOKEN}"],
+)
+async def test_malformed_authorization_is_401(
+    admin_secured: AdminHarness, authorization: str
+) -> None:
+    resp = await admin_secured.admin.get("/admin/stats", headers={"Authorization": authorization})
+    assert resp.status == 401
+
+
+@pytest.mark.parametrize("token", [ADMIN_TOKEN, ADMIN_READ_TOKEN])
+@pytest.mark.parametrize("path", _READ_PATHS)
+async def test_both_tokens_read(admin_secured: AdminHarness, token: str, path: str) -> None:
+    assert (await admin_secured.get(path, token=token)).status == 200
+
+
+async def test_read_only_token_cannot_replay(admin_secured: AdminHarness) -> None:
+    h = admin_secured
+    for path, payload in (
+        ("/admin/events/1/replay", {"reason": "try"}),
+        ("/admin/replay", {"reason": "try", "provider": "plain"}),
+    ):
+        resp = await h.post(path, payload, token=ADMIN_READ_TOKEN)
+        assert resp.status == 403
+        assert (await resp.json())["error"] == "forbidden"
+    detail = await (await h.get("/admin/events/1", token=ADMIN_TOKEN)).json()
+    assert detail["requeues"] == []  # nothing happened
+
+
+async def test_full_token_replays(admin_secured: AdminHarness) -> None:
+    resp = await admin_secured.post("/admin/events/1/replay", {"reason": "ok"}, token=ADMIN_TOKEN)
+    assert resp.status == 200
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+async def test_probes_and_metrics_need_no_token(admin_secured: AdminHarness, path: str) -> None:
+    resp = await admin_secured.get(path)
+    assert resp.status in (200, 503)  # readyz: the worker is not started in this harness
+
+
+def test_tokens_from_the_environment() -> None:
+    settings = AdminSettings(token_env="FULL", read_token_env="READ")
+    tokens = AdminTokens.from_env(settings, {"FULL": "f", "READ": "r"})
+    assert tokens.access_for("Bearer f") is Access.FULL
+    assert tokens.access_for("bearer r") is Access.READ
+    assert tokens.access_for("Bearer x") is None
+    assert AdminTokens.from_env(settings, {}).access_for(None) is Access.OPEN
+    assert AdminTokens.from_env(settings, {"FULL": ""}).is_open
+
+
+def test_only_a_read_token_fails_closed_for_writes() -> None:
+    tokens = AdminTokens(read="r")
+    assert tokens.access_for(None) is None
+    assert tokens.access_for("Bearer r") is Access.READ
+
+
+async def test_unicode_token_is_compared_safely(admin_secured: AdminHarness) -> None:
+    resp: Any = await admin_secured.admin.get(
+        "/admin/stats", headers={"Authorization": "Bearer caf\u00e9"}
+    )
+    assert resp.status == 401

@@ -1,0 +1,283 @@
+"""Replay: one event or many by filter, dry run, audited, paced; never a purged or running one."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import aiosqlite
+import pytest
+
+from receiver.store.replay import ReplayOutcome
+from tests.integration.conftest import AdminHarness, MakeAdminHarness
+
+
+def _row(h: AdminHarness, sql: str, *params: Any) -> tuple[Any, ...]:
+    with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
+        row = conn.execute(sql, params).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def _count(h: AdminHarness, sql: str, *params: Any) -> int:
+    return int(_row(h, sql, *params)[0])
+
+
+async def _set_dead(h: AdminHarness, *event_ids: int) -> None:
+    """Make events look like the worker gave up on them (as after max_attempts)."""
+
+    async def work(conn: aiosqlite.Connection) -> None:
+        for event_id in event_ids:
+            await conn.execute(
+                "UPDATE jobs SET status = 'dead', attempts = 10, run_at = 0, lease_token = NULL,"
+                " last_error = 'boom' WHERE event_id = ?",
+                (event_id,),
+            )
+            await conn.execute("UPDATE events SET status = 'dead' WHERE id = ?", (event_id,))
+
+    await h.receiver.store.db.transaction(work)
+
+
+async def _set_running(h: AdminHarness, event_id: int) -> None:
+    async def work(conn: aiosqlite.Connection) -> None:
+        await conn.execute(
+            "UPDATE jobs SET status = 'running', lease_token = 'L', lease_expires_at = ?"
+            " WHERE event_id = ?",
+            (h.clock() + 60, event_id),
+        )
+        await conn.execute("UPDATE events SET status = 'processing' WHERE id = ?", (event_id,))
+
+    await h.receiver.store.db.transaction(work)
+
+
+async def _seed_dead(h: AdminHarness, count: int, provider: str = "plain") -> list[int]:
+    ids = []
+    for i in range(count):
+        answer = await h.deliver(provider, {"id": f"{provider}{i}", "type": "t"})
+        ids.append(int(answer["id"]))
+    await _set_dead(h, *ids)
+    return ids
+
+
+async def test_replay_one_requeues_the_job_and_audits_it(admin_harness: AdminHarness) -> None:
+    h = admin_harness
+    (event_id,) = await _seed_dead(h, 1)
+    wakes: list[int] = []
+    h.receiver.store.on_committed(lambda: wakes.append(1))
+    h.clock.advance(500)
+    resp = await h.post(f"/admin/events/{event_id}/replay", {"reason": "handler fixed"})
+    assert resp.status == 200
+    assert await resp.json() == {"id": str(event_id), "status": "replayed", "dry_run": False}
+    status, attempts, run_at, lease, is_replay = _row(
+        h,
+        "SELECT status, attempts, run_at, lease_token, is_replay FROM jobs WHERE event_id = ?",
+        event_id,
+    )
+    assert (status, attempts, run_at, lease, is_replay) == ("queued", 0, h.clock(), None, 1)
+    assert _row(h, "SELECT status FROM events WHERE id = ?", event_id) == ("queued",)
+    assert _row(
+        h, "SELECT at, cause, actor, reason FROM requeues WHERE event_id = ?", event_id
+    ) == (h.clock(), "replay", "admin", "handler fixed")
+    assert wakes == [1]  # the worker is woken after the commit
+    detail = await (await h.get(f"/admin/events/{event_id}")).json()
+    assert detail["job"]["is_replay"] is True
+    assert detail["requeues"][0]["reason"] == "handler fixed"
+
+
+async def test_dry_run_changes_nothing(admin_harness: AdminHarness) -> None:
+    h = admin_harness
+    ids = await _seed_dead(h, 3)
+    resp = await h.post(f"/admin/events/{ids[0]}/replay", {"reason": "look", "dry_run": True})
+    assert (await resp.json())["status"] == "would_replay"
+    resp = await h.post("/admin/replay", {"reason": "look", "status": "dead", "dry_run": True})
+    report = await resp.json()
+    assert report["matched"] == 3
+    assert report["replayed"] == 3
+    assert report["dry_run"] is True
+    assert report["sample"] == [str(i) for i in reversed(ids)]
+    assert _count(h, "SELECT count(*) FROM jobs WHERE status = 'dead'") == 3
+    assert _count(h, "SELECT count(*) FROM requeues") == 0
+
+
+@pytest.mark.parametrize("payload", [None, {}, {"reason": ""}, {"reason": "   "}, {"reason": 5}])
+async def test_reason_is_required(admin_harness: AdminHarness, payload: Any) -> None:
+    h = admin_harness
+    (event_id,) = await _seed_dead(h, 1)
+    for path, extra in (
+        (f"/admin/events/{event_id}/replay", {}),
+        ("/admin/replay", {"status": "dead"}),
+    ):
+        body = None if payload is None else {**payload, **extra}
+        resp = await h.post(path, body)
+        assert resp.status == 400, path
+        assert (await resp.json())["parameter"] == "reason"
+    assert _count(h, "SELECT count(*) FROM requeues") == 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "parameter"),
+    [
+        ({"reason": "r", "dry_run": "yes"}, "dry_run"),
+        ({"reason": "r", "statuss": "dead"}, "statuss"),
+        ({"reason": "r"}, "filter"),
+        ({"reason": "r", "status": "zombie"}, "status"),
+        ({"reason": "r", "status": "dead", "limit": 0}, "limit"),
+        ({"reason": "r", "since": "whenever"}, "since"),
+        ({"reason": "r" * 501, "status": "dead"}, "reason"),
+        (["reason"], "body"),
+    ],
+)
+async def test_bulk_replay_refuses_bad_requests(
+    admin_harness: AdminHarness, payload: Any, parameter: str
+) -> None:
+    await _seed_dead(admin_harness, 2)
+    resp = await admin_harness.post("/admin/replay", payload)
+    assert resp.status == 400
+    assert (await resp.json())["parameter"] == parameter
+    assert _count(admin_harness, "SELECT count(*) FROM requeues") == 0
+
+
+async def test_invalid_json_body_is_400(admin_harness: AdminHarness) -> None:
+    resp = await admin_harness.admin.post("/admin/replay", data=b"{nope")
+    assert resp.status == 400
+    assert (await resp.json())["parameter"] == "body"
+
+
+async def test_bulk_replay_by_filter_in_paced_batches(admin_harness: AdminHarness) -> None:
+    h = admin_harness
+    dead_plain = await _seed_dead(h, 7)
+    await _seed_dead(h, 2, provider="short")
+    h.receiver.store.replayer._batch_size = 3  # several batches, each its own transaction
+    resp = await h.post(
+        "/admin/replay", {"reason": "outage over", "provider": "plain", "status": "dead"}
+    )
+    report = await resp.json()
+    assert report == {
+        "dry_run": False,
+        "matched": 7,
+        "replayed": 7,
+        "skipped": {},
+        "sample": [str(i) for i in reversed(dead_plain)],
+        "has_more": False,
+    }
+    assert _count(h, "SELECT count(*) FROM jobs WHERE status = 'queued' AND is_replay = 1") == 7
+    assert _count(h, "SELECT count(*) FROM events WHERE status = 'dead'") == 2
+    assert _count(h, "SELECT count(*) FROM requeues WHERE actor = 'admin'") == 7
+
+
+async def test_bulk_replay_limit_reports_more(admin_harness: AdminHarness) -> None:
+    h = admin_harness
+    await _seed_dead(h, 5)
+    report = await (
+        await h.post("/admin/replay", {"reason": "some", "status": "dead", "limit": 2})
+    ).json()
+    assert (report["matched"], report["replayed"], report["has_more"]) == (2, 2, True)
+    rest = await (await h.post("/admin/replay", {"reason": "rest", "status": "dead"})).json()
+    assert (rest["matched"], rest["has_more"]) == (3, False)
+
+
+async def test_bulk_replay_ignores_events_arriving_meanwhile(admin_harness: AdminHarness) -> None:
+    h = admin_harness
+    await _seed_dead(h, 4)
+    replayer = h.receiver.store.replayer
+    replayer._batch_size = 2
+    original = replayer.replay_ids
+    arrived: list[int] = []
+
+    async def replay_ids_then_deliver(*args: Any, **kwargs: Any) -> Any:
+        report = await original(*args, **kwargs)
+        answer = await h.deliver("plain", {"id": f"late{len(arrived)}", "type": "t"})
+        arrived.append(int(answer["id"]))
+        return report
+
+    replayer.replay_ids = replay_ids_then_deliver  # type: ignore[method-assign]
+    report = await (await h.post("/admin/replay", {"reason": "r", "provider": "plain"})).json()
+    assert report["matched"] == 4
+    assert arrived
+    for event_id in arrived:
+        assert _count(h, "SELECT count(*) FROM requeues WHERE event_id = ?", event_id) == 0
+
+
+async def test_purged_payload_cannot_be_replayed(admin_harness: AdminHarness) -> None:
+    h = admin_harness
+    (event_id,) = await _seed_dead(h, 1, provider="short")
+    h.clock.advance(3600)  # short: payload retention 1h, dedupe 2h
+    assert (await h.receiver.store.retention.purge_once()).payloads_purged == 1
+    for payload in ({"reason": "r"}, {"reason": "r", "dry_run": True}):
+        resp = await h.post(f"/admin/events/{event_id}/replay", payload)
+        assert resp.status == 409
+        assert (await resp.json())["error"] == "payload_purged"
+    report = await (await h.post("/admin/replay", {"reason": "r", "provider": "short"})).json()
+    assert (report["matched"], report["replayed"]) == (1, 0)
+    assert report["skipped"] == {"payload_purged": 1}
+    assert _row(h, "SELECT status FROM jobs WHERE event_id = ?", event_id) == ("dead",)
+
+
+async def test_running_event_is_not_replayed(admin_harness: AdminHarness) -> None:
+    h = admin_harness
+    answer = await h.deliver("plain", {"id": "busy", "type": "t"})
+    event_id = int(answer["id"])
+    await _set_running(h, event_id)
+    resp = await h.post(f"/admin/events/{event_id}/replay", {"reason": "r"})
+    assert resp.status == 409
+    assert (await resp.json())["error"] == "event_running"
+    assert _row(h, "SELECT lease_token FROM jobs WHERE event_id = ?", event_id) == ("L",)
+
+
+@pytest.mark.parametrize("event_id", ["424242", "abc"])
+async def test_replay_of_an_unknown_event_is_404(
+    admin_harness: AdminHarness, event_id: str
+) -> None:
+    resp = await admin_harness.post(f"/admin/events/{event_id}/replay", {"reason": "r"})
+    assert resp.status == 404
+
+
+async def test_store_level_replay_ids_reports_each_cause(admin_harness: AdminHarness) -> None:
+    h = admin_harness
+    ids = await _seed_dead(h, 2)
+    await _set_running(h, ids[1])
+    replayer = h.receiver.store.replayer
+    report = await replayer.replay_ids([ids[0], ids[1], 999, ids[0]], actor="cli", reason="r")
+    assert (report.matched, report.replayed) == (2, 1)
+    assert report.skipped == {"running": 1, "not_found": 1}
+    assert await replayer.replay_one(999, actor="cli", reason="r") is ReplayOutcome.NOT_FOUND
+    assert _row(h, "SELECT actor FROM requeues WHERE event_id = ?", ids[0]) == ("cli",)
+
+
+async def test_replay_metrics_count_by_actor(admin_harness: AdminHarness) -> None:
+    h = admin_harness
+    ids = await _seed_dead(h, 2)
+    await h.post("/admin/replay", {"reason": "r", "status": "dead"})
+    await h.receiver.store.replayer.replay_ids(ids[:1], actor="cli", reason="again")
+    text = await (await h.get("/metrics")).text()
+    assert 'receiver_replays_total{actor="admin"} 2.0' in text
+    assert 'receiver_replays_total{actor="cli"} 1.0' in text
+
+
+async def test_the_worker_runs_a_replay_again_with_the_same_key(
+    admin_make_harness: MakeAdminHarness,
+) -> None:
+    from tests.integration import handler_targets
+
+    handler_targets.reset()
+    providers = {
+        "hooked": {
+            "scheme": "none",
+            "event_id": "json:id",
+            "handler": {"kind": "python", "target": "tests.integration.handler_targets:record"},
+        }
+    }
+    h = await admin_make_harness(providers=providers)
+    answer = await h.deliver("hooked", {"id": "once", "type": "t"})
+    await h.receiver.worker.run(until_empty=True)
+    resp = await h.post(f"/admin/events/{answer['id']}/replay", {"reason": "downstream lost it"})
+    assert resp.status == 200
+    await h.receiver.worker.run(until_empty=True)
+    calls = handler_targets.STATE.calls
+    assert [(c.key, c.is_replay, c.attempt) for c in calls] == [
+        ("hooked:once", False, 1),
+        ("hooked:once", True, 1),
+    ]
+    detail = await (await h.get(f"/admin/events/{answer['id']}")).json()
+    assert detail["status"] == "succeeded"
+    assert [a["is_replay"] for a in detail["attempts"]] == [False, True]

@@ -1,0 +1,144 @@
+"""Retention with an injected clock: the payload goes, the key stays (a late redelivery is still a
+duplicate); after the dedupe window the event is new again; the rejection journal stays capped."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import Any
+
+from receiver.store.retention import PurgeReport, PurgeTask, Retention
+from tests.integration.conftest import AdminHarness
+
+HOUR_S = 3600.0
+
+
+def _event_row(h: AdminHarness, key: str) -> tuple[Any, ...] | None:
+    with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
+        row = conn.execute(
+            "SELECT body, headers, payload_purged_at, fingerprint, status FROM events"
+            " WHERE key = ?",
+            (key,),
+        ).fetchone()
+    return tuple(row) if row is not None else None
+
+
+async def test_payload_goes_key_stays_and_late_redelivery_is_duplicate(
+    admin_harness: AdminHarness,
+) -> None:
+    h = admin_harness
+    body = {"id": "r1", "type": "order.created"}
+    first = await h.deliver("short", body, {"X-Trace": "t"})
+    keeper = await h.deliver("plain", {"id": "r2", "type": "t"})  # 1 day windows: untouched
+    h.clock.advance(HOUR_S - 1)
+    assert await h.receiver.store.retention.purge_once() == PurgeReport()
+    h.clock.advance(1)
+    report = await h.receiver.store.retention.purge_once()
+    assert report == PurgeReport(payloads_purged=1)
+    stored = _event_row(h, "short:r1")
+    assert stored is not None
+    body_col, headers, purged_at, fingerprint, status = stored
+    assert (body_col, headers, purged_at) == (None, None, h.clock())
+    assert len(fingerprint) == 64
+    assert status == "received"
+    detail = await (await h.get(f"/admin/events/{first['id']}")).json()
+    assert (detail["body"], detail["headers"], detail["encoding"]) == (None, None, None)
+    assert detail["payload_purged_at"] is not None
+    assert _event_row(h, "plain:r2")[0] is not None  # type: ignore[index]
+
+    late = await h.deliver("short", body)
+    assert (late["status"], late["id"]) == ("duplicate", first["id"])
+    detail = await (await h.get(f"/admin/events/{first['id']}")).json()
+    assert detail["duplicate_count"] == 1
+    assert detail["conflict_count"] == 0  # the fingerprint survived the purge
+    assert keeper["status"] == "accepted"
+
+
+async def test_after_the_dedupe_window_a_redelivery_is_new_again(
+    admin_harness: AdminHarness,
+) -> None:
+    h = admin_harness
+    body = {"id": "w1", "type": "t"}
+    first = await h.deliver("short", body)
+    await h.post(f"/admin/events/{first['id']}/replay", {"reason": "history to delete"})
+    h.clock.advance(2 * HOUR_S)
+    report = await h.receiver.store.retention.purge_once()
+    assert report == PurgeReport(payloads_purged=1, events_deleted=1)
+    assert _event_row(h, "short:w1") is None
+    with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
+        for table in ("jobs", "requeues"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0  # noqa: S608
+    again = await h.deliver("short", body)
+    assert again["status"] == "accepted"
+    assert again["id"] != first["id"]
+    assert (await h.get(f"/admin/events/{first['id']}")).status == 404
+
+
+async def test_purge_works_in_small_batches(admin_harness: AdminHarness) -> None:
+    h = admin_harness
+    for i in range(23):
+        await h.deliver("short", {"id": f"b{i}", "type": "t"})
+    retention = Retention(h.receiver.store.db, clock=h.clock, batch_size=5)
+    h.clock.advance(HOUR_S)
+    assert (await retention.purge_once()).payloads_purged == 23
+    h.clock.advance(HOUR_S)
+    assert (await retention.purge_once()).events_deleted == 23
+
+
+async def test_purge_stops_between_batches_when_asked(admin_harness: AdminHarness) -> None:
+    h = admin_harness
+    for i in range(10):
+        await h.deliver("short", {"id": f"s{i}", "type": "t"})
+    retention = Retention(h.receiver.store.db, clock=h.clock, batch_size=3)
+    h.clock.advance(HOUR_S)
+    calls = 0
+
+    def stop_after_two() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls > 2
+
+    report = await retention.purge_once(is_stopping=stop_after_two)
+    assert report.payloads_purged == 6
+
+
+async def test_rejection_journal_is_capped(admin_harness: AdminHarness) -> None:
+    h = admin_harness
+    retention = Retention(h.receiver.store.db, clock=h.clock, keep_rejections=4, batch_size=3)
+    journal = h.receiver.store.rejections
+    for i in range(11):
+        journal.record(cause="invalid_body", provider="plain", remote_addr=None, body_bytes=i)
+    await journal.flush()
+    report = await retention.purge_once()
+    assert report.rejections_deleted == 7
+    data = await (await h.get("/admin/rejections")).json()
+    assert [r["body_bytes"] for r in data["rejections"]] == [10, 9, 8, 7]
+
+
+async def test_purge_task_runs_reports_and_stops(admin_harness: AdminHarness) -> None:
+    h = admin_harness
+    await h.deliver("short", {"id": "t1", "type": "t"})
+    h.clock.advance(HOUR_S)
+    reports: list[PurgeReport] = []
+    task = PurgeTask(h.receiver.store.retention, interval_s=0.01, on_report=reports.append)
+    task.start()
+    async with asyncio.timeout(5):
+        while len(reports) < 2:
+            await asyncio.sleep(0.01)
+    await task.stop()
+    assert reports[0].payloads_purged == 1
+    assert reports[1] == PurgeReport()
+    count = len(reports)
+    await asyncio.sleep(0.05)
+    assert len(reports) == count  # stopped means stopped
+
+
+async def test_runtime_counts_purges_in_metrics(admin_harness: AdminHarness) -> None:
+    h = admin_harness
+    await h.deliver("short", {"id": "m1", "type": "t"})
+    h.clock.advance(2 * HOUR_S)
+    h.receiver._count_purge(await h.receiver.store.retention.purge_once())
+    text = await (await h.get("/metrics")).text()
+    assert "receiver_purged_payloads_total 1.0" in text
+    assert "receiver_purged_events_total 1.0" in text
+    assert "receiver_purged_rejections_total 0.0" in text

@@ -1,0 +1,206 @@
+"""``receiver events list|show``, ``receiver replay`` and ``receiver purge`` against a real
+database that a running receiver also has open (WAL)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from receiver.cli import main
+from tests.integration.conftest import AdminHarness, MakeAdminHarness
+from tests.support.factories import SECRET_ENV, TEST_SECRET
+
+DAY_S = 86400.0
+
+
+@pytest.fixture
+async def admin_cli(
+    admin_make_harness: MakeAdminHarness, monkeypatch: pytest.MonkeyPatch
+) -> AdminHarness:
+    """A receiver with three events (two of them dead); the CLI reads the same config."""
+    monkeypatch.setenv(SECRET_ENV, TEST_SECRET)
+    monkeypatch.delenv("RECEIVER_CONFIG", raising=False)
+    h = await admin_make_harness()
+    for provider, event_id, kind in (
+        ("plain", "c1", "order.created"),
+        ("short", "c2", "order.paid"),
+        ("plain", "c3", "order.created"),
+    ):
+        await h.deliver(provider, {"id": event_id, "type": kind, "note": f"note {event_id}"})
+        h.clock.advance(10)
+    with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
+        conn.execute("UPDATE jobs SET status = 'dead' WHERE event_id IN (1, 3)")
+        conn.execute("UPDATE events SET status = 'dead' WHERE id IN (1, 3)")
+    return h
+
+
+async def _run(
+    capsys: pytest.CaptureFixture[str], h: AdminHarness, *argv: str
+) -> tuple[int, str, str]:
+    capsys.readouterr()  # drop the receiver's own log lines; keep only the command's output
+    code = await asyncio.to_thread(main, [*argv, "--config", str(h.config_path)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+async def test_events_list_table_and_json(
+    admin_cli: AdminHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = await _run(capsys, admin_cli, "events", "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "RECEIVED", "PROVIDER", "STATUS", "TYPE", "KEY", "DUPS"]
+    assert [line.split()[0] for line in lines[1:]] == ["3", "2", "1"]
+    assert "plain:c3" in lines[1]
+
+    code, out, _ = await _run(capsys, admin_cli, "events", "list", "--json", "--status", "dead")
+    assert code == 0
+    data = json.loads(out)
+    assert [e["id"] for e in data["events"]] == ["3", "1"]
+    assert data["next_cursor"] is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "ids"),
+    [
+        (["--provider", "short"], ["2"]),
+        (["--type", "order.created", "--limit", "1"], ["3"]),
+        (["--key", "plain:c1"], ["1"]),
+        (["--q", "c2"], ["2"]),
+        (["--since", "1h"], ["3", "2", "1"]),
+        (["--until", "2000-01-01T00:00:00Z"], []),
+    ],
+)
+async def test_events_list_filters(
+    admin_cli: AdminHarness, capsys: pytest.CaptureFixture[str], flags: list[str], ids: list[str]
+) -> None:
+    code, out, _ = await _run(capsys, admin_cli, "events", "list", "--json", *flags)
+    assert code == 0
+    assert [e["id"] for e in json.loads(out)["events"]] == ids
+
+
+async def test_bad_filter_exits_2_naming_the_flag(
+    admin_cli: AdminHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = await _run(capsys, admin_cli, "events", "list", "--since", "soonish")
+    assert code == 2
+    assert err.startswith("error: --since:")
+    code, _, err = await _run(capsys, admin_cli, "events", "list", "--status", "nope")
+    assert (code, err.startswith("error: --status:")) == (2, True)
+
+
+async def test_events_show(admin_cli: AdminHarness, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = await _run(capsys, admin_cli, "events", "show", "2")
+    assert code == 0
+    assert "short:c2" in out
+    assert '"note": "note c2"' in out
+    code, out, _ = await _run(capsys, admin_cli, "events", "show", "2", "--json")
+    data = json.loads(out)
+    assert (data["id"], data["encoding"], data["job"]["status"]) == ("2", "utf-8", "queued")
+    code, _, err = await _run(capsys, admin_cli, "events", "show", "99")
+    assert code == 1
+    assert "no event with id 99" in err
+
+
+async def test_replay_by_ids_with_dry_run_then_for_real(
+    admin_cli: AdminHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = admin_cli.receiver.config.settings.storage.path
+    code, out, _ = await _run(capsys, admin_cli, "replay", "1", "3", "--reason", "x", "--dry-run")
+    assert code == 0
+    assert "would replay 2" in out
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM requeues").fetchone()[0] == 0
+    code, out, _ = await _run(capsys, admin_cli, "replay", "1", "3", "--reason", "fixed", "--json")
+    assert code == 0
+    assert json.loads(out)["replayed"] == 2
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT event_id, cause, actor, reason FROM requeues").fetchall()
+        jobs = conn.execute("SELECT status, is_replay FROM jobs WHERE event_id = 1").fetchone()
+    assert sorted(rows) == [(1, "replay", "cli", "fixed"), (3, "replay", "cli", "fixed")]
+    assert jobs == ("queued", 1)
+    # An unknown id is reported and makes the exit code non-zero.
+    code, out, _ = await _run(capsys, admin_cli, "replay", "2", "77", "--reason", "r")
+    assert code == 1
+    assert "skipped 1: not found" in out
+
+
+async def test_replay_by_filter(
+    admin_cli: AdminHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["replay", "--provider", "plain", "--status", "dead", "--since", "1d", "--reason", "r"]
+    code, out, _ = await _run(capsys, admin_cli, *argv, "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert (report["matched"], report["replayed"], report["sample"]) == (2, 2, ["3", "1"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["replay", "--reason", "r"], "give event ids, or at least one filter"),
+        (["replay", "1", "--provider", "plain", "--reason", "r"], "not both"),
+        (["replay", "1", "--reason", "  "], "--reason"),
+        (["replay", "--status", "dead", "--reason", "r", "--limit", "0"], "--limit"),
+    ],
+)
+async def test_replay_usage_errors(
+    admin_cli: AdminHarness, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = await _run(capsys, admin_cli, *argv)
+    assert code == 2
+    assert message in err
+
+
+async def test_replay_without_reason_is_refused_by_the_parser(
+    admin_cli: AdminHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        await _run(capsys, admin_cli, "replay", "1")
+    assert exc.value.code == 2
+
+
+async def test_purge_once(
+    admin_make_harness: MakeAdminHarness,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, TEST_SECRET)
+    h = await admin_make_harness()
+    h.clock.advance(-3 * DAY_S)  # received three days ago: past every window of "short"
+    await h.deliver("short", {"id": "old", "type": "t"})
+    h.clock.advance(3 * DAY_S - 1800)  # half an hour ago: payload (1h) still kept
+    await h.deliver("short", {"id": "recent", "type": "t"})
+    code, out, _ = await _run(capsys, h, "purge", "--json")
+    assert code == 0
+    assert json.loads(out) == {"payloads_purged": 1, "events_deleted": 1, "rejections_deleted": 0}
+    code, out, _ = await _run(capsys, h, "purge")
+    assert "payloads purged: 0" in out
+
+
+async def test_subprocess_run_while_the_receiver_has_the_database_open(
+    admin_cli: AdminHarness,
+) -> None:
+    config = admin_cli.config_path
+    env: dict[str, Any] = {"PYTHONPATH": str(Path.cwd()), SECRET_ENV: TEST_SECRET, "PATH": ""}
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "receiver", "events", "list", "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [e["id"] for e in json.loads(proc.stdout)["events"]] == ["3", "2", "1"]
+    # The receiver keeps working on the same file.
+    answer = await admin_cli.deliver("plain", {"id": "after-cli", "type": "t"})
+    assert answer["status"] == "accepted"

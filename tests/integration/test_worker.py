@@ -1,0 +1,741 @@
+"""The worker against a real SQLite file and real handler targets (DESIGN §1.3: at least once,
+with a stable idempotency key; leases bring a crashed run back)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import os
+import sqlite3
+import stat
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from structlog.typing import EventDict
+
+from receiver.config import ProviderSettings, WorkerSettings
+from receiver.metrics import Metrics
+from receiver.models import Accepted, NewEvent
+from receiver.store.jobs import AttemptRecord, JobQueue
+from receiver.store.sqlite import SqliteStore
+from receiver.worker import Worker
+from tests.integration import handler_targets as targets
+from tests.support.factories import free_port
+
+TARGETS = "tests.integration.handler_targets"
+T0 = 1_700_000_000.0
+
+
+class FakeClock:
+    """Time that moves only when the worker sleeps (or the test says so)."""
+
+    def __init__(self) -> None:
+        self.now = T0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_targets() -> Iterator[None]:
+    targets.reset()
+    yield
+    targets.reset()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(tmp_path / "receiver.db", clock=clock)
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def record(
+    store: SqliteStore,
+    provider: str,
+    n: int,
+    *,
+    body: bytes | None = None,
+    content_type: str = "application/json",
+    has_handler: bool = True,
+    serialize_key: str | None = None,
+) -> int:
+    """A new event through the real ingest write path; returns its id."""
+    payload = body if body is not None else json.dumps({"n": n}).encode()
+    now = store.clock()
+    outcome = await store.record(
+        NewEvent(
+            provider=provider,
+            key=f"{provider}:evt_{n}",
+            provider_event_id=f"evt_{n}",
+            event_type="order.created",
+            body=payload,
+            headers={"content-type": content_type, "x-shop": "demo"},
+            content_type=content_type,
+            fingerprint=hashlib.sha256(payload).hexdigest(),
+            received_at_s=now,
+            payload_expires_at_s=now + 86_400,
+            dedupe_expires_at_s=now + 30 * 86_400,
+            has_handler=has_handler,
+            serialize_key=serialize_key,
+        )
+    )
+    assert isinstance(outcome, Accepted)
+    return outcome.id
+
+
+def make_worker(
+    store: SqliteStore,
+    clock: Callable[[], float],
+    providers: dict[str, dict[str, Any]],
+    *,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    metrics: Metrics | None = None,
+    **settings: Any,
+) -> Worker:
+    worker_settings = WorkerSettings(**{"poll_interval_s": 0.05, **settings})
+    return Worker(
+        JobQueue(store.db),
+        worker_settings,
+        {
+            name: ProviderSettings.model_validate({"scheme": "none", **spec})
+            for name, spec in providers.items()
+        },
+        clock=clock,
+        sleep=sleep or (clock.sleep if isinstance(clock, FakeClock) else asyncio.sleep),
+        random=lambda: 1.0,  # the top of the jitter range: delays are exactly base * 2 ** n
+        metrics=metrics,
+    )
+
+
+def python(target: str, **extra: Any) -> dict[str, Any]:
+    return {"handler": {"kind": "python", "target": f"{TARGETS}:{target}"}, **extra}
+
+
+def query(store: SqliteStore, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(store.db.path)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def status_of(store: SqliteStore, event_id: int) -> tuple[str, str, int]:
+    """(events.status, jobs.status, jobs.attempts)."""
+    [row] = query(
+        store,
+        "SELECT e.status, j.status, j.attempts FROM events e JOIN jobs j ON j.event_id = e.id"
+        " WHERE e.id = ?",
+        event_id,
+    )
+    return row[0], row[1], row[2]
+
+
+def attempts_of(store: SqliteStore, event_id: int) -> list[dict[str, Any]]:
+    with closing(sqlite3.connect(store.db.path)) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            "SELECT * FROM attempts WHERE event_id = ? ORDER BY id", (event_id,)
+        ).fetchall()
+    return [dict(row) for row in rows]
+
+
+def event_names(logs: list[EventDict], *names: str) -> list[str]:
+    return [str(entry["event"]) for entry in logs if entry["event"] in names]
+
+
+# -- a loopback HTTP sink ------------------------------------------------------------------
+
+
+@dataclass
+class Sink:
+    """Answers from ``script`` in order (then 200), recording every request."""
+
+    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    requests: list[tuple[dict[str, str], bytes, int]] = field(default_factory=list)
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.requests.append((dict(request.headers), await request.read(), peer[1] if peer else 0))
+        status, headers = self.script.pop(0) if self.script else (200, {})
+        return web.Response(status=status, headers=headers, text="sink")
+
+    def header(self, name: str) -> list[str]:
+        return [headers[name] for headers, _, _ in self.requests]
+
+
+MakeSink = Callable[..., Awaitable[Sink]]
+
+
+@pytest.fixture
+def make_sink(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> MakeSink:
+    async def make(*script: tuple[int, dict[str, str]]) -> Sink:
+        sink = Sink(script=list(script))
+        app = web.Application()
+        app.router.add_post("/hook", sink.handle)
+        server = await aiohttp_server(app, host="127.0.0.1")
+        sink.url = str(server.make_url("/hook"))
+        return sink
+
+    return make
+
+
+def http_handler(url: str, **extra: Any) -> dict[str, Any]:
+    return {"handler": {"kind": "http", "url": url, **extra.pop("handler", {})}, **extra}
+
+
+# -- the three handler kinds, end to end ---------------------------------------------------
+
+
+async def test_http_handler_posts_original_bytes_with_stable_headers(
+    store: SqliteStore, clock: FakeClock, make_sink: MakeSink
+) -> None:
+    sink = await make_sink()
+    worker = make_worker(
+        store,
+        clock,
+        {"shop": http_handler(sink.url, handler={"headers": {"X-Sink-Token": "t0k"}})},
+        concurrency=1,
+    )
+    bodies = [json.dumps({"n": n, "name": "café"}, ensure_ascii=False).encode() for n in range(3)]
+    ids = [
+        await record(store, "shop", n, body=body, content_type="application/json; charset=utf-8")
+        for n, body in enumerate(bodies)
+    ]
+    await worker.run(until_empty=True)
+
+    assert [body for _, body, _ in sink.requests] == bodies  # byte-exact, in order
+    for (headers, _, _), event_id, n in zip(sink.requests, ids, range(3), strict=True):
+        assert headers["Content-Type"] == "application/json; charset=utf-8"
+        assert headers["Idempotency-Key"] == f"shop:evt_{n}"
+        assert headers["Receiver-Event-Id"] == str(event_id)
+        assert headers["Receiver-Attempt"] == "1"
+        assert headers["Receiver-Provider"] == "shop"
+        assert headers["Receiver-Event-Type"] == "order.created"
+        assert headers["X-Sink-Token"] == "t0k"
+    assert len({port for _, _, port in sink.requests}) == 1, "one pooled connection, reused"
+    for event_id in ids:
+        assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
+        [attempt] = attempts_of(store, event_id)
+        assert attempt["outcome"] == "succeeded"
+        assert attempt["number"] == 1
+
+
+async def test_python_handlers_async_and_sync_get_a_frozen_event(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    worker = make_worker(store, clock, {"a": python("record"), "s": python("record_sync")})
+    first = await record(store, "a", 1, body=b'{"order": 7}')
+    second = await record(store, "s", 2, body=b"plain text", content_type="text/plain")
+    await worker.run(until_empty=True)
+
+    by_provider = {event.provider: event for event in targets.STATE.calls}
+    a, s = by_provider["a"], by_provider["s"]
+    assert (a.id, a.key, a.type, a.attempt, a.is_replay) == (
+        first,
+        "a:evt_1",
+        "order.created",
+        1,
+        False,
+    )
+    assert a.body == b'{"order": 7}' and a.json == {"order": 7}
+    assert a.headers["x-shop"] == "demo"
+    assert (s.id, s.body, s.json, s.content_type) == (second, b"plain text", None, "text/plain")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.attempt = 2  # type: ignore[misc]  # proving the value is frozen
+    assert targets.STATE.threads and targets.STATE.threads[0] != threading.main_thread().name
+    assert status_of(store, first)[0] == status_of(store, second)[0] == "succeeded"
+
+
+def write_script(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+async def test_command_handler_gets_the_body_on_stdin_and_the_event_in_env(
+    store: SqliteStore, clock: FakeClock, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    script = write_script(
+        tmp_path / "on-event",
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"out = {str(out)!r}\n"
+        "body = sys.stdin.buffer.read()\n"
+        "name = os.environ['RECEIVER_EVENT_ID']\n"
+        "open(os.path.join(out, name + '.body'), 'wb').write(body)\n"
+        "keys = [k for k in os.environ if k.startswith('RECEIVER_')]\n"
+        "env = {k: os.environ[k] for k in keys}\n"
+        "open(os.path.join(out, name + '.json'), 'w').write(json.dumps(env))\n",
+    )
+    worker = make_worker(
+        store, clock, {"cmd": {"handler": {"kind": "command", "argv": [str(script)]}}}
+    )
+    body = b'{"n": 1, "bytes": "\xc3\xa9"}'
+    event_id = await record(store, "cmd", 1, body=body)
+    await worker.run(until_empty=True)
+
+    assert (out / f"{event_id}.body").read_bytes() == body
+    env = json.loads((out / f"{event_id}.json").read_text())
+    assert env == {
+        "RECEIVER_EVENT_ID": str(event_id),
+        "RECEIVER_KEY": "cmd:evt_1",
+        "RECEIVER_ATTEMPT": "1",
+        "RECEIVER_PROVIDER": "cmd",
+        "RECEIVER_EVENT_TYPE": "order.created",
+        "RECEIVER_IS_REPLAY": "0",
+    }
+    assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
+    assert attempts_of(store, event_id)[0]["exit_code"] is None  # success stores no exit code
+
+
+async def test_command_handler_does_not_inherit_webhook_secrets(
+    store: SqliteStore, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CMD_WEBHOOK_SECRET", "not-for-commands")
+    monkeypatch.setenv("CMD_UNRELATED", "visible")
+    out = tmp_path / "env.json"
+    script = write_script(
+        tmp_path / "dump-env",
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        "sys.stdin.buffer.read()\n"
+        f"open({str(out)!r}, 'w').write(json.dumps(dict(os.environ)))\n",
+    )
+    worker = make_worker(
+        store,
+        clock,
+        {
+            "cmd": {
+                "secret_envs": ["CMD_WEBHOOK_SECRET"],
+                "handler": {"kind": "command", "argv": [str(script)]},
+            }
+        },
+    )
+    await record(store, "cmd", 1)
+    await worker.run(until_empty=True)
+    env = json.loads(out.read_text())
+    assert "CMD_WEBHOOK_SECRET" not in env
+    assert env["CMD_UNRELATED"] == "visible"
+
+
+# -- retries -------------------------------------------------------------------------------
+
+
+async def test_fails_twice_then_succeeds_with_backoff_and_one_idempotency_key(
+    store: SqliteStore, clock: FakeClock, make_sink: MakeSink
+) -> None:
+    sink = await make_sink((500, {}), (502, {}))
+    metrics = Metrics()
+    worker = make_worker(
+        store, clock, {"shop": http_handler(sink.url)}, backoff_base_s=10.0, metrics=metrics
+    )
+    body = b'{"n": 1, "card": "secret-looking-body"}'
+    event_id = await record(store, "shop", 1, body=body)
+    with structlog.testing.capture_logs() as logs:
+        await worker.run(until_empty=True)
+
+    assert sink.header("Idempotency-Key") == ["shop:evt_1"] * 3
+    assert sink.header("Receiver-Attempt") == ["1", "2", "3"]
+    assert clock.sleeps == [10.0, 20.0]  # base * 2 ** (n - 1), random() = 1.0
+    rows = attempts_of(store, event_id)
+    assert [r["outcome"] for r in rows] == ["retry", "retry", "succeeded"]
+    assert [r["http_status"] for r in rows] == [500, 502, None]
+    assert rows[0]["error"] == "HTTP 500 Internal Server Error"
+    assert rows[1]["started_at"] - rows[0]["finished_at"] == 10.0
+    assert rows[2]["started_at"] - rows[1]["finished_at"] == 20.0
+    assert status_of(store, event_id) == ("succeeded", "succeeded", 3)
+    [[last_error]] = query(store, "SELECT last_error FROM jobs WHERE event_id = ?", event_id)
+    assert last_error is None
+    assert event_names(logs, "job_claimed", "job_retry_scheduled", "job_succeeded") == [
+        "job_claimed",
+        "job_retry_scheduled",
+        "job_claimed",
+        "job_retry_scheduled",
+        "job_claimed",
+        "job_succeeded",
+    ]
+    assert "secret-looking-body" not in repr(logs)
+    sample = metrics.registry.get_sample_value
+    assert sample("receiver_handler_attempts_total", {"provider": "shop", "outcome": "retry"}) == 2
+    assert (
+        sample("receiver_handler_attempts_total", {"provider": "shop", "outcome": "succeeded"}) == 1
+    )
+    assert sample("receiver_handler_latency_seconds_count", {"provider": "shop"}) == 3
+
+
+async def test_a_poison_event_goes_dead_while_others_keep_flowing(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    metrics = Metrics()
+    worker = make_worker(
+        store, clock, {"p": python("choke_on_poison", max_attempts=3)}, metrics=metrics
+    )
+    poison = await record(store, "p", 0, body=b'{"poison": true}')
+    good = [await record(store, "p", n) for n in range(1, 6)]
+    await worker.run(until_empty=True)
+
+    assert status_of(store, poison) == ("dead", "dead", 3)
+    [[last_error]] = query(store, "SELECT last_error FROM jobs WHERE event_id = ?", poison)
+    assert last_error == "ValueError: cannot digest this one"
+    poison_rows = attempts_of(store, poison)
+    assert [r["outcome"] for r in poison_rows] == ["retry", "retry", "dead"]
+    for event_id in good:
+        assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
+    # The good ones were done before the poison's backoff ran out.
+    finished = [attempts_of(store, e)[0]["finished_at"] for e in good]
+    assert max(finished) < poison_rows[1]["started_at"]
+    assert metrics.registry.get_sample_value("receiver_dead_events_total", {"provider": "p"}) == 1
+
+
+async def test_a_permanent_4xx_is_dead_at_once(
+    store: SqliteStore, clock: FakeClock, make_sink: MakeSink
+) -> None:
+    sink = await make_sink((422, {}), (200, {}))
+    worker = make_worker(store, clock, {"shop": http_handler(sink.url)})
+    event_id = await record(store, "shop", 1)
+    with structlog.testing.capture_logs() as logs:
+        await worker.run(until_empty=True)
+
+    assert len(sink.requests) == 1
+    assert clock.sleeps == []
+    assert status_of(store, event_id) == ("dead", "dead", 1)
+    [attempt] = attempts_of(store, event_id)
+    assert (attempt["outcome"], attempt["http_status"]) == ("dead", 422)
+    assert attempt["error"] == "HTTP 422 Unprocessable Entity"
+    [dead] = [entry for entry in logs if entry["event"] == "job_dead"]
+    assert dead["is_permanent"] is True
+
+
+async def test_connection_errors_and_timeouts_are_retried(
+    store: SqliteStore, clock: FakeClock, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> None:
+    async def too_slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hook", too_slow)
+    slow = await aiohttp_server(app, host="127.0.0.1")
+    closed_port = free_port()  # bound, then released: nothing listens there
+    worker = make_worker(
+        store,
+        clock,
+        {
+            "down": http_handler(f"http://127.0.0.1:{closed_port}/hook", max_attempts=2),
+            "slow": http_handler(
+                str(slow.make_url("/hook")), handler={"timeout_s": 0.2}, max_attempts=2
+            ),
+        },
+    )
+    down = await record(store, "down", 1)
+    late = await record(store, "slow", 1)
+    await worker.run(until_empty=True)
+
+    down_rows, late_rows = attempts_of(store, down), attempts_of(store, late)
+    assert [r["outcome"] for r in down_rows] == ["retry", "dead"]
+    assert down_rows[0]["error"].startswith("ClientConnectorError")
+    assert [r["outcome"] for r in late_rows] == ["retry", "dead"]
+    assert late_rows[0]["error"] == "timed out after 0.2s"
+
+
+async def test_a_python_permanent_error_is_dead_at_once(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    worker = make_worker(store, clock, {"p": python("refuse")})
+    event_id = await record(store, "p", 1)
+    await worker.run(until_empty=True)
+    assert len(targets.STATE.calls) == 1
+    assert status_of(store, event_id) == ("dead", "dead", 1)
+    assert attempts_of(store, event_id)[0]["error"] == "PermanentError: this order does not exist"
+
+
+async def test_retry_after_on_429_is_honoured(
+    store: SqliteStore, clock: FakeClock, make_sink: MakeSink
+) -> None:
+    sink = await make_sink((429, {"Retry-After": "120"}))
+    worker = make_worker(store, clock, {"shop": http_handler(sink.url)}, backoff_base_s=1.0)
+    event_id = await record(store, "shop", 1)
+    await worker.run(until_empty=True)
+
+    assert sink.header("Idempotency-Key") == ["shop:evt_1"] * 2
+    rows = attempts_of(store, event_id)
+    assert rows[1]["started_at"] - rows[0]["finished_at"] == 120.0  # not the 1 s backoff
+    assert clock.sleeps == [120.0]
+    assert status_of(store, event_id) == ("succeeded", "succeeded", 2)
+
+
+async def test_a_command_exit_code_listed_as_permanent_is_dead_at_once(
+    store: SqliteStore, clock: FakeClock, tmp_path: Path
+) -> None:
+    script = write_script(tmp_path / "fail", "#!/bin/sh\ncat > /dev/null\nexit 3\n")
+    handler = {"kind": "command", "argv": [str(script)], "permanent_exit_codes": [3]}
+    worker = make_worker(store, clock, {"cmd": {"handler": handler}})
+    event_id = await record(store, "cmd", 1)
+    await worker.run(until_empty=True)
+    assert status_of(store, event_id) == ("dead", "dead", 1)
+    [attempt] = attempts_of(store, event_id)
+    assert (attempt["exit_code"], attempt["error"]) == (3, "exit code 3")
+
+
+# -- leases ----------------------------------------------------------------------------------
+
+
+async def test_a_zombie_completion_with_a_stale_lease_changes_nothing(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    queue = JobQueue(store.db)
+    event_id = await record(store, "p", 1)
+    [first] = await queue.claim(caps={"p": None}, limit=5, now=T0, lease_s=10)
+    assert await queue.claim(caps={"p": None}, limit=5, now=T0 + 5, lease_s=10) == []
+    [second] = await queue.claim(caps={"p": None}, limit=5, now=T0 + 11, lease_s=10)
+    assert (first.attempt, second.attempt) == (1, 2)
+    assert first.lease_token != second.lease_token
+
+    late = AttemptRecord(finished_at_s=T0 + 12, error="zombie")
+    assert await queue.complete(first, late) is False
+    assert await queue.reschedule(first, late, run_at=T0 + 100) is False
+    assert await queue.bury(first, late) is False
+    assert await queue.release(first, now=T0 + 12) is False
+    assert await queue.renew(first, now=T0 + 12, lease_s=10) is False
+    assert status_of(store, event_id) == ("processing", "running", 2)
+
+    assert await queue.complete(second, AttemptRecord(finished_at_s=T0 + 13)) is True
+    assert status_of(store, event_id) == ("succeeded", "succeeded", 2)
+    rows = attempts_of(store, event_id)
+    assert [r["outcome"] for r in rows] == ["retry", "succeeded"]
+    assert "lease expired" in rows[0]["error"]
+
+
+async def test_a_hung_handler_is_taken_over_and_its_late_answer_refused(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    hung = make_worker(store, clock, {"p": python("block")}, lease_s=30.0)
+    store.on_committed(hung.wake)
+    await hung.start()
+    event_id = await record(store, "p", 1)
+    await asyncio.wait_for(targets.STATE.entered.wait(), timeout=10)
+
+    rescuer = make_worker(store, clock, {"p": python("record")}, lease_s=30.0)
+    await rescuer.run(until_empty=True)  # sleeps (fake) until the hung lease expires
+    assert clock.sleeps == [30.0]
+    assert status_of(store, event_id) == ("succeeded", "succeeded", 2)
+
+    with structlog.testing.capture_logs() as logs:
+        targets.STATE.gate.set()  # the zombie wakes up and reports success, too late
+        await hung.stop()
+    assert event_names(logs, "job_lease_lost", "job_succeeded") == ["job_lease_lost"]
+    assert status_of(store, event_id) == ("succeeded", "succeeded", 2)
+    assert [r["outcome"] for r in attempts_of(store, event_id)] == ["retry", "succeeded"]
+
+
+async def test_a_long_handler_keeps_its_lease_by_renewing(tmp_path: Path) -> None:
+    import time
+
+    store = SqliteStore(tmp_path / "receiver.db")
+    await store.open()
+    try:
+        slow = make_worker(store, time.time, {"p": python("slow")}, lease_s=0.4)
+        other = make_worker(store, time.time, {"p": python("record")}, lease_s=0.4)
+        await slow.start()
+        event_id = await record(store, "p", 1)
+        slow.wake()
+        await asyncio.wait_for(_wait_for(lambda: len(targets.STATE.calls) == 1), timeout=10)
+        await other.start()  # polls every 50 ms for the whole second the handler runs
+        await asyncio.wait_for(
+            _wait_for(lambda: status_of(store, event_id)[0] == "succeeded"), timeout=10
+        )
+        await other.stop()
+        await slow.stop()
+    finally:
+        await store.close()
+    assert [call.attempt for call in targets.STATE.calls] == [1]  # never taken over
+    assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
+
+
+async def test_an_expired_lease_after_the_last_attempt_is_dead_without_running(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    event_id = await record(store, "p", 1)
+    await JobQueue(store.db).claim(caps={"p": None}, limit=1, now=T0, lease_s=60)  # then "crash"
+    worker = make_worker(store, clock, {"p": python("record", max_attempts=1)})
+    await worker.run(until_empty=True)
+    assert targets.STATE.calls == []
+    assert status_of(store, event_id) == ("dead", "dead", 2)
+    [[last_error]] = query(store, "SELECT last_error FROM jobs WHERE event_id = ?", event_id)
+    assert last_error.startswith("out of attempts")
+
+
+# -- ordering and limits -------------------------------------------------------------------
+
+
+async def test_serialize_by_runs_one_value_at_a_time_in_receive_order(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    worker = make_worker(
+        store, clock, {"p": python("ordered", serialize_by="json:account")}, concurrency=8
+    )
+    for n in range(18):
+        account = "abc"[n % 3]
+        body = json.dumps({"account": account, "n": n}).encode()
+        await record(store, "p", n, body=body, serialize_key=account)
+    await worker.run(until_empty=True)
+
+    starts = targets.STATE.starts
+    assert len(starts) == 18
+    assert targets.STATE.overlaps == []
+    for account in "abc":
+        mine = [n for a, n in starts if a == account]
+        assert mine == sorted(mine)
+    assert targets.STATE.max_parallel >= 2, "different values still run in parallel"
+
+
+async def test_claims_respect_provider_and_global_limits(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    queue = JobQueue(store.db)
+    for n in range(5):
+        await record(store, "a", n)
+        await record(store, "b", n)
+    first = await queue.claim(caps={"a": 2, "b": None}, limit=6, now=T0, lease_s=60)
+    assert sorted(job.provider for job in first) == ["a", "a", "b", "b", "b", "b"]
+    second = await queue.claim(caps={"a": 2, "b": None}, limit=6, now=T0, lease_s=60)
+    assert [job.provider for job in second] == ["b"]  # "a" is at its limit of two
+    assert await queue.claim(caps={"a": 2}, limit=6, now=T0, lease_s=60) == []
+    stats = {s.provider: s for s in await queue.stats(["a", "b"], now=T0 + 7)}
+    assert (stats["a"].queued, stats["a"].running, stats["a"].oldest_ready_age_s) == (3, 2, 7.0)
+    assert (stats["b"].queued, stats["b"].running, stats["b"].oldest_ready_age_s) == (0, 5, 0.0)
+
+
+async def test_events_of_a_provider_without_a_handler_stay_received(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    worker = make_worker(store, clock, {"quiet": {}, "loud": python("record")})
+    quiet = [await record(store, "quiet", n, has_handler=False) for n in range(3)]
+    loud = await record(store, "loud", 1)
+    await worker.run(until_empty=True)
+
+    assert status_of(store, loud) == ("succeeded", "succeeded", 1)
+    for event_id in quiet:
+        assert status_of(store, event_id) == ("received", "queued", 0)
+        assert attempts_of(store, event_id) == []
+    # Once a handler is configured, the waiting events are processed.
+    later = make_worker(store, clock, {"quiet": python("record")})
+    await later.run(until_empty=True)
+    for event_id in quiet:
+        assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
+
+
+# -- lifecycle -------------------------------------------------------------------------------
+
+
+async def _wait_for(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
+async def test_new_work_wakes_the_worker_before_the_poll_interval(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    worker = make_worker(store, clock, {"p": python("record")}, poll_interval_s=60.0)
+    store.on_committed(worker.wake)
+    await worker.start()
+    try:
+        assert await worker.check_running()
+        await asyncio.sleep(0.05)  # the first (empty) poll is over; the next is a minute away
+        event_id = await record(store, "p", 1)
+        await asyncio.wait_for(
+            _wait_for(lambda: status_of(store, event_id)[0] == "succeeded"), timeout=5
+        )
+    finally:
+        await worker.stop()
+    assert not await worker.check_running()
+
+
+async def test_shutdown_releases_running_jobs_without_counting_an_attempt(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    metrics = Metrics()
+    worker = make_worker(
+        store, clock, {"p": python("block")}, shutdown_timeout_s=0.2, metrics=metrics
+    )
+    store.on_committed(worker.wake)
+    await worker.start()
+    ids = [await record(store, "p", n) for n in range(2)]
+    await asyncio.wait_for(_wait_for(lambda: len(targets.STATE.calls) == 2), timeout=10)
+    with structlog.testing.capture_logs() as logs:
+        await worker.stop()
+
+    assert event_names(logs, "job_released") == ["job_released"] * 2
+    for event_id in ids:
+        assert status_of(store, event_id) == ("queued", "queued", 0)
+        [attempt] = attempts_of(store, event_id)
+        assert attempt["outcome"] == "interrupted"
+        assert attempt["finished_at"] is not None
+    sample = metrics.registry.get_sample_value
+    assert (
+        sample("receiver_handler_attempts_total", {"provider": "p", "outcome": "interrupted"}) == 2
+    )
+
+    targets.reset()
+    after = make_worker(store, clock, {"p": python("record")})
+    await after.run(until_empty=True)
+    assert sorted(call.attempt for call in targets.STATE.calls) == [1, 1]
+    for event_id in ids:
+        assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
+
+
+def _is_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie awaiting its reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+async def test_a_command_timeout_kills_the_whole_process_group(
+    store: SqliteStore, clock: FakeClock, tmp_path: Path
+) -> None:
+    script = write_script(
+        tmp_path / "hang",
+        "#!/bin/sh\n"
+        "sleep 60 &\n"
+        f"echo $! > {tmp_path}/child.pid\n"
+        f"echo $$ > {tmp_path}/parent.pid\n"
+        "wait\n",
+    )
+    handler = {"kind": "command", "argv": [str(script)], "timeout_s": 0.5}
+    worker = make_worker(store, clock, {"cmd": {"handler": handler, "max_attempts": 1}})
+    event_id = await record(store, "cmd", 1)
+    await worker.run(until_empty=True)
+
+    assert status_of(store, event_id) == ("dead", "dead", 1)
+    assert attempts_of(store, event_id)[0]["error"] == "timed out after 0.5s"
+    pids = [int((tmp_path / name).read_text()) for name in ("parent.pid", "child.pid")]
+    await asyncio.wait_for(_wait_for(lambda: not any(map(_is_alive, pids))), timeout=5)
+    assert os.getpgid(os.getpid()) != pids[0], "the command ran in its own process group"
