@@ -23,7 +23,7 @@ from typing import TypeVar
 import structlog
 
 from receiver.config import Config, default_config_path, load_config
-from receiver.store.queries import EventFilter, InvalidParameter, parse_event_filter, parse_limit
+from receiver.store.filters import EventFilter, InvalidParameter, parse_event_filter, parse_limit
 from receiver.store.replay import ReplayReport
 from receiver.store.sqlite import SqliteStore
 

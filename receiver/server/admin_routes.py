@@ -19,8 +19,7 @@ from aiohttp import web
 from receiver.server.openapi import openapi_document
 from receiver.server.responses import error_json, json_response
 from receiver.store.database import Database
-from receiver.store.queries import (
-    EventQueries,
+from receiver.store.filters import (
     InvalidParameter,
     decode_cursor,
     parse_event_filter,
@@ -28,6 +27,7 @@ from receiver.store.queries import (
     parse_text,
     parse_time,
 )
+from receiver.store.queries import EventQueries
 from receiver.store.rejections import list_rejections
 from receiver.store.replay import Replayer, ReplayOutcome
 from receiver.store.retention import RetentionPolicy

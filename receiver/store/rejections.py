@@ -28,7 +28,8 @@ import structlog
 
 from receiver.errors import StorageUnavailable
 from receiver.store.database import Database
-from receiver.store.queries import Page, encode_cursor, iso_time
+from receiver.store.filters import encode_cursor, iso_time
+from receiver.store.queries import Page
 
 log = structlog.get_logger("receiver.store")
 

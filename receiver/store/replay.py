@@ -25,7 +25,8 @@ import structlog
 
 from receiver.models import EventStatus, JobStatus
 from receiver.store.database import Database
-from receiver.store.queries import EventFilter, EventQueries, event_where
+from receiver.store.filters import EventFilter
+from receiver.store.queries import EventQueries, event_where
 
 log = structlog.get_logger("receiver.replay")
 

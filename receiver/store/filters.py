@@ -1,0 +1,168 @@
+"""Operator input for the store's reads: filter values arrive as text (query strings, CLI flags,
+JSON) and are validated here once; a bad value raises :class:`InvalidParameter` naming the
+parameter. Also the opaque keyset cursors and the ISO-8601 rendering of times.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EventFilter",
+    "InvalidParameter",
+    "decode_cursor",
+    "encode_cursor",
+    "iso_time",
+    "parse_event_filter",
+    "parse_limit",
+    "parse_text",
+    "parse_time",
+]
+
+import base64
+import binascii
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from receiver.durations import parse_duration
+from receiver.errors import ReceiverError
+from receiver.models import EventStatus
+
+_TEXT_LIMITS = {"provider": 64, "type": 200, "key": 600, "q": 500, "cause": 64}
+_RELATIVE = re.compile(r"^\s*\d+(?:\.\d+)?\s*[smhdw]\s*$")
+
+
+class InvalidParameter(ReceiverError):
+    """A filter or request value the operator got wrong; ``parameter`` names it."""
+
+    code = "invalid_parameter"
+
+    def __init__(self, parameter: str, detail: str) -> None:
+        self.parameter = parameter
+        self.detail = f"{parameter}: {detail}"
+        super().__init__(self.detail)
+
+
+def iso_time(ts_s: float | None) -> str | None:
+    if ts_s is None:
+        return None
+    return (
+        datetime.fromtimestamp(ts_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def parse_text(parameter: str, value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidParameter(parameter, "must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidParameter(parameter, "is not valid UTF-8 text") from None
+    if "\x00" in value:
+        raise InvalidParameter(parameter, "contains a NUL character")
+    limit = _TEXT_LIMITS.get(parameter, 500)
+    if len(value) > limit:
+        raise InvalidParameter(parameter, f"is longer than {limit} characters")
+    return value
+
+
+def parse_time(parameter: str, value: object, *, now_s: float) -> float | None:
+    """ISO-8601 (UTC unless it says otherwise), Unix seconds, or a duration ago (``2h``)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidParameter(parameter, "must be an ISO-8601 time or Unix seconds")
+    if isinstance(value, str) and _RELATIVE.match(value):
+        seconds: float = now_s - parse_duration(value)
+    else:
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = _iso_seconds(parameter, str(value))
+    if not math.isfinite(seconds) or not 0 <= seconds < 253402300800:  # up to year 9999
+        raise InvalidParameter(parameter, "is out of range")
+    return seconds
+
+
+def _iso_seconds(parameter: str, value: str) -> float:
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidParameter(
+            parameter,
+            "must be an ISO-8601 time (2024-05-01T12:00:00Z), Unix seconds or a duration ago (2h)",
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def parse_limit(value: object, *, default: int, maximum: int, parameter: str = "limit") -> int:
+    """A page size; values above ``maximum`` are capped, not refused."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise InvalidParameter(parameter, "must be a positive integer")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or value < 1:
+        raise InvalidParameter(parameter, "must be a positive integer")
+    return min(value, maximum)
+
+
+def encode_cursor(kind: str, last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{kind}1:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, value: object) -> int | None:
+    """The id a page continues below, or None for the first page."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise InvalidParameter("cursor", "is not a cursor returned by this API")
+    try:
+        text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    prefix, _, number = text.partition(":")
+    if prefix != f"{kind}1" or not number.isdigit() or len(number) > 18:
+        raise InvalidParameter("cursor", "is not a cursor returned by this API")
+    return int(number)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventFilter:
+    provider: str | None = None
+    status: str | None = None
+    event_type: str | None = None
+    key: str | None = None
+    since_s: float | None = None
+    until_s: float | None = None
+    text: str | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self == EventFilter()
+
+
+def parse_event_filter(params: Mapping[str, object], *, now_s: float) -> EventFilter:
+    status = parse_text("status", params.get("status"))
+    if status is not None and status not in {s.value for s in EventStatus}:
+        known = ", ".join(s.value for s in EventStatus)
+        raise InvalidParameter("status", f"must be one of: {known}")
+    since = parse_time("since", params.get("since"), now_s=now_s)
+    until = parse_time("until", params.get("until"), now_s=now_s)
+    if since is not None and until is not None and until < since:
+        raise InvalidParameter("until", "is earlier than since")
+    return EventFilter(
+        provider=parse_text("provider", params.get("provider")),
+        status=status,
+        event_type=parse_text("type", params.get("type")),
+        key=parse_text("key", params.get("key")),
+        since_s=since,
+        until_s=until,
+        text=parse_text("q", params.get("q")),
+    )
