@@ -10,16 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.crash import BROKEN_ACK_ARGV_PREFIX, CommandServeProcess, run_crash_cycles
-from tests.support.serve import serve_config, serve_env
+from tests.support.crash import BROKEN_ACK_ARGV_PREFIX, run_crash_cycles
+from tests.support.serve import ServeProcess, serve_config, serve_env
 
 
 @pytest.mark.timeout(90)
 async def test_harness_reports_losses_of_a_build_that_acks_before_commit(
     tmp_path: Path,
 ) -> None:
-    server = CommandServeProcess(
-        BROKEN_ACK_ARGV_PREFIX, serve_config(tmp_path), serve_env(), tmp_path / "serve.log"
+    server = ServeProcess(
+        serve_config(tmp_path),
+        serve_env(),
+        tmp_path / "serve.log",
+        interpreter_args=BROKEN_ACK_ARGV_PREFIX,
     )
     # Kill as soon as anything is acknowledged: the batch that was answered is still
     # inside its transaction for COMMIT_DELAY_S seconds.

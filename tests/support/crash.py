@@ -11,13 +11,9 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,45 +63,6 @@ class CrashReport:
         assert not self.lost, f"acknowledged but lost after SIGKILL: {sorted(self.lost)[:10]}"
         assert not self.changed, f"acknowledged under two ids: {sorted(self.changed)[:10]}"
         assert self.server_errors == 0, f"5xx answers: {self.statuses}"
-
-
-class CommandServeProcess(ServeProcess):
-    """``ServeProcess`` with the interpreter arguments before ``serve`` replaced (``-c …``)."""
-
-    def __init__(
-        self,
-        interpreter_args: Sequence[str],
-        config_path: Path,
-        env: Mapping[str, str],
-        log_path: Path,
-    ) -> None:
-        super().__init__(config_path, env, log_path)
-        self.interpreter_args = tuple(interpreter_args)
-
-    def start(self, *, ready_timeout_s: float = 20.0) -> None:
-        # Same as ServeProcess.start but for the argv (serve.py has no argv parameter).
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, *self.interpreter_args, "serve", "--config", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=self.env,
-            cwd=self.config_path.parent,
-        )
-        log.close()
-        deadline = time.monotonic() + ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"receiver exited early:\n{self.log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(self.admin_url + "/healthz", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"receiver did not become healthy:\n{self.log_path.read_text()}")
 
 
 async def deliver(

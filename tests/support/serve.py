@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +19,25 @@ from tests.support.factories import free_port, write_config
 class ServeProcess:
     """Starts ``python -m receiver serve`` and waits until /healthz answers."""
 
-    def __init__(self, config_path: Path, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        interpreter_args: Sequence[str] = ("-m", "receiver"),
+    ) -> None:
         self.config_path = config_path
         self.env = dict(env)
         self.log_path = log_path
+        # What runs before "serve": ``-m receiver``, or ``-c …`` for a patched build in tests.
+        self.interpreter_args = tuple(interpreter_args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, ready_timeout_s: float = 20.0) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "receiver", "serve", "--config", str(self.config_path)],
+            [sys.executable, *self.interpreter_args, "serve", "--config", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
