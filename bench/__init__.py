@@ -1,0 +1,1 @@
+"""receiver's benchmark harness: ``python -m bench`` (see bench/README.md)."""
