@@ -27,7 +27,6 @@ from receiver.models import (
     NewEvent,
 )
 from receiver.providers import Provider
-from receiver.signatures.base import Handshaker
 
 log = structlog.get_logger("receiver.ingest")
 
@@ -92,9 +91,8 @@ class IngestService:
         content_type = request.header("content-type")
         if _is_json_content(content_type) and document.json is None:
             raise InvalidBody("the body is not valid JSON although Content-Type says it is")
-        verifier = provider.verifier
-        if isinstance(verifier, Handshaker):
-            reply = verifier.handshake(request, document.json)
+        if provider.handshaker is not None:
+            reply = provider.handshaker.handshake(request, document.json)
             if reply is not None:
                 return reply
         if provider.scheme.is_batch:
@@ -102,7 +100,10 @@ class IngestService:
         else:
             events = [self._new_event(provider, request, document, request.body, now)]
         # Gathered, so a batch's events join the same group commit.
-        outcomes = await asyncio.gather(*(self._recorder.record(ev) for ev in events))
+        if len(events) == 1:
+            outcomes = [await self._recorder.record(events[0])]
+        else:  # gathered, so a batch's events join the same group commit
+            outcomes = list(await asyncio.gather(*(self._recorder.record(ev) for ev in events)))
         for ev, outcome in zip(events, outcomes, strict=True):
             if isinstance(outcome, Duplicate) and outcome.is_conflict:
                 log.warning(

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 __all__ = ["configure_logging"]
 
+import json
 import logging
 import sys
 from typing import Literal
 
+import orjson
 import structlog
 
 _LEVELS = {
@@ -22,12 +24,21 @@ _LEVELS = {
 }
 
 
+def _dumps(event: object, **_: object) -> str:
+    """orjson on the hot path (a log line per request); the standard library for what orjson
+    refuses (text carrying undecodable bytes as surrogates), so a log line never raises."""
+    try:
+        return orjson.dumps(event, default=str).decode("utf-8")
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(event, default=str)
+
+
 def configure_logging(
     level: str = "info", fmt: Literal["auto", "json", "console"] = "auto"
 ) -> None:
     is_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_dumps)
         if is_json
         else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     )

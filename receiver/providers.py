@@ -15,7 +15,13 @@ from pydantic import BaseModel, ValidationError
 from receiver.errors import ConfigProblem
 from receiver.handlers import check_handler
 from receiver.keys import SourceSyntaxError, ValueSource, parse_source
-from receiver.signatures.base import BuildContext, DeclaresSecretHeaders, Scheme, Verifier
+from receiver.signatures.base import (
+    BuildContext,
+    DeclaresSecretHeaders,
+    Handshaker,
+    Scheme,
+    Verifier,
+)
 from receiver.signatures.registry import all_schemes, get_scheme
 
 if TYPE_CHECKING:
@@ -43,6 +49,9 @@ class Provider:
     payload_retention_s: float
     dedupe_retention_s: float
     redacted_headers: frozenset[str]
+    # The verifier again when it answers handshakes (decided once, not per request: an
+    # isinstance check against a runtime Protocol is slow on the hot path).
+    handshaker: Handshaker | None = None
 
     @property
     def has_handler(self) -> bool:
@@ -211,6 +220,7 @@ def _resolve_one(
         redacted_headers=ALWAYS_REDACTED_HEADERS
         | scheme.secret_headers
         | (verifier.secret_headers if isinstance(verifier, DeclaresSecretHeaders) else frozenset()),
+        handshaker=verifier if isinstance(verifier, Handshaker) else None,
     )
 
 

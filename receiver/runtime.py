@@ -68,7 +68,7 @@ class Receiver:
         )
         self.service = IngestService(config.providers, self.store, clock=clock)
         self.worker = Worker(
-            JobQueue(self.store.db),
+            JobQueue(self.store.db, on_dead=self.store.writer.recent.forget),
             s.worker,
             {name: provider.settings for name, provider in config.providers.items()},
             clock=clock,

@@ -47,6 +47,11 @@ async def read_body(request: web.Request, limits: IngestLimits) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limits.max_body_bytes:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limits.max_body_bytes}")
+    if request.content.is_eof():  # the whole body already arrived with the headers
+        body = request.content.read_nowait()
+        if len(body) > limits.max_body_bytes:
+            raise PayloadTooLarge(f"the body exceeds the limit of {limits.max_body_bytes} bytes")
+        return body
     buffer = bytearray()
     try:
         async with asyncio.timeout(limits.read_timeout_s):

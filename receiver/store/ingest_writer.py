@@ -21,10 +21,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiosqlite
+import structlog
 
 from receiver.errors import StorageUnavailable
 from receiver.models import Accepted, Duplicate, EventStatus, IngestOutcome, JobStatus, NewEvent
 from receiver.store.database import Database
+from receiver.store.recent import RecentKeys
+
+log = structlog.get_logger("receiver.store")
 
 _EVENT_COLUMNS = (
     "provider, key, provider_event_id, event_type, fingerprint, body, headers, content_type, "
@@ -73,6 +77,7 @@ class IngestWriter:
         batch_max: int = 256,
         on_batch: Callable[[int], None] | None = None,
         on_committed: Callable[[], None] | None = None,
+        recent_max: int = 100_000,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -82,52 +87,106 @@ class IngestWriter:
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._is_closed = False
+        self.recent = RecentKeys(recent_max)
+        # Filled by a batch's transaction, remembered once it has committed.
+        self._committed_keys: list[tuple[str, int, str, float]] = []
+        self._settle_waiters: list[asyncio.Future[None]] = []
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="receiver-group-commit")
 
     async def record(self, event: NewEvent) -> IngestOutcome:
         if self._is_closed:
             raise StorageUnavailable("the receiver is shutting down", retry_after_s=1)
+        known = self.recent.duplicate(event.key, event.fingerprint, now_s=self._clock())
+        if known is not None:
+            self._start_flusher()  # writes the duplicate count soon, off the answer's path
+            return known
         loop = asyncio.get_running_loop()
         future: asyncio.Future[IngestOutcome] = loop.create_future()
         self._pending.append(_Pending(event, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="receiver-group-commit")
+        self._start_flusher()
         # Shield: a client that disconnects must not cancel a commit others wait on.
         return await asyncio.shield(future)
 
+    async def settle(self) -> None:
+        """Wait until duplicate counts answered from memory so far are written (for readers
+        that want to see them: the admin API). Returns at once when nothing is pending."""
+        if not self.recent.has_touches and (self._flusher is None or self._flusher.done()):
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._settle_waiters.append(waiter)
+        self._start_flusher()
+        await waiter
+
     async def _flush(self) -> None:
-        while self._pending:
+        while self._pending or self.recent.has_touches:
             batch = self._pending[: self._batch_max]
             del self._pending[: self._batch_max]
+            waiters, self._settle_waiters = self._settle_waiters, []
             try:
-                outcomes = await self._db.transaction(functools.partial(self._write, batch=batch))
-            except BaseException as exc:
-                error = (
-                    exc
-                    if isinstance(exc, StorageUnavailable)
-                    else StorageUnavailable(
-                        "the database refused the write", retry_after_s=self._db.retry_after_s
-                    )
-                )
+                await self._commit(batch)
+            finally:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+        for waiter in self._settle_waiters:  # registered while the last commit ran
+            if not waiter.done():
+                waiter.set_result(None)
+        self._settle_waiters.clear()
+
+    def _fail(self, batch: Sequence[_Pending], error: StorageUnavailable) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    async def _commit(self, batch: Sequence[_Pending]) -> None:
+        try:
+            outcomes = await self._db.transaction(functools.partial(self._write, batch=batch))
+        except StorageUnavailable as exc:
+            self._fail(batch, exc)
+            return
+        except Exception:
+            if len(batch) > 1:
+                # Not the storage but one event's data: commit each alone, so only it fails.
                 for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(error)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            if self._on_batch is not None:
-                self._on_batch(len(batch))
-            for item, outcome in zip(batch, outcomes, strict=True):
-                if not item.future.done():
-                    item.future.set_result(outcome)
-            if self._on_committed is not None and any(
-                isinstance(o, Accepted) or o.requeued for o in outcomes
-            ):
-                self._on_committed()
+                    await self._commit([item])
+                return
+            log.exception("ingest_write_failed")
+            self._fail(batch, StorageUnavailable("the database refused the write", retry_after_s=1))
+            return
+        except BaseException:
+            self._fail(batch, StorageUnavailable("the receiver is shutting down", retry_after_s=1))
+            raise
+        if not batch:
+            return
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+        for entry in self._committed_keys:  # on disk now: redeliveries may skip the store
+            self.recent.remember(*entry)
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if not item.future.done():
+                item.future.set_result(outcome)
+        if self._on_committed is not None and any(
+            isinstance(o, Accepted) or o.requeued for o in outcomes
+        ):
+            self._on_committed()
 
     async def _write(
         self, conn: aiosqlite.Connection, *, batch: Sequence[_Pending]
     ) -> list[IngestOutcome]:
         now = self._clock()
+        self._committed_keys = []
+        touches = self.recent.take_touches()
+        if touches:  # duplicates answered from memory since the last commit
+            await conn.executemany(
+                "UPDATE events SET duplicate_count = duplicate_count + ?, last_seen_at = ?"
+                " WHERE id = ?",
+                touches,
+            )
+        if not batch:
+            return []
         # The first occurrence of each key in the batch is the candidate for insertion.
         firsts: dict[str, NewEvent] = {}
         for item in batch:
@@ -177,6 +236,10 @@ class IngestWriter:
             if key in inserted and key not in claimed:
                 claimed.add(key)
                 outcomes.append(Accepted(id=inserted[key], key=key))
+                ev = item.event
+                self._committed_keys.append(
+                    (key, inserted[key], ev.fingerprint, ev.dedupe_expires_at_s)
+                )
             else:
                 outcomes.append(next(dup_iter))
         return outcomes
@@ -195,13 +258,14 @@ class IngestWriter:
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             rows = await conn.execute_fetchall(
-                "SELECT id, key, fingerprint, status, requeue_dead FROM events WHERE key IN ("
-                + ",".join("?" * len(chunk))
-                + ")",
+                "SELECT id, key, fingerprint, status, requeue_dead, dedupe_expires_at"
+                " FROM events WHERE key IN (" + ",".join("?" * len(chunk)) + ")",
                 chunk,
             )
             for row in rows:
                 originals[row[1]] = (row[0], row[2], row[3], row[4])
+                if row[3] != EventStatus.DEAD:
+                    self._committed_keys.append((row[1], row[0], row[2], row[5]))
         results: list[Duplicate] = []
         counts: dict[int, tuple[int, int]] = {}
         conflicts: list[tuple[int, str, float]] = []

@@ -21,7 +21,7 @@ __all__ = ["AttemptRecord", "ClaimedJob", "JobQueue", "QueueStats"]
 
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiosqlite
@@ -94,8 +94,11 @@ def _in(names: Sequence[str]) -> tuple[str, dict[str, str]]:
 class JobQueue:
     """Queue operations over a :class:`Database`. Times are passed in (``now``), never read."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, on_dead: Callable[[int], None] | None = None) -> None:
         self._db = db
+        # Told about every event that goes dead (ingest's memory of committed keys must not
+        # answer a redelivery of a dead event: that one re-queues it).
+        self._on_dead = on_dead
 
     async def claim(
         self,
@@ -257,7 +260,9 @@ class JobQueue:
 
     async def bury(self, job: ClaimedJob, record: AttemptRecord) -> bool:
         """Give up: permanent failure or out of attempts. The last error is kept."""
-        return await self._finish(
+        if self._on_dead is not None:
+            self._on_dead(job.event_id)
+        is_buried = await self._finish(
             job,
             job_set="status = ?, last_error = ?",
             job_params=(str(JobStatus.DEAD), record.error),
@@ -265,6 +270,9 @@ class JobQueue:
             outcome="dead",
             record=record,
         )
+        if self._on_dead is not None:
+            self._on_dead(job.event_id)
+        return is_buried
 
     async def release(self, job: ClaimedJob, *, now: float) -> bool:
         """Hand the job back without an outcome (shutdown): the attempt does not count."""

@@ -18,7 +18,7 @@ __all__ = [
 
 import base64
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -203,9 +203,17 @@ async def _rows(
 class EventQueries:
     """Read-only queries over events. ``clock`` only feeds relative times and queue readiness."""
 
-    def __init__(self, db: Database, *, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Callable[[], float],
+        settle: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._db = db
         self.clock = clock
+        # Waits for duplicate counts still held in memory, so operators read what was answered.
+        self._settle = settle
         self._fts_ready: bool | None = None
 
     async def has_fts_index(self) -> bool:
@@ -227,6 +235,8 @@ class EventQueries:
         self, flt: EventFilter, *, before_id: int | None, limit: int
     ) -> Page[EventSummary]:
         """Newest first. Keyset on id, so new arrivals never shift a page already handed out."""
+        if self._settle is not None:
+            await self._settle()
         where, params = event_where(flt, has_fts=await self.has_fts_index())
         if before_id is not None:
             where.append("e.id < ?")
@@ -245,6 +255,8 @@ class EventQueries:
         )
 
     async def get_detail(self, event_id: int) -> EventDetail | None:
+        if self._settle is not None:
+            await self._settle()
         async with self._db.reading() as conn:
             rows = await _rows(conn, "SELECT * FROM events WHERE id = ?", (event_id,))
             if not rows:
@@ -298,6 +310,8 @@ class EventQueries:
 
     async def stats(self) -> dict[str, object]:
         """Counts by provider and status, duplicates, conflicts, queue depth, rejections."""
+        if self._settle is not None:
+            await self._settle()
         now = self.clock()
         async with self._db.reading() as conn:
             events = await _rows(

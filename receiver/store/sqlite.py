@@ -73,7 +73,7 @@ class SqliteStore:
             on_committed=self._notify_committed,
         )
         # Operator components: reads on the reader, writes on the same single writer as ingest.
-        self.queries = EventQueries(self.db, clock=clock)
+        self.queries = EventQueries(self.db, clock=clock, settle=self.writer.settle)
         self.replayer = Replayer(
             self.db, self.queries, clock=clock, on_committed=self._notify_committed
         )
@@ -100,6 +100,7 @@ class SqliteStore:
         return await self.writer.record(event)
 
     async def get_event(self, event_id: int) -> StoredEvent | None:
+        await self.writer.settle()
         async with (
             self.db.reading() as conn,
             conn.execute("SELECT * FROM events WHERE id = ?", (event_id,)) as cur,
@@ -108,6 +109,7 @@ class SqliteStore:
         return row_to_event(row) if row is not None else None
 
     async def get_event_by_key(self, key: str) -> StoredEvent | None:
+        await self.writer.settle()
         async with (
             self.db.reading() as conn,
             conn.execute("SELECT * FROM events WHERE key = ?", (key,)) as cur,

@@ -111,3 +111,57 @@ async def test_a_running_receiver_processes_what_it_acknowledges(tmp_path: Path)
 async def _until(condition: Callable[[], bool]) -> None:
     while not condition():
         await asyncio.sleep(0.01)
+
+
+async def test_a_dead_event_redelivered_after_being_remembered_is_queued_again(
+    tmp_path: Path,
+) -> None:
+    """Redeliveries are answered from memory once the key is committed; an event that went
+    dead must still reach the store, which queues it again (requeue_dead)."""
+    from tests.support.factories import event_body, signed_headers
+
+    env = factories.test_environ()
+    path = write_config(
+        tmp_path,
+        providers={
+            "sw": {
+                "scheme": "standard-webhooks",
+                "secret_envs": [factories.SECRET_ENV],
+                "handler": {"kind": "python", "target": f"{TARGETS}:refuse"},
+            }
+        },
+    )
+    receiver = Receiver(load_config(path, environ=env), environ=env)
+    await receiver.store.open()
+    try:
+        body = event_body("dead")
+        headers = signed_headers(body, msg_id="dead-1")
+        service = receiver.service
+        from receiver.models import InboundRequest
+
+        def request() -> InboundRequest:
+            return InboundRequest(
+                provider="sw",
+                method="POST",
+                url="http://127.0.0.1/webhooks/sw",
+                headers={k.lower(): v for k, v in headers.items()},
+                body=body,
+            )
+
+        first = await service.ingest(request())
+        remembered = await service.ingest(request())  # answered from memory
+        assert remembered.outcomes[0].id == first.outcomes[0].id  # type: ignore[union-attr]
+        await receiver.worker.run(until_empty=True)
+        stored = await receiver.store.get_event(first.outcomes[0].id)  # type: ignore[union-attr]
+        assert stored is not None
+        assert stored.status == "dead"
+        again = await service.ingest(request())
+        outcome = again.outcomes[0]  # type: ignore[union-attr]
+        assert outcome.requeued  # type: ignore[union-attr]
+        stored = await receiver.store.get_event(outcome.id)
+        assert stored is not None
+        assert stored.status == "queued"
+        assert stored.duplicate_count == 2
+    finally:
+        await receiver.worker.stop()
+        await receiver.store.close()

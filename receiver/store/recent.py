@@ -1,0 +1,76 @@
+"""A bounded memory of recently committed keys, so a redelivery is answered without a write.
+
+Only keys whose event row is **committed** are remembered, so answering ``duplicate`` from here
+never acknowledges something that is not on disk. An entry answers only while its dedupe window
+lasts, only for the same body (a different body goes to the store, which records the conflict),
+and never for an event that went ``dead`` (a redelivery of a dead event must reach the store,
+which queues it again): the worker calls :meth:`forget` when it buries one.
+
+The duplicate count and last-seen time of such answers are written later, with the next group
+commit (or on their own shortly after); a crash can lose those few increments, never an event.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RecentKeys"]
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from receiver.models import Duplicate
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    id: int
+    fingerprint: str
+    dedupe_expires_at_s: float
+
+
+class RecentKeys:
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self._max_keys = max_keys
+        self._known: OrderedDict[str, _Known] = OrderedDict()
+        self._keys_by_id: dict[int, str] = {}
+        self._touches: dict[int, tuple[int, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def remember(
+        self, key: str, event_id: int, fingerprint: str, dedupe_expires_at_s: float
+    ) -> None:
+        """Call only after the row for ``key`` is committed."""
+        self._known[key] = _Known(event_id, fingerprint, dedupe_expires_at_s)
+        self._known.move_to_end(key)
+        self._keys_by_id[event_id] = key
+        while len(self._known) > self._max_keys:
+            _, oldest = self._known.popitem(last=False)
+            self._keys_by_id.pop(oldest.id, None)
+
+    def forget(self, event_id: int) -> None:
+        key = self._keys_by_id.pop(event_id, None)
+        if key is not None:
+            self._known.pop(key, None)
+
+    def duplicate(self, key: str, fingerprint: str, *, now_s: float) -> Duplicate | None:
+        """A duplicate answer when ``key`` is known, committed, in its window, same body."""
+        known = self._known.get(key)
+        if known is None or known.fingerprint != fingerprint:
+            return None
+        if now_s >= known.dedupe_expires_at_s:
+            self.forget(known.id)
+            return None
+        count, _ = self._touches.get(known.id, (0, now_s))
+        self._touches[known.id] = (count + 1, now_s)
+        return Duplicate(id=known.id, key=key)
+
+    @property
+    def has_touches(self) -> bool:
+        return bool(self._touches)
+
+    def take_touches(self) -> list[tuple[int, float, int]]:
+        """Pending ``(duplicate count, last seen, event id)`` updates; the caller writes them."""
+        touches = [(count, seen, event_id) for event_id, (count, seen) in self._touches.items()]
+        self._touches.clear()
+        return touches
