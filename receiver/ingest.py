@@ -47,6 +47,8 @@ class IngestResult:
 
 def _is_text(value: str) -> bool:
     """False for header values carrying bytes that are not UTF-8 (decoded as surrogates)."""
+    if value.isascii():  # nearly every header: no encoding needed to know
+        return True
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

@@ -16,11 +16,11 @@ __all__ = ["IngestWriter"]
 
 import asyncio
 import functools
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiosqlite
+import orjson
 import structlog
 
 from receiver.errors import StorageUnavailable
@@ -53,7 +53,7 @@ def _event_row(ev: NewEvent) -> tuple[object, ...]:
         ev.event_type,
         ev.fingerprint,
         ev.body,
-        json.dumps(dict(ev.headers), separators=(",", ":")),
+        orjson.dumps(dict(ev.headers)).decode("utf-8"),
         ev.content_type,
         ev.remote,
         str(status),

@@ -29,7 +29,7 @@ class _Known:
 
 class RecentKeys:
     def __init__(self, max_keys: int = 100_000) -> None:
-        self._max_keys = max_keys
+        self.max_keys = max_keys
         self._known: OrderedDict[str, _Known] = OrderedDict()
         self._keys_by_id: dict[int, str] = {}
         self._touches: dict[int, tuple[int, float]] = {}
@@ -44,7 +44,7 @@ class RecentKeys:
         self._known[key] = _Known(event_id, fingerprint, dedupe_expires_at_s)
         self._known.move_to_end(key)
         self._keys_by_id[event_id] = key
-        while len(self._known) > self._max_keys:
+        while len(self._known) > self.max_keys:
             _, oldest = self._known.popitem(last=False)
             self._keys_by_id.pop(oldest.id, None)
 

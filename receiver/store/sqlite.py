@@ -90,6 +90,23 @@ class SqliteStore:
 
     async def open(self) -> None:
         await self.db.open()
+        await self._warm_recent_keys()
+
+    async def _warm_recent_keys(self) -> None:
+        """After a restart, redeliveries of the newest events (a provider's retry storm) are
+        answered from memory again: every row read here is committed."""
+        limit = self.writer.recent.max_keys
+        async with (
+            self.db.reading() as conn,
+            conn.execute(
+                "SELECT key, id, fingerprint, dedupe_expires_at FROM events"
+                " WHERE status != 'dead' ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ) as cur,
+        ):
+            rows = list(await cur.fetchall())
+        for key, event_id, fingerprint, expires_at in reversed(rows):
+            self.writer.recent.remember(key, event_id, fingerprint, expires_at)
 
     async def close(self) -> None:
         await self.rejections.close()
