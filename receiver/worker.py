@@ -145,7 +145,10 @@ class Worker:
                     due = await self._queue.next_change_at(list(self.routes), now=self._clock())
                     if due is None:
                         return
-                    await self._sleep(max(0.0, due - self._clock()))
+                    delay_s = due - self._clock()
+                    # Due already but not claimed (an earlier job of its serialize_by value is
+                    # held elsewhere): look again shortly rather than spin.
+                    await self._sleep(delay_s if delay_s > 0 else self._settings.poll_interval_s)
                     continue
                 await self._wait()
         finally:

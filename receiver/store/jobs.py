@@ -29,10 +29,6 @@ import aiosqlite
 from receiver.models import EventStatus, JobStatus
 from receiver.store.database import Database
 
-_READY = (
-    "((j.status = 'queued' AND j.run_at <= :now)"
-    " OR (j.status = 'running' AND j.lease_expires_at <= :now))"
-)
 # Not claimable while an earlier job of the same key is unfinished, or another one is leased.
 _NOT_BLOCKED = (
     "(j.serialize_key IS NULL OR NOT EXISTS ("
@@ -41,9 +37,20 @@ _NOT_BLOCKED = (
     " AND ((o.event_id < j.event_id AND o.status IN ('queued', 'running'))"
     " OR (o.status = 'running' AND o.lease_expires_at > :now))))"
 )
+# Two index range scans (jobs_provider_ready: provider, status, run_at), never a scan of the
+# finished jobs, which stay in the table for the whole dedupe window: due queued jobs in
+# run_at order, and the few running ones whose lease ran out.
 _CANDIDATES = (
-    "SELECT j.event_id, j.run_at FROM jobs j WHERE j.provider = :provider"
-    f" AND {_READY} AND {_NOT_BLOCKED} ORDER BY j.run_at, j.event_id LIMIT :limit"
+    "SELECT event_id, run_at FROM ("
+    " SELECT j.event_id, j.run_at FROM jobs j"
+    " WHERE j.provider = :provider AND j.status = 'queued' AND j.run_at <= :now"
+    f" AND {_NOT_BLOCKED} ORDER BY j.run_at LIMIT :limit)"
+    " UNION ALL "
+    "SELECT event_id, run_at FROM ("
+    " SELECT j.event_id, j.run_at FROM jobs j"
+    " WHERE j.provider = :provider AND j.status = 'running' AND j.lease_expires_at <= :now"
+    f" AND {_NOT_BLOCKED} LIMIT :limit)"
+    " ORDER BY run_at, event_id LIMIT :limit"
 )
 _LEASE_LOST = "lease expired before the attempt finished (the worker stopped or the handler hung)"
 
@@ -303,15 +310,17 @@ class JobQueue:
         return await self._db.transaction(work)
 
     async def next_change_at(self, providers: Sequence[str], *, now: float) -> float | None:
-        """The earliest future moment a job of ``providers`` may become ready (a retry falls
-        due or a lease runs out), or None when nothing is waiting at all."""
+        """The earliest moment a job of ``providers`` may become ready (a retry falls due or a
+        lease runs out; a queued job already due answers its past ``run_at``), or None when
+        nothing is waiting at all."""
         if not providers:
             return None
         placeholders, params = _in(providers)
         async with self._db.reading() as conn:
             rows = await conn.execute_fetchall(
                 "SELECT MIN(t) FROM ("
-                f" SELECT MIN(run_at) AS t FROM jobs WHERE status = 'queued' AND run_at > :now"
+                # No "run_at > now" here: a retry that fell due since the last claim still counts.
+                " SELECT MIN(run_at) AS t FROM jobs WHERE status = 'queued'"
                 f" AND provider IN {placeholders}"
                 " UNION ALL"
                 " SELECT MIN(lease_expires_at) FROM jobs WHERE status = 'running'"

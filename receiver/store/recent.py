@@ -23,8 +23,13 @@ from receiver.models import Duplicate
 @dataclass(frozen=True, slots=True)
 class _Known:
     id: int
-    fingerprint: str
+    # The first 128 bits of the body's SHA-256: enough to tell bodies apart, half the memory.
+    fingerprint: bytes
     dedupe_expires_at_s: float
+
+
+def _short(fingerprint: str) -> bytes:
+    return bytes.fromhex(fingerprint[:32])
 
 
 class RecentKeys:
@@ -41,7 +46,7 @@ class RecentKeys:
         self, key: str, event_id: int, fingerprint: str, dedupe_expires_at_s: float
     ) -> None:
         """Call only after the row for ``key`` is committed."""
-        self._known[key] = _Known(event_id, fingerprint, dedupe_expires_at_s)
+        self._known[key] = _Known(event_id, _short(fingerprint), dedupe_expires_at_s)
         self._known.move_to_end(key)
         self._keys_by_id[event_id] = key
         while len(self._known) > self.max_keys:
@@ -56,7 +61,7 @@ class RecentKeys:
     def duplicate(self, key: str, fingerprint: str, *, now_s: float) -> Duplicate | None:
         """A duplicate answer when ``key`` is known, committed, in its window, same body."""
         known = self._known.get(key)
-        if known is None or known.fingerprint != fingerprint:
+        if known is None or known.fingerprint != _short(fingerprint):
             return None
         if now_s >= known.dedupe_expires_at_s:
             self.forget(known.id)

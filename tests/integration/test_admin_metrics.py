@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from tests.integration.conftest import AdminHarness
+
+TARGETS = "tests.integration.handler_targets"
 
 
 def _value(text: str, name: str, **labels: str) -> float:
@@ -47,3 +50,39 @@ async def test_metrics_follow_accept_duplicate_conflict_and_reject(
         "receiver_rejection_journal_dropped_total",
     ):
         assert f"# TYPE {name} counter" in after, name
+
+
+async def test_metrics_follow_retries_and_dead_events(
+    make_receiver: Any, aiohttp_client: Any
+) -> None:
+    from tests.integration import handler_targets as targets
+
+    targets.reset()
+    receiver = await make_receiver(
+        providers={
+            "flaky": {
+                "scheme": "none",
+                "event_id": "json:id",
+                "handler": {"kind": "python", "target": f"{TARGETS}:fail_twice"},
+            },
+            "doomed": {
+                "scheme": "none",
+                "event_id": "json:id",
+                "handler": {"kind": "python", "target": f"{TARGETS}:refuse"},
+            },
+        },
+        worker={"backoff_base_s": 0.01, "backoff_max_s": 0.02, "poll_interval_s": 0.05},
+    )
+    ingest = await aiohttp_client(receiver.ingest_app)
+    admin = await aiohttp_client(receiver.admin_app)
+    for provider in ("flaky", "doomed"):
+        resp = await ingest.post(f"/webhooks/{provider}", json={"id": "1"})
+        assert resp.status == 200
+    await receiver.worker.run(until_empty=True)
+    text = await (await admin.get("/metrics")).text()
+    attempts = "receiver_handler_attempts_total"
+    assert _value(text, attempts, outcome="retry", provider="flaky") == 2
+    assert _value(text, attempts, outcome="succeeded", provider="flaky") == 1
+    assert _value(text, attempts, outcome="dead", provider="doomed") == 1
+    assert _value(text, "receiver_dead_events_total", provider="doomed") == 1
+    assert _value(text, "receiver_dead_events_total", provider="flaky") == 0

@@ -233,3 +233,69 @@ async def test_serve_log_file_never_holds_the_secret_a_body_or_a_signature(
     text = server.log_path.read_text(encoding="utf-8", errors="replace")
     assert '"event_accepted"' in text and '"signature_rejected"' in text
     _assert_clean(text, sent)
+
+
+async def test_handler_failures_log_neither_the_secret_nor_the_body(
+    make_receiver: Any, json_logs: io.StringIO, tmp_path: Path
+) -> None:
+    """A python handler that raises, an http handler that answers 500 and a command that exits
+    non-zero, each fed a body carrying the canary: the job logs name the event, never its body
+    or the provider's secret."""
+    from aiohttp import web
+
+    async def fail(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=500, text="downstream broke")
+
+    app = web.Application()
+    app.router.add_post("/hook", fail)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", factories.free_port())
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    script = tmp_path / "fail.sh"
+    script.write_text("#!/bin/sh\ncat >/dev/null\nexit 3\n")
+    script.chmod(0o755)
+    env = factories.test_environ(**{SECRET_ENV: CANARY_SECRET})
+    handlers = {
+        "py": {"kind": "python", "target": "tests.integration.handler_targets:fail_twice"},
+        "web": {"kind": "http", "url": f"http://127.0.0.1:{port}/hook", "timeout_s": 5},
+        "cmd": {"kind": "command", "argv": [str(script)]},
+    }
+    receiver = await make_receiver(
+        environ=env,
+        providers={
+            name: {
+                "scheme": "standard-webhooks",
+                "secret_envs": [SECRET_ENV],
+                "handler": h,
+                "max_attempts": 1,
+            }
+            for name, h in handlers.items()
+        },
+    )
+    try:
+        sent = []
+        for name in handlers:
+            body = _body(name)
+            headers = signed_headers(body, msg_id=f"h-{name}", secret=CANARY_SECRET)
+            sent.append(headers["webhook-signature"])
+            from receiver.models import InboundRequest
+
+            await receiver.service.ingest(
+                InboundRequest(
+                    provider=name,
+                    method="POST",
+                    url=f"http://127.0.0.1/webhooks/{name}",
+                    headers={k.lower(): v for k, v in headers.items()},
+                    body=body,
+                )
+            )
+        await receiver.worker.run(until_empty=True)
+        logged = json_logs.getvalue()
+        assert logged.count('"job_dead"') == 3, logged
+        _assert_clean(logged, sent)
+    finally:
+        await receiver.worker.stop()
+        await runner.cleanup()

@@ -4,6 +4,7 @@ keyed, a redelivery is a duplicate, and a tampered or wrongly signed copy is a 4
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from typing import Any
 
@@ -133,3 +134,28 @@ async def test_stale_signatures_are_401(make_harness: Any, case: Case) -> None:
     resp = await harness.post("p", body, headers)
     assert resp.status == 401, await resp.text()
     assert (await resp.json())["error"] == "timestamp_out_of_tolerance"
+
+
+async def test_a_sendgrid_batch_retried_with_one_new_element_stores_one_new_event(
+    make_harness: Any,
+) -> None:
+    case = next(c for c in CASES if c.scheme == "sendgrid")
+    harness = await _harness(make_harness, case)
+    now = int(time.time())
+    first_batch = SENDGRID_BODY
+    retried = SENDGRID_BODY[:-1] + b',{"sg_event_id":"sg_3","event":"click"}]'
+    signed = case.sign(0, first_batch, now)
+    first = await harness.post(
+        "p", signed.body, {**signed.headers, "Content-Type": "application/json"}
+    )
+    assert [e["status"] for e in (await first.json())["events"]] == ["accepted", "accepted"]
+    signed = case.sign(0, retried, now + 60)
+    again = await harness.post(
+        "p", signed.body, {**signed.headers, "Content-Type": "application/json"}
+    )
+    events = (await again.json())["events"]
+    assert [e["status"] for e in events] == ["duplicate", "duplicate", "accepted"]
+    assert [e["key"] for e in events] == ["p:sg_1", "p:sg_2", "p:sg_3"]
+    with sqlite3.connect(harness.receiver.config.settings.storage.path) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 3

@@ -112,3 +112,42 @@ async def test_readiness_reports_a_locked_store(make_harness: Any, aiohttp_clien
         await asyncio.to_thread(holder.join, 10)
     assert (await admin.get("/readyz")).status == 200
     await harness.receiver.worker.stop()
+
+
+async def test_io_error_at_commit_is_503_and_nothing_is_half_written(
+    make_harness: Any, monkeypatch: Any
+) -> None:
+    """SQLite reports an I/O error when the disk fails under it; injected here at COMMIT on the
+    store's own writer connection (the one place a failing fsync surfaces)."""
+    harness: Harness = await make_harness()
+    writer = harness.receiver.store.db._writer
+    assert writer is not None
+    real_execute = writer.execute
+    failures = {"left": 3}
+
+    def flaky_execute(sql: str, *args: Any) -> Any:
+        if sql == "COMMIT" and failures["left"] > 0:
+            failures["left"] -= 1
+
+            async def fail() -> None:
+                raise sqlite3.OperationalError("disk I/O error")
+
+            return fail()
+        return real_execute(sql, *args)
+
+    monkeypatch.setattr(writer, "execute", flaky_execute)
+    body = event_body("io")
+    resp = await harness.post("sw", body, signed_headers(body, msg_id="io"))
+    assert resp.status == 503
+    assert "Retry-After" in resp.headers
+    assert (await resp.json()) == {
+        "error": "storage_unavailable",
+        "detail": "the database had an I/O error",
+    }
+    assert _rows(harness) == 0
+    failures["left"] = 0
+    resp = await harness.post("sw", body, signed_headers(body, msg_id="io"))
+    assert (await resp.json())["status"] == "accepted"
+    with sqlite3.connect(harness.receiver.config.settings.storage.path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
