@@ -17,13 +17,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
 from receiver.errors import StorageUnavailable
 
 T = TypeVar("T")
+_Coalesced = tuple[
+    Callable[[aiosqlite.Connection], Awaitable[Any]], "asyncio.Future[object]"
+]
 
 SCHEMA_VERSION = 2
 
@@ -106,6 +109,8 @@ class Database:
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
         self.has_fts = False
+        self._coalesce_queue: list[_Coalesced] = []
+        self._coalescer: asyncio.Task[None] | None = None
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout_s)
@@ -197,6 +202,36 @@ class Database:
             if not task.done():
                 await asyncio.wait({task})
             raise
+
+    async def coalesced(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Like :meth:`transaction`, but small writes issued at the same time share one
+        transaction (one fsync): the worker's job completions. ``work`` must not raise for
+        its own reasons: a failure of any fails the whole group (nothing half-written)."""
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._coalesce_queue.append((work, future))
+        if self._coalescer is None or self._coalescer.done():
+            self._coalescer = asyncio.create_task(self._run_coalesced(), name="receiver-coalesce")
+        return cast(T, await asyncio.shield(future))
+
+    async def _run_coalesced(self) -> None:
+        while self._coalesce_queue:
+            group, self._coalesce_queue = self._coalesce_queue, []
+
+            async def run_all(
+                conn: aiosqlite.Connection, group: list[_Coalesced] = group
+            ) -> list[object]:
+                return [await work(conn) for work, _ in group]
+
+            try:
+                results = await self.transaction(run_all)
+            except Exception as exc:
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(group, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
     async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         async with self._write_lock:

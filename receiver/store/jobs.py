@@ -242,7 +242,7 @@ class JobQueue:
             )
             return True
 
-        return await self._db.transaction(work)
+        return await self._db.coalesced(work)
 
     async def complete(self, job: ClaimedJob, record: AttemptRecord) -> bool:
         return await self._finish(
@@ -307,7 +307,7 @@ class JobQueue:
             ) as cur:
                 return cur.rowcount == 1
 
-        return await self._db.transaction(work)
+        return await self._db.coalesced(work)
 
     async def next_change_at(self, providers: Sequence[str], *, now: float) -> float | None:
         """The earliest moment a job of ``providers`` may become ready (a retry falls due or a
