@@ -155,56 +155,75 @@ class JobQueue:
             )
             candidates.extend((float(row[1]), int(row[0])) for row in rows)
         chosen = [event_id for _, event_id in sorted(candidates)[:limit]]
-        return [await self._lease(conn, event_id, now=now, lease_s=lease_s) for event_id in chosen]
+        return await self._lease(conn, chosen, now=now, lease_s=lease_s)
 
     async def _lease(
-        self, conn: aiosqlite.Connection, event_id: int, *, now: float, lease_s: float
-    ) -> ClaimedJob:
+        self, conn: aiosqlite.Connection, event_ids: Sequence[int], *, now: float, lease_s: float
+    ) -> list[ClaimedJob]:
+        """Lease the chosen jobs with set-based statements (a handful per claim, not per job).
+        One token per claim: every later step names its own job *and* the token."""
+        if not event_ids:
+            return []
         token = secrets.token_hex(16)
+        marks = ",".join("?" * len(event_ids))
         # A previous run whose lease ran out never reported: close its attempt row.
         await conn.execute(
             "UPDATE attempts SET finished_at = ?, outcome = 'retry', error = ?"
-            " WHERE event_id = ? AND outcome IS NULL",
-            (now, _LEASE_LOST, event_id),
+            f" WHERE event_id IN ({marks}) AND outcome IS NULL",
+            (now, _LEASE_LOST, *event_ids),
         )
-        job_rows = await conn.execute_fetchall(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_token = ?,"
-            " lease_expires_at = ?, updated_at = ? WHERE event_id = ?"
-            " RETURNING attempts, is_replay, serialize_key",
-            (token, now + lease_s, now, event_id),
-        )
-        attempt, is_replay, serialize_key = next(iter(job_rows))
-        attempt_rows = await conn.execute_fetchall(
-            "INSERT INTO attempts (event_id, number, is_replay, started_at)"
-            " VALUES (?, ?, ?, ?) RETURNING id",
-            (event_id, attempt, is_replay, now),
-        )
-        attempt_id = int(next(iter(attempt_rows))[0])
+        jobs = {
+            int(row[0]): row
+            for row in await conn.execute_fetchall(
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_token = ?,"
+                f" lease_expires_at = ?, updated_at = ? WHERE event_id IN ({marks})"
+                " RETURNING event_id, attempts, is_replay, serialize_key",
+                (token, now + lease_s, now, *event_ids),
+            )
+        }
+        attempt_ids = {
+            int(row[1]): int(row[0])
+            for row in await conn.execute_fetchall(
+                "INSERT INTO attempts (event_id, number, is_replay, started_at) VALUES "
+                + ",".join(["(?, ?, ?, ?)"] * len(event_ids))
+                + " RETURNING id, event_id",
+                [v for e in event_ids for v in (e, jobs[e][1], jobs[e][2], now)],
+            )
+        }
         await conn.execute(
-            "UPDATE events SET status = ? WHERE id = ?", (str(EventStatus.PROCESSING), event_id)
+            f"UPDATE events SET status = ? WHERE id IN ({marks})",
+            (str(EventStatus.PROCESSING), *event_ids),
         )
-        event_rows = await conn.execute_fetchall(
-            "SELECT provider, key, event_type, body, headers, content_type FROM events"
-            " WHERE id = ?",
-            (event_id,),
-        )
-        ev = next(iter(event_rows))
-        headers = json.loads(ev["headers"]) if ev["headers"] is not None else {}
-        return ClaimedJob(
-            event_id=event_id,
-            provider=ev["provider"],
-            key=ev["key"],
-            event_type=ev["event_type"],
-            body=bytes(ev["body"]) if ev["body"] is not None else None,
-            headers=headers,
-            content_type=ev["content_type"],
-            serialize_key=serialize_key,
-            attempt=int(attempt),
-            is_replay=bool(is_replay),
-            lease_token=token,
-            attempt_id=attempt_id,
-            claimed_at_s=now,
-        )
+        events = {
+            int(row["id"]): row
+            for row in await conn.execute_fetchall(
+                "SELECT id, provider, key, event_type, body, headers, content_type FROM events"
+                f" WHERE id IN ({marks})",
+                tuple(event_ids),
+            )
+        }
+        claimed: list[ClaimedJob] = []
+        for event_id in event_ids:
+            _, attempt, is_replay, serialize_key = jobs[event_id]
+            ev = events[event_id]
+            claimed.append(
+                ClaimedJob(
+                    event_id=event_id,
+                    provider=ev["provider"],
+                    key=ev["key"],
+                    event_type=ev["event_type"],
+                    body=bytes(ev["body"]) if ev["body"] is not None else None,
+                    headers=json.loads(ev["headers"]) if ev["headers"] is not None else {},
+                    content_type=ev["content_type"],
+                    serialize_key=serialize_key,
+                    attempt=int(attempt),
+                    is_replay=bool(is_replay),
+                    lease_token=token,
+                    attempt_id=attempt_ids[event_id],
+                    claimed_at_s=now,
+                )
+            )
+        return claimed
 
     async def _finish(
         self,

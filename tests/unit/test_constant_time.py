@@ -13,7 +13,6 @@ from receiver.signatures import common
 from receiver.signatures.registry import get_scheme
 from tests.support.provider_cases import CASES, Kit
 
-
 _REAL_COMPARE = hmac.compare_digest
 
 
