@@ -16,8 +16,13 @@ from aiohttp import web
 _OK = b'{"status":"ok"}'
 
 
+DELAY_S = web.AppKey("delay_s", float)
+
+
 async def handle(request: web.Request) -> web.Response:
     await request.read()
+    if request.app[DELAY_S]:  # a slow downstream, for the backlog scenario
+        await asyncio.sleep(request.app[DELAY_S])
     return web.Response(body=_OK, content_type="application/json")
 
 
@@ -25,8 +30,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay-s", type=float, default=0.0, help="answer this much later")
     args = parser.parse_args()
     app = web.Application()
+    app[DELAY_S] = args.delay_s
     app.router.add_route("*", "/{tail:.*}", handle)
     try:
         import uvloop

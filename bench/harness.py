@@ -51,7 +51,7 @@ class Scenario:
     server: str  # b0 | b1 | receiver
     kind: str = "unique"  # request kind: unique | dup | mix
     provider: str = gen.PROVIDER_HMAC
-    db: str = "empty"  # empty | pool | stored
+    db: str = "empty"  # empty | pool | stored | backlog
     slow: bool = False
     title: str = ""
 
@@ -69,6 +69,12 @@ FAST = (
         title="receiver: unique, v1a Ed25519",
     ),
     Scenario("stored", "receiver", db="stored", title="receiver: unique, DB with N stored"),
+    Scenario(
+        "backlog",
+        "receiver",
+        db="backlog",
+        title="receiver: unique, B queued jobs and a slow handler working them",
+    ),
 )
 SLOW = tuple(
     replace(s, name=f"{s.name}-slow", slow=True, title=f"{s.title}, fsync +2 ms")
@@ -90,6 +96,8 @@ class Options:
     load: str = "wrk"
     stored_events: int = 1_000_000
     pool_size: int = 20_000
+    backlog_jobs: int = 100_000
+    handler_delay_s: float = 1.0
     fsync_delay_us: int = 2000
     with_slow: bool = True
     only: tuple[str, ...] = ()
@@ -115,6 +123,7 @@ class Options:
                 load="python",
                 stored_events=2_000,
                 pool_size=200,
+                backlog_jobs=200,
                 install=False,
             )
         return cls()
@@ -200,6 +209,8 @@ class Run:
     stored_copy: Path | None = None
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     counter: int = 0
+    # Servers a scenario needs beside the one measured (the backlog's slow handler target).
+    helpers: list[Server] = field(default_factory=list)
 
     def next_name(self, base: str) -> str:
         self.counter += 1
@@ -262,9 +273,51 @@ def _stored_db(run: Run) -> Path:
     return copy
 
 
+def _backlog_db(run: Run, name: str) -> Path:
+    """A fresh copy of a database holding ``backlog_jobs`` queued events (cached seed)."""
+    from receiver.store.database import SCHEMA_VERSION
+
+    n = run.opts.backlog_jobs
+    cached = CACHE / f"backlog-{n}-schema{SCHEMA_VERSION}.db"
+    if not cached.exists():
+        print(f"[bench] seeding {n:,} queued jobs into {cached} (cached for later runs)")
+        tmp = cached.with_name(cached.name + ".tmp")
+        gen.seeded_database(tmp, n, event_status="queued", job_status="queued")
+        tmp.rename(cached)
+    copy = _fresh_db(run.work / f"{name}.db")
+    shutil.copyfile(cached, copy)
+    return copy
+
+
+def _slow_target(run: Run, name: str) -> str:
+    """Start a downstream that takes ``handler_delay_s`` per call; return its URL."""
+    port = free_port()
+    target = start_server(
+        f"{name}-target",
+        [
+            sys.executable,
+            str(BENCH_DIR / "b0_noop.py"),
+            "--port",
+            str(port),
+            "--delay-s",
+            str(run.opts.handler_delay_s),
+        ],
+        port=port,
+        pinning=Pinning(run.pinning.load_core, run.pinning.load_core),
+        log_dir=run.work,
+        env=run.env,
+        cwd=REPO,
+        health_path="/",
+    )
+    run.helpers.append(target)
+    return f"http://127.0.0.1:{port}/hook"
+
+
 def _db_for(run: Run, scn: Scenario, name: str) -> Path:
     if scn.db == "stored":
         return _stored_db(run)
+    if scn.db == "backlog":
+        return _backlog_db(run, name)
     path = _fresh_db(run.work / f"{name}.db")
     if scn.db == "pool":
         gen.seeded_database(path, run.opts.pool_size)
@@ -279,7 +332,10 @@ def _start(run: Run, scn: Scenario, name: str, db: Path, port: int) -> Server:
     elif scn.server == "b1":
         argv = [py, str(BENCH_DIR / "b1_naive.py"), "--port", str(port), "--db", str(db)]
     else:
-        cfg = _receiver_config(run, run.work / f"{name}.yaml", port=port, db=db)
+        handler_url = _slow_target(run, name) if scn.db == "backlog" else None
+        cfg = _receiver_config(
+            run, run.work / f"{name}.yaml", port=port, db=db, handler_url=handler_url
+        )
         argv = [py, "-m", "receiver", "serve", "--config", str(cfg)]
     return start_server(
         name,
@@ -405,7 +461,7 @@ def run_scenario(run: Run, scn: Scenario, *, profile_to: Path | None = None) -> 
     """Start a fresh server, warm it up, measure one load run, stop it."""
     name = run.next_name(scn.name)
     db = _db_for(run, scn, name)
-    rows_before = _count_rows(scn, db) if scn.db == "stored" else {}
+    rows_before = _count_rows(scn, db) if scn.db in ("stored", "backlog") else {}
     port = free_port()
     server = _start(run, scn, name, db, port)
     opts = run.opts
@@ -428,6 +484,8 @@ def run_scenario(run: Run, scn: Scenario, *, profile_to: Path | None = None) -> 
         _cleanup_slices(prefix, opts.threads)
     finally:
         server.stop()
+        while run.helpers:
+            run.helpers.pop().stop()
     requests = int(load["requests"])
     errors = load["errors"]
     rps = requests / load["duration_s"] if load["duration_s"] else 0.0
@@ -455,7 +513,7 @@ def run_scenario(run: Run, scn: Scenario, *, profile_to: Path | None = None) -> 
     if scn.server != "b0" and scn.kind == "unique" and rows and rows["events"] < requests:
         problems.append(f"only {rows['events']} rows for {requests} acknowledged requests")
     result["problems"] = problems
-    if scn.db != "stored":
+    if scn.db != "stored":  # (the backlog database is a fresh copy too)
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
     if server.strace_log is not None:
@@ -746,6 +804,15 @@ def goals(
             "{:.0%}",
         )
     )
+    backlog = rps("backlog")
+    rows.append(
+        row(
+            "B queued jobs + a slow handler >= 90 % of unique-event ingest",
+            backlog / unique if backlog and unique else None,
+            0.90,
+            "{:.0%}",
+        )
+    )
     p99, b0_p99 = summary.get("unique", {}).get("p99_ms"), summary.get("B0", {}).get("p99_ms")
     p99_ratio = p99 / b0_p99 if p99 and b0_p99 else None
     rows.append(
@@ -817,7 +884,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"({o['load']}, {o['threads']} threads, {o['connections']} connections) on core "
         f"{report['pinning']['load_core']}; {o['rounds']} interleaved rounds of "
         f"{o['duration_s']:g} s (+{o['warmup_s']:g} s warm-up) per scenario; "
-        f"N stored = {o['stored_events']:,}; fsync delay {o['fsync_delay_us']} µs.",
+        f"N stored = {o['stored_events']:,}; B queued = {o['backlog_jobs']:,} "
+        f"(handler {o['handler_delay_s']:g} s per call); fsync delay {o['fsync_delay_us']} µs.",
         f"- Started {report['started']}, took {report['elapsed_s'] / 60:.1f} min.",
         "",
         "| scenario | req/s median [min-max] | vs B0 | p50 ms | p99 ms | p99.9 ms "
@@ -999,7 +1067,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pinning": asdict(pinning),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
         "titles": {
-            s.name: s.title.replace("N stored", f"{opts.stored_events:,} stored")
+            s.name: s.title.replace("N stored", f"{opts.stored_events:,} stored").replace(
+                "B queued", f"{opts.backlog_jobs:,} queued"
+            )
             for s in (*FAST, *SLOW)
         },
         "summary": summary,
