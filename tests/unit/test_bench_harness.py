@@ -143,7 +143,7 @@ def test_tiny_run_writes_the_table_and_the_json(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((out / "results.json").read_text())
     summary = report["summary"]
-    for name in ("B0", "B1", "unique", "dup", "mix", "ed25519", "stored"):
+    for name in ("B0", "B1", "unique", "dup", "mix", "ed25519", "stored", "backlog"):
         assert summary[name]["rps_median"] > 0, name
         assert summary[name]["problems"] == [], (name, summary[name]["problems"])
     assert summary["B0"]["ratio_to_b0"] == pytest.approx(1.0)
@@ -153,7 +153,7 @@ def test_tiny_run_writes_the_table_and_the_json(tmp_path: Path) -> None:
     dup_round = report["rounds"]["dup"][0]
     assert dup_round["rows_added"]["events"] == report["options"]["pool_size"]
     assert dup_round["rows_added"]["duplicates"] >= dup_round["requests"]
-    assert len(report["goals"]) == 7
+    assert len(report["goals"]) == 8
     assert report["soak"]["requests"] > 0
     markdown = (out / "results.md").read_text()
     assert "| B0: aiohttp no-op (the ceiling) |" in markdown
