@@ -21,7 +21,7 @@ DELAY_S = web.AppKey("delay_s", float)
 
 async def handle(request: web.Request) -> web.Response:
     await request.read()
-    if request.app[DELAY_S]:  # a slow downstream, for the backlog scenario
+    if request.app[DELAY_S] and request.method == "POST":  # a slow downstream (backlog)
         await asyncio.sleep(request.app[DELAY_S])
     return web.Response(body=_OK, content_type="application/json")
 

@@ -45,26 +45,30 @@ def memory_kb(pid: int) -> dict[str, int]:
     return out
 
 
+def fsync_delay_prefix(delay_us: int, log: Path) -> list[str]:
+    """strace in front of a command, delaying every fsync/fdatasync by ``delay_us``."""
+    return [
+        "strace",
+        "-f",
+        "-qq",
+        "--seccomp-bpf",
+        "-e",
+        "trace=fsync,fdatasync",
+        "-e",
+        f"inject=fsync,fdatasync:delay_exit={delay_us}",
+        "-o",
+        str(log),
+        "--",
+    ]
+
+
 def strace_supports_delay() -> bool:
     """True when strace exists and can delay fsync with --seccomp-bpf (strace >= 5.3)."""
     if shutil.which("strace") is None:
         return False
     try:
         done = subprocess.run(
-            [
-                "strace",
-                "-f",
-                "-qq",
-                "--seccomp-bpf",
-                "-e",
-                "trace=fsync,fdatasync",
-                "-e",
-                "inject=fsync,fdatasync:delay_exit=1",
-                "-o",
-                "/dev/null",
-                "--",
-                "true",
-            ],
+            [*fsync_delay_prefix(1, Path("/dev/null")), "true"],
             capture_output=True,
             timeout=10,
             check=False,
@@ -172,19 +176,7 @@ def start_server(
     strace_log = None
     if fsync_delay_us is not None:
         strace_log = log_dir / f"{name}.strace"
-        prefix += [
-            "strace",
-            "-f",
-            "-qq",
-            "--seccomp-bpf",
-            "-e",
-            "trace=fsync,fdatasync",
-            "-e",
-            f"inject=fsync,fdatasync:delay_exit={fsync_delay_us}",
-            "-o",
-            str(strace_log),
-            "--",
-        ]
+        prefix += fsync_delay_prefix(fsync_delay_us, strace_log)
     stderr_path = log_dir / f"{name}.stderr"
     with stderr_path.open("wb") as stderr:
         popen = subprocess.Popen(
