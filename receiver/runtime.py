@@ -142,9 +142,8 @@ class Receiver:
         self._runners.append(runner)
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
-        server = site._server  # the bound socket tells the real port when 0 was asked for
-        sockets = getattr(server, "sockets", None) or []
-        return int(sockets[0].getsockname()[1]) if sockets else port
+        # The bound address tells the real port when 0 (any free port) was asked for.
+        return int(runner.addresses[0][1])
 
     async def start(self) -> None:
         self._check_admin_exposure()

@@ -154,7 +154,7 @@ async def receive(request: web.Request) -> web.StreamResponse:
         metrics.ingest_latency.labels(name).observe(elapsed)
     log.info(
         outcome,
-        provider=name,
+        provider=name[:64],  # an unknown name is whatever the caller sent: never log it whole
         status=status,
         key=key,
         duration_ms=round(elapsed * 1000, 2),
