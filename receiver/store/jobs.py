@@ -123,7 +123,8 @@ class JobQueue:
         async def work(conn: aiosqlite.Connection) -> list[ClaimedJob]:
             return await self._claim(conn, caps=caps, limit=limit, now=now, lease_s=lease_s)
 
-        return await self._db.transaction(work)
+        # Shares its transaction (and fsync) with the completions written at the same moment.
+        return await self._db.coalesced(work)
 
     async def _claim(
         self,
