@@ -125,14 +125,5 @@ class SqliteStore:
             row = await cur.fetchone()
         return row_to_event(row) if row is not None else None
 
-    async def get_event_by_key(self, key: str) -> StoredEvent | None:
-        await self.writer.settle()
-        async with (
-            self.db.reading() as conn,
-            conn.execute("SELECT * FROM events WHERE key = ?", (key,)) as cur,
-        ):
-            row = await cur.fetchone()
-        return row_to_event(row) if row is not None else None
-
     async def check_writable(self) -> bool:
         return await self.db.check_writable()

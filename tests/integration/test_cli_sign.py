@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from receiver.cli import main
+from tests.integration.conftest import Harness
 from tests.support.factories import SECRET_ENV, TEST_SECRET, event_body
 
 
@@ -21,16 +22,21 @@ def _sign(capsys: pytest.CaptureFixture[str], config: Path, body_file: Path, *ex
     return captured.out
 
 
-async def test_signed_headers_are_accepted(
-    make_harness: Any,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
+@pytest.fixture
+async def signing(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> tuple[Harness, Path]:
+    """A receiver with the ``sw`` provider, its secret in the environment, and a body file."""
     monkeypatch.setenv(SECRET_ENV, TEST_SECRET)
-    harness = await make_harness()
     body_file = tmp_path / "event.json"
     body_file.write_bytes(event_body(1))
+    return await make_harness(), body_file
+
+
+async def test_signed_headers_are_accepted(
+    signing: tuple[Harness, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    harness, body_file = signing
     out = _sign(capsys, harness.receiver.config.path, body_file, "--event-id", "msg_cli")
     headers = dict(line.split(": ", 1) for line in out.strip().splitlines())
     assert TEST_SECRET not in out
@@ -40,15 +46,9 @@ async def test_signed_headers_are_accepted(
 
 
 async def test_curl_line_carries_the_same_headers(
-    make_harness: Any,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+    signing: tuple[Harness, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv(SECRET_ENV, TEST_SECRET)
-    harness = await make_harness()
-    body_file = tmp_path / "event.json"
-    body_file.write_bytes(event_body(2))
+    harness, body_file = signing
     argv = shlex.split(_sign(capsys, harness.receiver.config.path, body_file, "--curl"))
     assert argv[:4] == ["curl", "-sS", "-X", "POST"]
     assert argv[-1] == f"@{body_file}"

@@ -717,7 +717,6 @@ def _is_alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
 async def test_a_command_timeout_kills_the_whole_process_group(
     store: SqliteStore, clock: FakeClock, tmp_path: Path
 ) -> None:
