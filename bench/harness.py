@@ -534,7 +534,7 @@ def _start_profiler(pid: int, seconds: float, out: Path) -> subprocess.Popen[byt
             "--duration",
             str(max(1, int(seconds))),
             "--rate",
-            "200",
+            "1000",
             "--nonblocking",
             "--format",
             "raw",
@@ -957,7 +957,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--no-slow", action="store_true", help="skip the fsync +2 ms scenarios")
     p.add_argument("--only", help="comma-separated scenario names (B0 always runs)")
     p.add_argument("--batch-max", type=int, help="receiver storage.batch_max")
-    p.add_argument("--profile", action="store_true", help="py-spy flame graph of 'unique'")
+    p.add_argument("--profile", action="store_true", help="py-spy profile of each receiver scenario (last round)")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     p.add_argument("--out", type=Path, help="results directory (default bench/results)")
     a = p.parse_args(argv)
@@ -1028,9 +1028,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for r in range(opts.rounds):
             for scn in scenarios:
                 profile_to = None
-                if opts.profile and scn.name == "unique" and r == opts.rounds - 1:
+                if opts.profile and scn.server == "receiver" and r == opts.rounds - 1:
                     opts.out.mkdir(parents=True, exist_ok=True)
-                    profile_to = opts.out / "profile-unique.txt"
+                    profile_to = opts.out / f"profile-{scn.name}.txt"
                 try:
                     res = run_scenario(run, scn, profile_to=profile_to)
                 except (OSError, RuntimeError, subprocess.SubprocessError) as exc:

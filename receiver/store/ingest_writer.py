@@ -16,10 +16,10 @@ __all__ = ["IngestWriter"]
 
 import asyncio
 import functools
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import aiosqlite
 import orjson
 import structlog
 
@@ -88,8 +88,6 @@ class IngestWriter:
         self._flusher: asyncio.Task[None] | None = None
         self._is_closed = False
         self.recent = RecentKeys(recent_max)
-        # Filled by a batch's transaction, remembered once it has committed.
-        self._committed_keys: list[tuple[str, int, str, float]] = []
         self._settle_waiters: list[asyncio.Future[None]] = []
 
     def _start_flusher(self) -> None:
@@ -107,8 +105,9 @@ class IngestWriter:
         future: asyncio.Future[IngestOutcome] = loop.create_future()
         self._pending.append(_Pending(event, future))
         self._start_flusher()
-        # Shield: a client that disconnects must not cancel a commit others wait on.
-        return await asyncio.shield(future)
+        # The future only reports: a cancelled caller cancels it, never the batch's commit (the
+        # flusher is its own task and skips futures that are already done).
+        return await future
 
     async def settle(self) -> None:
         """Wait until duplicate counts answered from memory so far are written (for readers
@@ -142,8 +141,12 @@ class IngestWriter:
                 item.future.set_exception(error)
 
     async def _commit(self, batch: Sequence[_Pending]) -> None:
+        touches = self.recent.take_touches()  # duplicates answered from memory since the last one
+        write = functools.partial(
+            _write_batch, events=[item.event for item in batch], touches=touches, now=self._clock()
+        )
         try:
-            outcomes = await self._db.transaction(functools.partial(self._write, batch=batch))
+            written = await self._db.transaction_sync(write)
         except StorageUnavailable as exc:
             self._fail(batch, exc)
             return
@@ -163,164 +166,15 @@ class IngestWriter:
             return
         if self._on_batch is not None:
             self._on_batch(len(batch))
-        for entry in self._committed_keys:  # on disk now: redeliveries may skip the store
+        for entry in written.committed_keys:  # on disk now: redeliveries may skip the store
             self.recent.remember(*entry)
-        for item, outcome in zip(batch, outcomes, strict=True):
+        for item, outcome in zip(batch, written.outcomes, strict=True):
             if not item.future.done():
                 item.future.set_result(outcome)
         if self._on_committed is not None and any(
-            isinstance(o, Accepted) or o.requeued for o in outcomes
+            isinstance(o, Accepted) or o.requeued for o in written.outcomes
         ):
             self._on_committed()
-
-    async def _write(
-        self, conn: aiosqlite.Connection, *, batch: Sequence[_Pending]
-    ) -> list[IngestOutcome]:
-        now = self._clock()
-        self._committed_keys = []
-        touches = self.recent.take_touches()
-        if touches:  # duplicates answered from memory since the last commit
-            await conn.executemany(
-                "UPDATE events SET duplicate_count = duplicate_count + ?, last_seen_at = ?"
-                " WHERE id = ?",
-                touches,
-            )
-        if not batch:
-            return []
-        # The first occurrence of each key in the batch is the candidate for insertion.
-        firsts: dict[str, NewEvent] = {}
-        for item in batch:
-            firsts.setdefault(item.event.key, item.event)
-        candidates = list(firsts.values())
-        sql = (
-            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES "
-            + ",".join([_EVENT_PLACEHOLDERS] * len(candidates))
-            + " ON CONFLICT(key) DO NOTHING RETURNING id, key"
-        )
-        params = [value for ev in candidates for value in _event_row(ev)]
-        inserted: dict[str, int] = {
-            row[1]: row[0] for row in await conn.execute_fetchall(sql, params)
-        }
-        if inserted:
-            await conn.executemany(
-                "INSERT INTO jobs (event_id, provider, status, run_at, serialize_key, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        inserted[ev.key],
-                        ev.provider,
-                        str(JobStatus.QUEUED),
-                        ev.received_at_s,
-                        ev.serialize_key,
-                        now,
-                    )
-                    for ev in candidates
-                    if ev.key in inserted
-                ],
-            )
-        # Everything else in the batch is a redelivery of a committed (or same-batch) event.
-        claimed: set[str] = set()
-        duplicates: list[NewEvent] = []
-        for item in batch:
-            key = item.event.key
-            if key in inserted and key not in claimed:
-                claimed.add(key)
-            else:
-                duplicates.append(item.event)
-        dup_outcomes = await self._record_duplicates(conn, duplicates, inserted, now)
-        outcomes: list[IngestOutcome] = []
-        claimed.clear()
-        dup_iter = iter(dup_outcomes)
-        for item in batch:
-            key = item.event.key
-            if key in inserted and key not in claimed:
-                claimed.add(key)
-                outcomes.append(Accepted(id=inserted[key], key=key))
-                ev = item.event
-                self._committed_keys.append(
-                    (key, inserted[key], ev.fingerprint, ev.dedupe_expires_at_s)
-                )
-            else:
-                outcomes.append(next(dup_iter))
-        return outcomes
-
-    async def _record_duplicates(
-        self,
-        conn: aiosqlite.Connection,
-        duplicates: Sequence[NewEvent],
-        inserted: dict[str, int],
-        now: float,
-    ) -> list[Duplicate]:
-        if not duplicates:
-            return []
-        keys = sorted({ev.key for ev in duplicates})
-        originals: dict[str, tuple[int, str, str, int]] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            rows = await conn.execute_fetchall(
-                "SELECT id, key, fingerprint, status, requeue_dead, dedupe_expires_at"
-                " FROM events WHERE key IN (" + ",".join("?" * len(chunk)) + ")",
-                chunk,
-            )
-            for row in rows:
-                originals[row[1]] = (row[0], row[2], row[3], row[4])
-                if row[3] != EventStatus.DEAD:
-                    self._committed_keys.append((row[1], row[0], row[2], row[5]))
-        results: list[Duplicate] = []
-        counts: dict[int, tuple[int, int]] = {}
-        conflicts: list[tuple[int, str, float]] = []
-        requeue: list[int] = []
-        for ev in duplicates:
-            original = originals.get(ev.key)
-            if original is None:  # purged between the insert and now: cannot happen in one txn
-                raise StorageUnavailable("the original event vanished", retry_after_s=1)
-            event_id, fingerprint, status, requeue_dead = original
-            is_conflict = fingerprint != ev.fingerprint
-            dup, conf = counts.get(event_id, (0, 0))
-            counts[event_id] = (dup + 1, conf + int(is_conflict))
-            if is_conflict:
-                conflicts.append((event_id, ev.fingerprint, now))
-            is_requeued = (
-                status == EventStatus.DEAD
-                and bool(requeue_dead)
-                and ev.requeue_dead
-                and event_id not in requeue
-                and event_id not in inserted.values()
-            )
-            if is_requeued:
-                requeue.append(event_id)
-            results.append(
-                Duplicate(id=event_id, key=ev.key, is_conflict=is_conflict, requeued=is_requeued)
-            )
-        await conn.executemany(
-            "UPDATE events SET duplicate_count = duplicate_count + ?,"
-            " conflict_count = conflict_count + ?, last_seen_at = ? WHERE id = ?",
-            [(dup, conf, now, event_id) for event_id, (dup, conf) in counts.items()],
-        )
-        if conflicts:
-            await conn.executemany(
-                "INSERT INTO conflicts (event_id, fingerprint, seen_at) VALUES (?, ?, ?)",
-                conflicts,
-            )
-        if requeue:
-            await self._requeue_dead(conn, requeue, now)
-        return results
-
-    async def _requeue_dead(
-        self, conn: aiosqlite.Connection, event_ids: Sequence[int], now: float
-    ) -> None:
-        """A provider redelivering a dead event says it still matters: queue it again."""
-        rows = [(event_id,) for event_id in event_ids]
-        await conn.executemany(
-            "UPDATE jobs SET status = 'queued', attempts = 0, run_at = ?, lease_token = NULL,"
-            " lease_expires_at = NULL, updated_at = ? WHERE event_id = ?",
-            [(now, now, event_id) for event_id in event_ids],
-        )
-        await conn.executemany("UPDATE events SET status = 'queued' WHERE id = ?", rows)
-        await conn.executemany(
-            "INSERT INTO requeues (event_id, at, cause) VALUES (?, ?, 'redelivery')",
-            [(event_id, now) for event_id in event_ids],
-        )
 
     async def close(self) -> None:
         """Stop taking new events and wait for the pending ones to commit."""
@@ -328,3 +182,163 @@ class IngestWriter:
         flusher = self._flusher
         if flusher is not None and not flusher.done():
             await asyncio.wait({flusher})
+
+
+# ----------------------------------------------------------------------------- on the writer thread
+# Plain sqlite3 code run by Database.transaction_sync: one batch, BEGIN to COMMIT, in one call.
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    outcomes: list[IngestOutcome]
+    # (key, event id, fingerprint, dedupe expiry) of every event now known committed.
+    committed_keys: list[tuple[str, int, str, float]]
+
+
+_INSERT_JOB = (
+    "INSERT INTO jobs (event_id, provider, status, run_at, serialize_key, updated_at)"
+    f" VALUES (?, ?, '{JobStatus.QUEUED}', ?, ?, ?)"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_events_sql(rows: int) -> str:
+    return (
+        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES "
+        + ",".join([_EVENT_PLACEHOLDERS] * rows)
+        + " ON CONFLICT(key) DO NOTHING RETURNING id, key"
+    )
+
+
+def _write_batch(
+    conn: sqlite3.Connection,
+    *,
+    events: Sequence[NewEvent],
+    touches: Sequence[tuple[int, float, int]],
+    now: float,
+) -> _Written:
+    if touches:
+        conn.executemany(
+            "UPDATE events SET duplicate_count = duplicate_count + ?, last_seen_at = ?"
+            " WHERE id = ?",
+            touches,
+        )
+    committed: list[tuple[str, int, str, float]] = []
+    if not events:
+        return _Written([], committed)
+    # The first occurrence of each key in the batch is the candidate for insertion.
+    firsts: dict[str, NewEvent] = {}
+    for ev in events:
+        firsts.setdefault(ev.key, ev)
+    candidates = list(firsts.values())
+    params = [value for ev in candidates for value in _event_row(ev)]
+    inserted: dict[str, int] = {
+        key: event_id
+        for event_id, key in conn.execute(_insert_events_sql(len(candidates)), params).fetchall()
+    }
+    if inserted:
+        conn.executemany(
+            _INSERT_JOB,
+            [
+                (inserted[ev.key], ev.provider, ev.received_at_s, ev.serialize_key, now)
+                for ev in candidates
+                if ev.key in inserted
+            ],
+        )
+    # Everything else in the batch is a redelivery of a committed (or same-batch) event.
+    claimed: set[str] = set()
+    is_original: list[bool] = []
+    for ev in events:
+        first = ev.key in inserted and ev.key not in claimed
+        if first:
+            claimed.add(ev.key)
+        is_original.append(first)
+    duplicates = [ev for ev, first in zip(events, is_original, strict=True) if not first]
+    dup_outcomes = iter(_record_duplicates(conn, duplicates, inserted, now, committed))
+    outcomes: list[IngestOutcome] = []
+    for ev, first in zip(events, is_original, strict=True):
+        if first:
+            outcomes.append(Accepted(id=inserted[ev.key], key=ev.key))
+            committed.append((ev.key, inserted[ev.key], ev.fingerprint, ev.dedupe_expires_at_s))
+        else:
+            outcomes.append(next(dup_outcomes))
+    return _Written(outcomes, committed)
+
+
+def _record_duplicates(
+    conn: sqlite3.Connection,
+    duplicates: Sequence[NewEvent],
+    inserted: dict[str, int],
+    now: float,
+    committed: list[tuple[str, int, str, float]],
+) -> list[Duplicate]:
+    if not duplicates:
+        return []
+    keys = sorted({ev.key for ev in duplicates})
+    originals: dict[str, tuple[int, str, str, int]] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        rows = conn.execute(
+            "SELECT id, key, fingerprint, status, requeue_dead, dedupe_expires_at"
+            " FROM events WHERE key IN (" + ",".join("?" * len(chunk)) + ")",
+            chunk,
+        ).fetchall()
+        for row in rows:
+            originals[row[1]] = (row[0], row[2], row[3], row[4])
+            if row[3] != EventStatus.DEAD:
+                committed.append((row[1], row[0], row[2], row[5]))
+    results: list[Duplicate] = []
+    counts: dict[int, tuple[int, int]] = {}
+    conflicts: list[tuple[int, str, float]] = []
+    requeue: list[int] = []
+    inserted_ids = set(inserted.values())
+    for ev in duplicates:
+        original = originals.get(ev.key)
+        if original is None:  # purged between the insert and now: cannot happen in one txn
+            raise StorageUnavailable("the original event vanished", retry_after_s=1)
+        event_id, fingerprint, status, requeue_dead = original
+        is_conflict = fingerprint != ev.fingerprint
+        dup, conf = counts.get(event_id, (0, 0))
+        counts[event_id] = (dup + 1, conf + int(is_conflict))
+        if is_conflict:
+            conflicts.append((event_id, ev.fingerprint, now))
+        is_requeued = (
+            status == EventStatus.DEAD
+            and bool(requeue_dead)
+            and ev.requeue_dead
+            and event_id not in requeue
+            and event_id not in inserted_ids
+        )
+        if is_requeued:
+            requeue.append(event_id)
+        results.append(
+            Duplicate(id=event_id, key=ev.key, is_conflict=is_conflict, requeued=is_requeued)
+        )
+    conn.executemany(
+        "UPDATE events SET duplicate_count = duplicate_count + ?,"
+        " conflict_count = conflict_count + ?, last_seen_at = ? WHERE id = ?",
+        [(dup, conf, now, event_id) for event_id, (dup, conf) in counts.items()],
+    )
+    if conflicts:
+        conn.executemany(
+            "INSERT INTO conflicts (event_id, fingerprint, seen_at) VALUES (?, ?, ?)", conflicts
+        )
+    if requeue:
+        _requeue_dead(conn, requeue, now)
+    return results
+
+
+def _requeue_dead(conn: sqlite3.Connection, event_ids: Sequence[int], now: float) -> None:
+    """A provider redelivering a dead event says it still matters: queue it again."""
+    conn.executemany(
+        "UPDATE jobs SET status = 'queued', attempts = 0, run_at = ?, lease_token = NULL,"
+        " lease_expires_at = NULL, updated_at = ? WHERE event_id = ?",
+        [(now, now, event_id) for event_id in event_ids],
+    )
+    conn.executemany(
+        "UPDATE events SET status = 'queued' WHERE id = ?", [(event_id,) for event_id in event_ids]
+    )
+    conn.executemany(
+        "INSERT INTO requeues (event_id, at, cause) VALUES (?, ?, 'redelivery')",
+        [(event_id, now) for event_id in event_ids],
+    )

@@ -120,22 +120,17 @@ async def test_io_error_at_commit_is_503_and_nothing_is_half_written(
     """SQLite reports an I/O error when the disk fails under it; injected here at COMMIT on the
     store's own writer connection (the one place a failing fsync surfaces)."""
     harness: Harness = await make_harness()
-    writer = harness.receiver.store.db._writer
-    assert writer is not None
-    real_execute = writer.execute
+    db = harness.receiver.store.db
+    real_commit = db._commit
     failures = {"left": 3}
 
-    def flaky_execute(sql: str, *args: Any) -> Any:
-        if sql == "COMMIT" and failures["left"] > 0:
+    def flaky_commit(raw: sqlite3.Connection) -> None:
+        if failures["left"] > 0:
             failures["left"] -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        real_commit(raw)
 
-            async def fail() -> None:
-                raise sqlite3.OperationalError("disk I/O error")
-
-            return fail()
-        return real_execute(sql, *args)
-
-    monkeypatch.setattr(writer, "execute", flaky_execute)
+    monkeypatch.setattr(db, "_commit", flaky_commit)
     body = event_body("io")
     resp = await harness.post("sw", body, signed_headers(body, msg_id="io"))
     assert resp.status == 503

@@ -14,38 +14,43 @@ raise SystemExit(main())" serve --config PATH
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Sequence
-
-import aiosqlite
+import sqlite3
+import time
 
 from receiver.models import IngestOutcome
 from receiver.store import ingest_writer
-from receiver.store.ingest_writer import IngestWriter, _Pending
+from receiver.store.ingest_writer import IngestWriter
 
 # Wide enough that a SIGKILL sent right after the first answers always lands before COMMIT.
 COMMIT_DELAY_S = 3.0
 
-_original_write = IngestWriter._write
+_original_write_batch = ingest_writer._write_batch
 
 
-async def _ack_then_commit_late(
-    self: IngestWriter, conn: aiosqlite.Connection, *, batch: Sequence[_Pending]
-) -> list[IngestOutcome]:
-    outcomes = await _original_write(self, conn, batch=batch)
-    for item, outcome in zip(batch, outcomes, strict=True):
-        if not item.future.done():
-            item.future.set_result(outcome)  # the bug: answered before the COMMIT below
-    await asyncio.sleep(COMMIT_DELAY_S)
-    return outcomes
+def _answer(future: asyncio.Future[IngestOutcome], outcome: IngestOutcome) -> None:
+    if not future.done():
+        future.set_result(outcome)
 
 
 async def _flush(self: IngestWriter) -> None:
+    loop = asyncio.get_running_loop()
     while self._pending:
         batch = self._pending[: self._batch_max]
         del self._pending[: self._batch_max]
-        write = functools.partial(_ack_then_commit_late, self, batch=batch)
-        await self._db.transaction(write)
+
+        def ack_then_commit_late(
+            conn: sqlite3.Connection, batch: list[ingest_writer._Pending] = batch
+        ) -> object:
+            written = _original_write_batch(
+                conn, events=[item.event for item in batch], touches=[], now=time.time()
+            )
+            for item, outcome in zip(batch, written.outcomes, strict=True):
+                # The bug: answered before the COMMIT below.
+                loop.call_soon_threadsafe(_answer, item.future, outcome)
+            time.sleep(COMMIT_DELAY_S)
+            return written
+
+        await self._db.transaction_sync(ack_then_commit_late)
 
 
 ingest_writer.IngestWriter._flush = _flush  # type: ignore[method-assign]
