@@ -957,7 +957,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--no-slow", action="store_true", help="skip the fsync +2 ms scenarios")
     p.add_argument("--only", help="comma-separated scenario names (B0 always runs)")
     p.add_argument("--batch-max", type=int, help="receiver storage.batch_max")
-    p.add_argument("--profile", action="store_true", help="py-spy profile of each receiver scenario (last round)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy profile of each receiver scenario (last round)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     p.add_argument("--out", type=Path, help="results directory (default bench/results)")
     a = p.parse_args(argv)

@@ -11,7 +11,9 @@ __all__ = ["configure_logging"]
 import json
 import logging
 import sys
-from typing import Literal
+import time
+from collections.abc import MutableMapping
+from typing import Any, Literal
 
 import orjson
 import structlog
@@ -33,6 +35,30 @@ def _dumps(event: object, **_: object) -> str:
         return json.dumps(event, default=str)
 
 
+class _UtcTimestamp:
+    """``timestamp``: ISO 8601 UTC with microseconds, as structlog's ``TimeStamper(fmt="iso",
+    utc=True)`` writes it, with the date and time formatted once per second (there is a log line
+    per request)."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(
+        self, logger: object, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        micros = min(round((now - second) * 1_000_000), 999_999)
+        event_dict["timestamp"] = f"{self._prefix}.{micros:06d}Z"
+        return event_dict
+
+
 def configure_logging(
     level: str = "info", fmt: Literal["auto", "json", "console"] = "auto"
 ) -> None:
@@ -44,9 +70,8 @@ def configure_logging(
     )
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _UtcTimestamp(),
             structlog.processors.format_exc_info,
             renderer,
         ],

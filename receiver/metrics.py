@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["Metrics"]
+__all__ = ["IngestMetrics", "Metrics"]
+
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -10,6 +12,18 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # Handlers are slower than an ingest ack: up to their timeouts (seconds to minutes).
 _HANDLER_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestMetrics:
+    """One configured provider's ingest series, labelled once (``labels()`` is a lookup under a
+    lock on every call; the ingest path counts several times per request)."""
+
+    accepted: Counter
+    duplicate: Counter
+    duplicates: Counter
+    conflicts: Counter
+    latency: Histogram
 
 
 class Metrics:
@@ -54,6 +68,21 @@ class Metrics:
         )
         self._add_worker_metrics()
         self._add_operations_metrics()
+        self._ingest: dict[str, IngestMetrics] = {}
+
+    def ingest_for(self, provider: str) -> IngestMetrics:
+        """The series of a configured provider (never call it with an unchecked name: each
+        name is kept)."""
+        series = self._ingest.get(provider)
+        if series is None:
+            series = self._ingest[provider] = IngestMetrics(
+                accepted=self.received.labels(provider, "accepted"),
+                duplicate=self.received.labels(provider, "duplicate"),
+                duplicates=self.duplicates.labels(provider),
+                conflicts=self.conflicts.labels(provider),
+                latency=self.ingest_latency.labels(provider),
+            )
+        return series
 
     def _add_worker_metrics(self) -> None:
         r = self.registry

@@ -74,6 +74,12 @@ def _headers(request: web.Request) -> dict[str, str]:
     return headers
 
 
+def _url(request: web.Request) -> str:
+    """The URL as the provider called it: the path and query exactly as sent on the wire (what
+    URL-signing schemes sign), not re-encoded by a URL parser."""
+    return f"{request.scheme}://{request.host}{request.raw_path}"
+
+
 def _outcome_json(outcome: IngestOutcome) -> dict[str, str]:
     status = "accepted" if isinstance(outcome, Accepted) else "duplicate"
     return {"status": status, "id": str(outcome.id), "key": outcome.key}
@@ -103,11 +109,11 @@ async def receive(request: web.Request) -> web.StreamResponse:
         inbound = InboundRequest(
             provider=name,
             method=request.method,
-            url=str(request.url),
+            url=_url(request),
             headers=_headers(request),
             body=body,
             remote=request.remote or "",
-            query=dict(request.query),
+            query=dict(request.query) if request.query_string else {},
         )
         result = await service.ingest(inbound)
     except RequestRejected as exc:
@@ -141,17 +147,18 @@ async def receive(request: web.Request) -> web.StreamResponse:
         else:
             response, outcome, key = _result_response(result)
             status = 200
+            series = metrics.ingest_for(name)  # a configured provider: ingest found it
             for o in result.outcomes:
                 if isinstance(o, Accepted):
-                    metrics.received.labels(name, "accepted").inc()
+                    series.accepted.inc()
                     continue
-                metrics.received.labels(name, "duplicate").inc()
-                metrics.duplicates.labels(name).inc()
+                series.duplicate.inc()
+                series.duplicates.inc()
                 if o.is_conflict:
-                    metrics.conflicts.labels(name).inc()
+                    series.conflicts.inc()
     elapsed = time.perf_counter() - started
-    if outcome != "request_rejected" or status != 404:
-        metrics.ingest_latency.labels(name).observe(elapsed)
+    if outcome != "request_rejected" or status != 404:  # not an unknown provider's name
+        metrics.ingest_for(name).latency.observe(elapsed)
     log.info(
         outcome,
         provider=name[:64],  # an unknown name is whatever the caller sent: never log it whole

@@ -53,9 +53,7 @@ class Handshaker(Protocol):
 class Signer(Protocol):
     """Produces the headers a provider would send, for ``receiver sign`` and for tests."""
 
-    def sign(
-        self, body: bytes, *, now_s: float, event_id: str, url: str
-    ) -> dict[str, str]: ...
+    def sign(self, body: bytes, *, now_s: float, event_id: str, url: str) -> dict[str, str]: ...
 
 
 @runtime_checkable

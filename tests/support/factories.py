@@ -42,8 +42,7 @@ def write_config(
         "storage": {"path": str(tmp_path / "receiver.db"), **(storage or {})},
         "logging": {"format": "json"},
         "providers": dict(
-            providers
-            or {"sw": {"scheme": "standard-webhooks", "secret_envs": [SECRET_ENV]}}
+            providers or {"sw": {"scheme": "standard-webhooks", "secret_envs": [SECRET_ENV]}}
         ),
     }
     if worker:

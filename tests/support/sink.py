@@ -112,5 +112,3 @@ async def drained(db: Path, *, timeout_s: float = 60.0) -> None:
         await asyncio.wait_for(poll(), timeout=timeout_s)
     except TimeoutError:
         raise AssertionError("the queue did not drain") from None
-
-

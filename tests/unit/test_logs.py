@@ -1,0 +1,62 @@
+"""The log line's shape: what log shippers parse."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+import structlog
+
+from receiver.logs import _UtcTimestamp, configure_logging
+
+
+@pytest.fixture
+def stdout(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", buffer)
+    configure_logging("info", "json")
+    yield buffer
+    structlog.reset_defaults()
+
+
+def test_a_json_line_has_level_event_and_a_utc_iso_timestamp(stdout: io.StringIO) -> None:
+    before = datetime.now(UTC)
+    structlog.get_logger("t").info("event_accepted", key="p:1", status=200)
+    after = datetime.now(UTC)
+    line = json.loads(stdout.getvalue())
+    assert line["event"] == "event_accepted"
+    assert line["level"] == "info"
+    assert (line["key"], line["status"]) == ("p:1", 200)
+    stamp = line["timestamp"]
+    assert stamp.endswith("Z")
+    moment = datetime.fromisoformat(stamp.removesuffix("Z") + "+00:00")
+    assert before.replace(microsecond=0) <= moment <= after
+
+
+def test_debug_lines_are_dropped_at_info(stdout: io.StringIO) -> None:
+    structlog.get_logger("t").debug("noise")
+    assert stdout.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        (1_700_000_000.0, "2023-11-14T22:13:20.000000Z"),
+        (1_700_000_000.25, "2023-11-14T22:13:20.250000Z"),
+        (1_700_000_001.000001, "2023-11-14T22:13:21.000001Z"),  # the next second: new prefix
+        (1_700_000_000.999999, "2023-11-14T22:13:20.999999Z"),  # and back: recomputed again
+    ],
+)
+def test_the_timestamp_matches_the_standard_library_to_the_microsecond(
+    monkeypatch: pytest.MonkeyPatch, now: float, expected: str
+) -> None:
+    stamper = _UtcTimestamp()
+    stamper(None, "info", {})  # a cached second from "now" must not leak into the next call
+    monkeypatch.setattr("receiver.logs.time.time", lambda: now)
+    stamp = stamper(None, "info", {})["timestamp"]
+    assert stamp == expected
+    assert stamp == datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
