@@ -24,7 +24,7 @@ import aiosqlite
 from receiver.errors import StorageUnavailable
 
 T = TypeVar("T")
-_Coalesced = tuple[Callable[[aiosqlite.Connection], Awaitable[Any]], "asyncio.Future[object]"]
+_Coalesced = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[object]"]
 
 SCHEMA_VERSION = 2
 
@@ -201,10 +201,11 @@ class Database:
         thread once instead of once per statement. The ingest path's group commits use it."""
         return await _run_to_completion(self._transaction_sync(work))
 
-    async def coalesced(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Like :meth:`transaction`, but small writes issued at the same time share one
-        transaction (one fsync): the worker's job completions. ``work`` must not raise for
-        its own reasons: a failure of any fails the whole group (nothing half-written)."""
+    async def coalesced(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Like :meth:`transaction_sync`, but small writes issued at the same time share one
+        transaction (one fsync, one hand-off to the writer thread): the worker's claims and job
+        completions. ``work`` must not raise for its own reasons: a failure of any fails the
+        whole group (nothing half-written)."""
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._coalesce_queue.append((work, future))
         if self._coalescer is None or self._coalescer.done():
@@ -215,13 +216,11 @@ class Database:
         while self._coalesce_queue:
             group, self._coalesce_queue = self._coalesce_queue, []
 
-            async def run_all(
-                conn: aiosqlite.Connection, group: list[_Coalesced] = group
-            ) -> list[object]:
-                return [await work(conn) for work, _ in group]
+            def run_all(conn: sqlite3.Connection, group: list[_Coalesced] = group) -> list[object]:
+                return [work(conn) for work, _ in group]
 
             try:
-                results = await self.transaction(run_all)
+                results = await self.transaction_sync(run_all)
             except Exception as exc:
                 for _, future in group:
                     if not future.done():

@@ -21,10 +21,9 @@ __all__ = ["AttemptRecord", "ClaimedJob", "JobQueue", "QueueStats"]
 
 import json
 import secrets
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-
-import aiosqlite
 
 from receiver.models import EventStatus, JobStatus
 from receiver.store.database import Database
@@ -120,111 +119,11 @@ class JobQueue:
         if limit <= 0 or not caps:
             return []
 
-        async def work(conn: aiosqlite.Connection) -> list[ClaimedJob]:
-            return await self._claim(conn, caps=caps, limit=limit, now=now, lease_s=lease_s)
+        def work(conn: sqlite3.Connection) -> list[ClaimedJob]:
+            return _claim(conn, caps=caps, limit=limit, now=now, lease_s=lease_s)
 
         # Shares its transaction (and fsync) with the completions written at the same moment.
         return await self._db.coalesced(work)
-
-    async def _claim(
-        self,
-        conn: aiosqlite.Connection,
-        *,
-        caps: Mapping[str, int | None],
-        limit: int,
-        now: float,
-        lease_s: float,
-    ) -> list[ClaimedJob]:
-        names = sorted(caps)
-        placeholders, params = _in(names)
-        busy = {
-            row[0]: int(row[1])
-            for row in await conn.execute_fetchall(
-                "SELECT provider, COUNT(*) FROM jobs WHERE status = 'running'"
-                f" AND lease_expires_at > :now AND provider IN {placeholders} GROUP BY provider",
-                {"now": now, **params},
-            )
-        }
-        candidates: list[tuple[float, int]] = []
-        for name in names:
-            cap = caps[name]
-            room = limit if cap is None else min(limit, cap - busy.get(name, 0))
-            if room <= 0:
-                continue
-            rows = await conn.execute_fetchall(
-                _CANDIDATES, {"provider": name, "now": now, "limit": room}
-            )
-            candidates.extend((float(row[1]), int(row[0])) for row in rows)
-        chosen = [event_id for _, event_id in sorted(candidates)[:limit]]
-        return await self._lease(conn, chosen, now=now, lease_s=lease_s)
-
-    async def _lease(
-        self, conn: aiosqlite.Connection, event_ids: Sequence[int], *, now: float, lease_s: float
-    ) -> list[ClaimedJob]:
-        """Lease the chosen jobs with set-based statements (a handful per claim, not per job).
-        One token per claim: every later step names its own job *and* the token."""
-        if not event_ids:
-            return []
-        token = secrets.token_hex(16)
-        marks = ",".join("?" * len(event_ids))
-        # A previous run whose lease ran out never reported: close its attempt row.
-        await conn.execute(
-            "UPDATE attempts SET finished_at = ?, outcome = 'retry', error = ?"
-            f" WHERE event_id IN ({marks}) AND outcome IS NULL",
-            (now, _LEASE_LOST, *event_ids),
-        )
-        jobs = {
-            int(row[0]): row
-            for row in await conn.execute_fetchall(
-                "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_token = ?,"
-                f" lease_expires_at = ?, updated_at = ? WHERE event_id IN ({marks})"
-                " RETURNING event_id, attempts, is_replay, serialize_key",
-                (token, now + lease_s, now, *event_ids),
-            )
-        }
-        attempt_ids = {
-            int(row[1]): int(row[0])
-            for row in await conn.execute_fetchall(
-                "INSERT INTO attempts (event_id, number, is_replay, started_at) VALUES "
-                + ",".join(["(?, ?, ?, ?)"] * len(event_ids))
-                + " RETURNING id, event_id",
-                [v for e in event_ids for v in (e, jobs[e][1], jobs[e][2], now)],
-            )
-        }
-        await conn.execute(
-            f"UPDATE events SET status = ? WHERE id IN ({marks})",
-            (str(EventStatus.PROCESSING), *event_ids),
-        )
-        events = {
-            int(row["id"]): row
-            for row in await conn.execute_fetchall(
-                "SELECT id, provider, key, event_type, body, headers, content_type FROM events"
-                f" WHERE id IN ({marks})",
-                tuple(event_ids),
-            )
-        }
-        claimed: list[ClaimedJob] = []
-        for event_id in event_ids:
-            _, attempt, is_replay, serialize_key = jobs[event_id]
-            ev = events[event_id]
-            claimed.append(
-                ClaimedJob(
-                    event_id=event_id,
-                    provider=ev["provider"],
-                    key=ev["key"],
-                    event_type=ev["event_type"],
-                    body=bytes(ev["body"]) if ev["body"] is not None else None,
-                    headers=json.loads(ev["headers"]) if ev["headers"] is not None else {},
-                    content_type=ev["content_type"],
-                    serialize_key=serialize_key,
-                    attempt=int(attempt),
-                    is_replay=bool(is_replay),
-                    lease_token=token,
-                    attempt_id=attempt_ids[event_id],
-                    claimed_at_s=now,
-                )
-            )
-        return claimed
 
     async def _finish(
         self,
@@ -236,15 +135,15 @@ class JobQueue:
         outcome: str,
         record: AttemptRecord,
     ) -> bool:
-        async def work(conn: aiosqlite.Connection) -> bool:
-            async with conn.execute(
+        def work(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
                 f"UPDATE jobs SET {job_set}, lease_token = NULL, lease_expires_at = NULL,"
                 " updated_at = ? WHERE event_id = ? AND lease_token = ? AND status = 'running'",
                 (*job_params, record.finished_at_s, job.event_id, job.lease_token),
-            ) as cur:
-                if cur.rowcount != 1:
-                    return False  # a stale lease: someone else owns this job now
-            await conn.execute(
+            )
+            if cur.rowcount != 1:
+                return False  # a stale lease: someone else owns this job now
+            conn.execute(
                 "UPDATE attempts SET finished_at = ?, outcome = ?, http_status = ?,"
                 " exit_code = ?, error = ?, duration_s = ? WHERE id = ?",
                 (
@@ -257,7 +156,7 @@ class JobQueue:
                     job.attempt_id,
                 ),
             )
-            await conn.execute(
+            conn.execute(
                 "UPDATE events SET status = ? WHERE id = ?", (str(event_status), job.event_id)
             )
             return True
@@ -319,13 +218,13 @@ class JobQueue:
     async def renew(self, job: ClaimedJob, *, now: float, lease_s: float) -> bool:
         """Extend the lease of a long-running handler. False: the lease was lost."""
 
-        async def work(conn: aiosqlite.Connection) -> bool:
-            async with conn.execute(
+        def work(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
                 "UPDATE jobs SET lease_expires_at = ?, updated_at = ?"
                 " WHERE event_id = ? AND lease_token = ? AND status = 'running'",
                 (now + lease_s, now, job.event_id, job.lease_token),
-            ) as cur:
-                return cur.rowcount == 1
+            )
+            return cur.rowcount == 1
 
         return await self._db.coalesced(work)
 
@@ -376,3 +275,106 @@ class JobQueue:
             found.get(name, QueueStats(provider=name, queued=0, running=0, oldest_ready_age_s=0.0))
             for name in providers
         ]
+
+
+# ----------------------------------------------------------------------------- on the writer thread
+# Plain sqlite3, run by Database.coalesced: a claim is one hand-off to the writer thread.
+
+
+def _claim(
+    conn: sqlite3.Connection,
+    *,
+    caps: Mapping[str, int | None],
+    limit: int,
+    now: float,
+    lease_s: float,
+) -> list[ClaimedJob]:
+    names = sorted(caps)
+    placeholders, params = _in(names)
+    busy = {
+        row[0]: int(row[1])
+        for row in conn.execute(
+            "SELECT provider, COUNT(*) FROM jobs WHERE status = 'running'"
+            f" AND lease_expires_at > :now AND provider IN {placeholders} GROUP BY provider",
+            {"now": now, **params},
+        )
+    }
+    candidates: list[tuple[float, int]] = []
+    for name in names:
+        cap = caps[name]
+        room = limit if cap is None else min(limit, cap - busy.get(name, 0))
+        if room <= 0:
+            continue
+        rows = conn.execute(_CANDIDATES, {"provider": name, "now": now, "limit": room})
+        candidates.extend((float(row[1]), int(row[0])) for row in rows)
+    chosen = [event_id for _, event_id in sorted(candidates)[:limit]]
+    return _lease(conn, chosen, now=now, lease_s=lease_s)
+
+
+def _lease(
+    conn: sqlite3.Connection, event_ids: Sequence[int], *, now: float, lease_s: float
+) -> list[ClaimedJob]:
+    """Lease the chosen jobs with set-based statements (a handful per claim, not per job).
+    One token per claim: every later step names its own job *and* the token."""
+    if not event_ids:
+        return []
+    token = secrets.token_hex(16)
+    marks = ",".join("?" * len(event_ids))
+    # A previous run whose lease ran out never reported: close its attempt row.
+    conn.execute(
+        "UPDATE attempts SET finished_at = ?, outcome = 'retry', error = ?"
+        f" WHERE event_id IN ({marks}) AND outcome IS NULL",
+        (now, _LEASE_LOST, *event_ids),
+    )
+    jobs = {
+        int(row[0]): row
+        for row in conn.execute(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_token = ?,"
+            f" lease_expires_at = ?, updated_at = ? WHERE event_id IN ({marks})"
+            " RETURNING event_id, attempts, is_replay, serialize_key",
+            (token, now + lease_s, now, *event_ids),
+        )
+    }
+    attempt_ids = {
+        int(row[1]): int(row[0])
+        for row in conn.execute(
+            "INSERT INTO attempts (event_id, number, is_replay, started_at) VALUES "
+            + ",".join(["(?, ?, ?, ?)"] * len(event_ids))
+            + " RETURNING id, event_id",
+            [v for e in event_ids for v in (e, jobs[e][1], jobs[e][2], now)],
+        )
+    }
+    conn.execute(
+        f"UPDATE events SET status = ? WHERE id IN ({marks})",
+        (str(EventStatus.PROCESSING), *event_ids),
+    )
+    events = {
+        int(row["id"]): row
+        for row in conn.execute(
+            "SELECT id, provider, key, event_type, body, headers, content_type FROM events"
+            f" WHERE id IN ({marks})",
+            tuple(event_ids),
+        )
+    }
+    claimed: list[ClaimedJob] = []
+    for event_id in event_ids:
+        _, attempt, is_replay, serialize_key = jobs[event_id]
+        ev = events[event_id]
+        claimed.append(
+            ClaimedJob(
+                event_id=event_id,
+                provider=ev["provider"],
+                key=ev["key"],
+                event_type=ev["event_type"],
+                body=bytes(ev["body"]) if ev["body"] is not None else None,
+                headers=json.loads(ev["headers"]) if ev["headers"] is not None else {},
+                content_type=ev["content_type"],
+                serialize_key=serialize_key,
+                attempt=int(attempt),
+                is_replay=bool(is_replay),
+                lease_token=token,
+                attempt_id=attempt_ids[event_id],
+                claimed_at_s=now,
+            )
+        )
+    return claimed
