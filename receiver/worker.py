@@ -60,6 +60,7 @@ class Route:
 class _Flight:
     job: ClaimedJob
     is_settling: bool = False  # writing the outcome: let it finish, never cancel it
+    is_lease_lost: bool = False  # another worker may own the job now: stop renewing
 
 
 class Worker:
@@ -102,6 +103,7 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         self._flights: dict[asyncio.Task[None], _Flight] = {}
         self._stats_at = float("-inf")
+        self._keeper: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -136,6 +138,7 @@ class Worker:
 
     async def run(self, *, until_empty: bool = False) -> None:
         """Process jobs until :meth:`stop`, or (``until_empty``) until none is left to do."""
+        self._keeper = asyncio.create_task(self._keep_leases(), name="receiver-lease-keeper")
         try:
             while not self._is_stopping:
                 self._wake.clear()
@@ -153,6 +156,9 @@ class Worker:
                 await self._wait()
         finally:
             await self._drain()
+            keeper, self._keeper = self._keeper, None
+            keeper.cancel()  # between renewals (a renewal in progress is shielded)
+            await asyncio.wait({keeper})
             if until_empty:
                 await self._http.close()
 
@@ -187,7 +193,7 @@ class Worker:
             log.warning("worker_claim_failed", error=exc.detail)
             return
         for job in jobs:
-            log.info(
+            log.debug(
                 "job_claimed",
                 event_id=job.event_id,
                 provider=job.provider,
@@ -227,19 +233,13 @@ class Worker:
         if job.body is None or job.attempt > route.policy.max_attempts:
             await self._settle(job, route, _refusal(job, route), duration_s=0.0)
             return
-        is_done = asyncio.Event()
-        keeper = asyncio.create_task(
-            self._keep_lease(job, is_done), name=f"receiver-lease-{job.event_id}"
-        )
         started = time.monotonic()
         try:
             outcome = await self._run_handler(job, route)
         except asyncio.CancelledError:
-            await _finish(keeper, is_done)
+            self._mark_settling()
             await self._release(job)
             raise
-        self._mark_settling()
-        await _finish(keeper, is_done)
         await self._settle(job, route, outcome, duration_s=time.monotonic() - started)
 
     def _mark_settling(self) -> None:
@@ -267,26 +267,29 @@ class Worker:
         except Exception as exc:  # a handler must answer with an Outcome; a bug is a failure
             return Outcome(is_success=False, error=summarize(exc))
 
-    async def _keep_lease(self, job: ClaimedJob, is_done: asyncio.Event) -> None:
-        """Renew the lease every ``lease_s / 2`` (real time) until ``is_done`` is set.
-
-        Stopped by the event, never cancelled: a cancellation inside a write transaction could
-        leave the single writer connection in an open transaction.
-        """
+    async def _keep_leases(self) -> None:
+        """Every ``lease_s / 2`` (real time), renew the leases of all running handlers in one
+        transaction. A job claimed just before a round is renewed early, one claimed just after
+        it within ``lease_s / 2``: every lease is renewed well before it runs out."""
         lease_s = self._settings.lease_s
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(lease_s / 2):
-                    await is_done.wait()
-            if is_done.is_set():
-                return
+            await asyncio.sleep(lease_s / 2)
+            flights = [f for f in self._flights.values() if not (f.is_settling or f.is_lease_lost)]
+            if not flights:
+                continue
             try:
-                is_held = await self._queue.renew(job, now=self._clock(), lease_s=lease_s)
+                held = await self._queue.renew_many(
+                    [f.job for f in flights], now=self._clock(), lease_s=lease_s
+                )
             except StorageUnavailable:
-                continue  # try again at the next half-lease
-            if not is_held:
-                log.warning("job_lease_lost", event_id=job.event_id, provider=job.provider)
-                return
+                continue  # try again at the next round
+            for flight in flights:
+                if flight.job.event_id in held or flight.is_settling:
+                    continue  # (a job that finished meanwhile is not a lost lease)
+                flight.is_lease_lost = True
+                log.warning(
+                    "job_lease_lost", event_id=flight.job.event_id, provider=flight.job.provider
+                )
 
     async def _settle(
         self, job: ClaimedJob, route: Route, outcome: Outcome, *, duration_s: float
@@ -363,9 +366,3 @@ def _refusal(job: ClaimedJob, route: Route) -> Outcome:
     """A job that must not run again: its payload is gone, or it has used every attempt."""
     error = _PURGED if job.body is None else _OUT_OF_ATTEMPTS
     return Outcome(is_success=False, error=error, is_permanent=True)
-
-
-async def _finish(keeper: asyncio.Task[None], is_done: asyncio.Event) -> None:
-    is_done.set()
-    # wait(), not await: a cancellation of the caller must still reach the caller.
-    await asyncio.wait({keeper})

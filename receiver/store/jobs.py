@@ -217,14 +217,25 @@ class JobQueue:
 
     async def renew(self, job: ClaimedJob, *, now: float, lease_s: float) -> bool:
         """Extend the lease of a long-running handler. False: the lease was lost."""
+        return job.event_id in await self.renew_many([job], now=now, lease_s=lease_s)
 
-        def work(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "UPDATE jobs SET lease_expires_at = ?, updated_at = ?"
-                " WHERE event_id = ? AND lease_token = ? AND status = 'running'",
-                (now + lease_s, now, job.event_id, job.lease_token),
-            )
-            return cur.rowcount == 1
+    async def renew_many(
+        self, jobs: Sequence[ClaimedJob], *, now: float, lease_s: float
+    ) -> set[int]:
+        """Extend the leases of several running jobs at once; returns the event IDs whose lease
+        is still this worker's (the others were lost: expired and taken over, or finished)."""
+
+        def work(conn: sqlite3.Connection) -> set[int]:
+            held: set[int] = set()
+            for job in jobs:
+                cur = conn.execute(
+                    "UPDATE jobs SET lease_expires_at = ?, updated_at = ?"
+                    " WHERE event_id = ? AND lease_token = ? AND status = 'running'",
+                    (now + lease_s, now, job.event_id, job.lease_token),
+                )
+                if cur.rowcount == 1:
+                    held.add(job.event_id)
+            return held
 
         return await self._db.coalesced(work)
 

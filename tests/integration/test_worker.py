@@ -530,6 +530,24 @@ async def test_a_zombie_completion_with_a_stale_lease_changes_nothing(
     assert "lease expired" in rows[0]["error"]
 
 
+async def test_renewing_leases_together_reports_only_the_ones_taken_over(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    queue = JobQueue(store.db)
+    kept, lost = await record(store, "p", 1), await record(store, "p", 2)
+    claimed = {
+        j.event_id: j for j in await queue.claim(caps={"p": None}, limit=5, now=T0, lease_s=10)
+    }
+    assert await queue.renew(claimed[kept], now=T0 + 5, lease_s=10) is True  # until T0 + 15
+    [rescued] = await queue.claim(caps={"p": None}, limit=5, now=T0 + 12, lease_s=10)
+    assert rescued.event_id == lost
+    held = await queue.renew_many(list(claimed.values()), now=T0 + 13, lease_s=10)
+    assert held == {kept}
+    [[kept_until]] = query(store, "SELECT lease_expires_at FROM jobs WHERE event_id = ?", kept)
+    assert kept_until == T0 + 23
+    assert await queue.complete(rescued, AttemptRecord(finished_at_s=T0 + 14)) is True
+
+
 async def test_a_hung_handler_is_taken_over_and_its_late_answer_refused(
     store: SqliteStore, clock: FakeClock
 ) -> None:
