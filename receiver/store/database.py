@@ -195,11 +195,19 @@ class Database:
         """
         return await _run_to_completion(self._transaction(work))
 
-    async def transaction_sync(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def transaction_sync(
+        self, work: Callable[[sqlite3.Connection], T], *, is_flushed: bool = True
+    ) -> T:
         """Like :meth:`transaction`, for plain ``sqlite3`` code: ``work`` runs on the writer's own
         thread, and BEGIN, ``work`` and COMMIT (or ROLLBACK) cross from the event loop to that
-        thread once instead of once per statement. The ingest path's group commits use it."""
-        return await _run_to_completion(self._transaction_sync(work))
+        thread once instead of once per statement. The ingest path's group commits use it.
+
+        ``is_flushed=False`` commits without waiting for the disk (``synchronous = NORMAL`` for
+        this transaction): the commit survives the process being killed, and the next flushed
+        commit makes it durable against power loss too (the WAL is one file, synced whole).
+        Only for state that at-least-once processing may lose to a power cut: job bookkeeping.
+        """
+        return await _run_to_completion(self._transaction_sync(work, is_flushed=is_flushed))
 
     async def coalesced(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Like :meth:`transaction_sync`, but small writes issued at the same time share one
@@ -220,7 +228,9 @@ class Database:
                 return [work(conn) for work, _ in group]
 
             try:
-                results = await self.transaction_sync(run_all)
+                # Claims, completions and renewals: a power cut that loses one makes a handler
+                # run again (at least once), never loses an event. No fsync of their own.
+                results = await self.transaction_sync(run_all, is_flushed=False)
             except Exception as exc:
                 for _, future in group:
                     if not future.done():
@@ -254,30 +264,42 @@ class Database:
         except sqlite3.Error:  # already rolled back by SQLite itself (e.g. after SQLITE_FULL)
             pass
 
-    async def _transaction_sync(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def _transaction_sync(
+        self, work: Callable[[sqlite3.Connection], T], *, is_flushed: bool
+    ) -> T:
         async with self._write_lock:
             conn = self._require(self._writer)
             try:
                 # aiosqlite runs each call on the connection's thread; ``_execute`` is the one
                 # entry point that takes a whole function rather than one statement.
                 run_on_thread: Callable[..., Awaitable[T]] = conn._execute
-                return await run_on_thread(self._in_writer_thread, conn, work)
+                return await run_on_thread(self._in_writer_thread, conn, work, is_flushed)
             except sqlite3.Error as exc:
                 raise storage_error(exc, retry_after_s=self.retry_after_s) from exc
 
     def _in_writer_thread(
-        self, conn: aiosqlite.Connection, work: Callable[[sqlite3.Connection], T]
+        self,
+        conn: aiosqlite.Connection,
+        work: Callable[[sqlite3.Connection], T],
+        is_flushed: bool,
     ) -> T:
         raw = conn._conn
-        raw.execute("BEGIN IMMEDIATE")
+        is_relaxed = not is_flushed and self.synchronous in ("FULL", "EXTRA")
+        if is_relaxed:
+            raw.execute("PRAGMA synchronous = NORMAL")
         try:
-            result = work(raw)
-            self._commit(raw)
-        except BaseException:
-            if raw.in_transaction:
-                with contextlib.suppress(sqlite3.Error):  # already rolled back by SQLite itself
-                    raw.execute("ROLLBACK")
-            raise
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(raw)
+                self._commit(raw)
+            except BaseException:
+                if raw.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # already rolled back by SQLite
+                        raw.execute("ROLLBACK")
+                raise
+        finally:
+            if is_relaxed:
+                raw.execute(f"PRAGMA synchronous = {self.synchronous}")
         return result
 
     def _commit(self, raw: sqlite3.Connection) -> None:
