@@ -30,6 +30,7 @@ __all__ = [
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import inspect
 import json
@@ -50,7 +51,7 @@ from receiver.errors import PermanentError
 _ERROR_CHARS = 300
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class HandlerEvent:
     """What a handler receives: one stored event and the attempt it is on."""
 
@@ -60,10 +61,15 @@ class HandlerEvent:
     type: str | None
     headers: Mapping[str, str]
     body: bytes
-    json: object | None  # the body parsed as JSON, or None when it is not JSON
     content_type: str | None
     attempt: int
     is_replay: bool
+
+    @functools.cached_property
+    def json(self) -> object | None:
+        """The body parsed as JSON (on first use: an ``http`` or ``command`` handler never
+        pays for it), or None when it is not JSON."""
+        return parse_json(self.body)
 
 
 def parse_json(body: bytes) -> object | None:

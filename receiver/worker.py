@@ -33,7 +33,6 @@ from receiver.handlers import (
     HttpClient,
     Outcome,
     build_handler,
-    parse_json,
     summarize,
 )
 from receiver.metrics import Metrics
@@ -257,7 +256,6 @@ class Worker:
             type=job.event_type,
             headers=MappingProxyType(dict(job.headers)),  # read-only, like the rest
             body=body,
-            json=parse_json(body),
             content_type=job.content_type,
             attempt=job.attempt,
             is_replay=job.is_replay,
