@@ -15,17 +15,14 @@ from __future__ import annotations
 __all__ = ["RecentKeys"]
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 from receiver.models import Duplicate
 
-
-@dataclass(frozen=True, slots=True)
-class _Known:
-    id: int
-    # The first 128 bits of the body's SHA-256: enough to tell bodies apart, half the memory.
-    fingerprint: bytes
-    dedupe_expires_at_s: float
+# One entry: (event id, the first 128 bits of the body's SHA-256 (enough to tell bodies apart,
+# half the memory), dedupe expiry). A plain tuple of plain values on purpose: the cyclic garbage
+# collector stops tracking such tuples, so a full memory of keys adds nothing to its pauses
+# (a dataclass per key made every full collection walk all of them: tens of milliseconds).
+_Known = tuple[int, bytes, float]
 
 
 def _short(fingerprint: str) -> bytes:
@@ -46,12 +43,12 @@ class RecentKeys:
         self, key: str, event_id: int, fingerprint: str, dedupe_expires_at_s: float
     ) -> None:
         """Call only after the row for ``key`` is committed."""
-        self._known[key] = _Known(event_id, _short(fingerprint), dedupe_expires_at_s)
+        self._known[key] = (event_id, _short(fingerprint), dedupe_expires_at_s)
         self._known.move_to_end(key)
         self._keys_by_id[event_id] = key
         while len(self._known) > self.max_keys:
-            _, oldest = self._known.popitem(last=False)
-            self._keys_by_id.pop(oldest.id, None)
+            _, (oldest_id, _, _) = self._known.popitem(last=False)
+            self._keys_by_id.pop(oldest_id, None)
 
     def forget(self, event_id: int) -> None:
         key = self._keys_by_id.pop(event_id, None)
@@ -61,14 +58,17 @@ class RecentKeys:
     def duplicate(self, key: str, fingerprint: str, *, now_s: float) -> Duplicate | None:
         """A duplicate answer when ``key`` is known, committed, in its window, same body."""
         known = self._known.get(key)
-        if known is None or known.fingerprint != _short(fingerprint):
+        if known is None:
             return None
-        if now_s >= known.dedupe_expires_at_s:
-            self.forget(known.id)
+        event_id, short, expires_at_s = known
+        if short != _short(fingerprint):
             return None
-        count, _ = self._touches.get(known.id, (0, now_s))
-        self._touches[known.id] = (count + 1, now_s)
-        return Duplicate(id=known.id, key=key)
+        if now_s >= expires_at_s:
+            self.forget(event_id)
+            return None
+        count, _ = self._touches.get(event_id, (0, now_s))
+        self._touches[event_id] = (count + 1, now_s)
+        return Duplicate(id=event_id, key=key)
 
     @property
     def has_touches(self) -> bool:

@@ -59,3 +59,18 @@ def test_the_memory_is_bounded_oldest_first() -> None:
     assert recent.duplicate("p:4", FP, now_s=1.0) is not None
     recent.forget(1)  # an id evicted earlier: nothing to do
     assert len(recent) == 3
+
+
+def test_a_full_memory_adds_nothing_for_the_garbage_collector_to_walk() -> None:
+    """Full collections pause the event loop for as long as they walk tracked objects: a memory
+    of 100,000 keys must not be 100,000 more of them."""
+    import gc
+
+    recent = RecentKeys(max_keys=20_000)
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(20_000):
+        recent.remember(f"p:{n}", n, FP, dedupe_expires_at_s=100.0)
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100
+    assert recent.duplicate("p:19999", FP, now_s=50.0) is not None
