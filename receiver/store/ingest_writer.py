@@ -146,7 +146,10 @@ class IngestWriter:
             _write_batch, events=[item.event for item in batch], touches=touches, now=self._clock()
         )
         try:
-            written = await self._db.transaction_sync(write)
+            # Events wait for the disk. Duplicate counts alone do not: the next commit of events
+            # flushes them along (the WAL is synced whole), and a power cut may lose a few
+            # increments, never an event.
+            written = await self._db.transaction_sync(write, is_flushed=bool(batch))
         except StorageUnavailable as exc:
             self._fail(batch, exc)
             return

@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,53 @@ async def test_a_failing_group_member_rolls_back_the_whole_group(db: Database) -
     )
     assert await db.coalesced(_synchronous) == NORMAL  # the writer is usable again
     assert await db.transaction_sync(_synchronous) == FULL
+
+
+async def test_events_are_flushed_and_duplicate_counts_alone_are_not(tmp_path: Path) -> None:
+    """A new event's commit waits for the disk; the write-back of duplicate counts answered
+    from memory does not (it rides on the next flushed commit)."""
+    import hashlib
+    import time
+
+    from receiver.models import Accepted, Duplicate, NewEvent
+    from receiver.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "receiver.db")
+    await store.open()
+    flushes: list[bool] = []
+    real = store.db.transaction_sync
+
+    async def spy(work: Any, *, is_flushed: bool = True) -> Any:
+        flushes.append(is_flushed)
+        return await real(work, is_flushed=is_flushed)
+
+    store.db.transaction_sync = spy  # type: ignore[method-assign]
+    body = b'{"id": 1}'
+    now = time.time()
+    event = NewEvent(
+        provider="p",
+        key="p:1",
+        provider_event_id="1",
+        event_type=None,
+        body=body,
+        headers={},
+        content_type="application/json",
+        fingerprint=hashlib.sha256(body).hexdigest(),
+        received_at_s=now,
+        payload_expires_at_s=now + 60,
+        dedupe_expires_at_s=now + 60,
+        has_handler=False,
+        serialize_key=None,
+        requeue_dead=True,
+        remote="127.0.0.1",
+    )
+    try:
+        assert isinstance(await store.record(event), Accepted)
+        assert flushes == [True]
+        assert isinstance(await store.record(event), Duplicate)  # answered from memory
+        await store.writer.settle()  # the count's write-back
+        assert flushes == [True, False]
+        stored = await store.get_event(1)
+        assert stored is not None and stored.duplicate_count == 1
+    finally:
+        await store.close()
