@@ -6,7 +6,7 @@ size cap already applied; this module decides everything else.
 
 from __future__ import annotations
 
-__all__ = ["IngestResult", "IngestService", "Recorder"]
+__all__ = ["IngestResult", "IngestService", "Prepared", "Recorder"]
 
 import asyncio
 import hashlib
@@ -35,6 +35,14 @@ _MAX_KEY_CHARS = 512
 
 class Recorder(Protocol):
     async def record(self, event: NewEvent) -> IngestOutcome: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prepared:
+    """A verified delivery's events, keyed, not yet stored."""
+
+    provider: Provider
+    events: Sequence[NewEvent]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +94,14 @@ class IngestService:
             raise UnknownProvider(f"no provider named {shown!r} is configured") from None
 
     async def ingest(self, request: InboundRequest) -> IngestResult | HandshakeReply:
+        prepared = self.prepare(request)
+        if isinstance(prepared, HandshakeReply):
+            return prepared
+        return await self.record(prepared)
+
+    def prepare(self, request: InboundRequest) -> Prepared | HandshakeReply:
+        """Everything before storage: verify the signature, parse, key each event (or answer a
+        verification handshake). Raises a :class:`RequestRejected` for the caller to answer."""
         provider = self.provider(request.provider)
         now = self._clock()
         provider.verifier.verify(request, now_s=now)
@@ -101,7 +117,11 @@ class IngestService:
             events = self._batch_events(provider, request, document, now)
         else:
             events = [self._new_event(provider, request, document, request.body, now)]
-        # Gathered, so a batch's events join the same group commit.
+        return Prepared(provider=provider, events=events)
+
+    async def record(self, prepared: Prepared) -> IngestResult:
+        """Store the prepared events (committed before this returns) and tell new from seen."""
+        provider, events = prepared.provider, prepared.events
         if len(events) == 1:
             outcomes = [await self._recorder.record(events[0])]
         else:  # gathered, so a batch's events join the same group commit

@@ -9,6 +9,7 @@ __all__ = [
     "REJECTIONS",
     "IngestLimits",
     "add_ingest_routes",
+    "capture",
     "read_body",
 ]
 
@@ -85,6 +86,20 @@ def _outcome_json(outcome: IngestOutcome) -> dict[str, str]:
     return {"status": status, "id": str(outcome.id), "key": outcome.key}
 
 
+async def capture(request: web.Request, limits: IngestLimits) -> InboundRequest:
+    """The delivery as ingest sees it: the raw body (read under the cap) and the request line
+    and headers, nothing parsed yet."""
+    return InboundRequest(
+        provider=request.match_info["provider"],
+        method=request.method,
+        url=_url(request),
+        headers=_headers(request),
+        body=await read_body(request, limits),
+        remote=request.remote or "",
+        query=dict(request.query) if request.query_string else {},
+    )
+
+
 def _result_response(result: IngestResult) -> tuple[web.Response, str, str | None]:
     if not result.is_batch:
         body = _outcome_json(result.outcomes[0])
@@ -104,17 +119,8 @@ async def receive(request: web.Request) -> web.StreamResponse:
     key: str | None = None
     try:
         service.provider(name)  # 404 before reading anything
-        body = await read_body(request, request.app[INGEST_LIMITS])
-        body_bytes = len(body)
-        inbound = InboundRequest(
-            provider=name,
-            method=request.method,
-            url=_url(request),
-            headers=_headers(request),
-            body=body,
-            remote=request.remote or "",
-            query=dict(request.query) if request.query_string else {},
-        )
+        inbound = await capture(request, request.app[INGEST_LIMITS])
+        body_bytes = len(inbound.body)
         result = await service.ingest(inbound)
     except RequestRejected as exc:
         response = error_response(exc)
