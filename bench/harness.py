@@ -54,6 +54,7 @@ class Scenario:
     db: str = "empty"  # empty | pool | stored | backlog
     slow: bool = False
     title: str = ""
+    stage: str = ""  # run bench.stages with this stage instead of the whole receiver
 
 
 FAST = (
@@ -75,6 +76,16 @@ FAST = (
         db="backlog",
         title="receiver: unique, B queued jobs and a slow handler working them",
     ),
+)
+# The CPU budget of a unique event: the receiver answering right after each ingest phase.
+STAGES = tuple(
+    Scenario(f"stage-{stage}", "receiver", stage=stage, title=f"stage: {title}")
+    for stage, title in (
+        ("framework", "body read, fixed answer"),
+        ("capture", "+ request captured"),
+        ("verify", "+ signature, parse, key"),
+        ("store", "+ group commit"),
+    )
 )
 SLOW = tuple(
     replace(s, name=f"{s.name}-slow", slow=True, title=f"{s.title}, fsync +2 ms")
@@ -100,6 +111,7 @@ class Options:
     handler_delay_s: float = 1.0
     fsync_delay_us: int = 2000
     with_slow: bool = True
+    with_stages: bool = True
     only: tuple[str, ...] = ()
     profile: bool = False
     keep: bool = False
@@ -348,6 +360,8 @@ def _start(run: Run, scn: Scenario, name: str, db: Path, port: int) -> Server:
             run, run.work / f"{name}.yaml", port=port, db=db, handler_url=handler_url
         )
         argv = [py, "-m", "receiver", "serve", "--config", str(cfg)]
+        if scn.stage:
+            argv = [py, "-m", "bench.stages", "--stage", scn.stage, "--config", str(cfg)]
     return start_server(
         name,
         argv,
@@ -521,7 +535,8 @@ def run_scenario(run: Run, scn: Scenario, *, profile_to: Path | None = None) -> 
         problems.append(f"errors {errors}")
     if load["wraps"] and scn.kind != "dup" and scn.server != "b0":
         problems.append(f"request slices wrapped {load['wraps']}x: not all unique")
-    if scn.server != "b0" and scn.kind == "unique" and rows and rows["events"] < requests:
+    stores = scn.stage in ("", "store")  # the earlier stages answer before storing
+    if scn.server != "b0" and scn.kind == "unique" and stores and rows["events"] < requests:
         problems.append(f"only {rows['events']} rows for {requests} acknowledged requests")
     result["problems"] = problems
     if scn.db != "stored":  # (the backlog database is a fresh copy too)
@@ -876,6 +891,30 @@ def goals(
     return rows
 
 
+def cpu_budget(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """CPU µs per unique event spent in each ingest phase: the differences between consecutive
+    stages, the full receiver last. Empty when the stages or ``unique`` did not run."""
+    steps = [
+        ("stage-framework", "aiohttp: parse the request, read the body, send a fixed answer"),
+        ("stage-capture", "capture: headers, URL, query into an InboundRequest"),
+        ("stage-verify", "verify the signature, parse the JSON, derive the key"),
+        ("stage-store", "group commit: insert event and job, wait for COMMIT"),
+        ("unique", "answer JSON, metrics, the request's log line"),
+    ]
+    cpu = {name: summary.get(name, {}).get("cpu_s_per_1k") for name, _ in steps}
+    if any(value is None for value in cpu.values()):
+        return []
+    rows: list[dict[str, Any]] = []
+    previous = 0.0
+    for name, phase in steps:
+        total_us = float(cpu[name] or 0.0) * 1000
+        rows.append(
+            {"stage": name, "phase": phase, "us": total_us - previous, "total_us": total_us}
+        )
+        previous = total_us
+    return rows
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return (
         "-"
@@ -917,6 +956,19 @@ def render_markdown(report: dict[str, Any]) -> str:
     problems = [(n, p) for n, s in report["summary"].items() for p in s["problems"]]
     if problems:
         lines += ["", "Problems:"] + [f"- {n}: {p}" for n, p in problems]
+    budget = report.get("budget") or []
+    if budget:
+        lines += [
+            "",
+            "## Where a unique event's CPU goes",
+            "",
+            "The receiver answering right after each ingest phase (`bench/stages.py`), same load;",
+            "each row is the CPU per request it adds (all threads of the server process).",
+            "",
+            "| phase | CPU µs / request | running total |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {b['phase']} | {b['us']:.0f} | {b['total_us']:.0f} |" for b in budget]
     lines += ["", "## Goals (DESIGN.md §6)", ""]
     lines += ["| goal | result | met | note |", "|---|---|---|---|"]
     for g in report["goals"]:
@@ -971,6 +1023,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--stored", type=int, help="events already stored in the 'stored' scenario")
     p.add_argument("--no-slow", action="store_true", help="skip the fsync +2 ms scenarios")
     p.add_argument("--only", help="comma-separated scenario names (B0 always runs)")
+    p.add_argument("--no-stages", action="store_true", help="skip the CPU-budget stages")
     p.add_argument("--batch-max", type=int, help="receiver storage.batch_max")
     p.add_argument(
         "--worker-concurrency", type=int, help="worker.concurrency of the drain (default 32)"
@@ -1000,6 +1053,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         if value is not None:
             setattr(opts, attr, value)
     opts.with_slow = not a.no_slow
+    opts.with_stages = not a.no_stages
     opts.only = tuple(s.strip() for s in a.only.split(",")) if a.only else ()
     opts.profile = a.profile
     opts.keep = a.keep
@@ -1021,6 +1075,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if pinning.load_core is not None:
         os.sched_setaffinity(0, {pinning.load_core})  # the harness stays off the server core
     scenarios = [s for s in FAST if not opts.only or s.name in opts.only or s.name == "B0"]
+    if opts.with_stages:
+        scenarios += [s for s in STAGES if not opts.only or s.name in opts.only]
     if slow_ok:
         slow = [s for s in SLOW if not opts.only or s.name in opts.only]
         if opts.mode == "tiny" and not opts.only:
@@ -1093,9 +1149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             s.name: s.title.replace("N stored", f"{opts.stored_events:,} stored").replace(
                 "B queued", f"{opts.backlog_jobs:,} queued"
             )
-            for s in (*FAST, *SLOW)
+            for s in (*FAST, *STAGES, *SLOW)
         },
         "summary": summary,
+        "budget": cpu_budget(summary),
         "goals": goals(summary, soak, worker),
         "soak": soak,
         "worker": worker,

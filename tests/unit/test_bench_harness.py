@@ -153,8 +153,22 @@ def test_tiny_run_writes_the_table_and_the_json(tmp_path: Path) -> None:
     dup_round = report["rounds"]["dup"][0]
     assert dup_round["rows_added"]["events"] == report["options"]["pool_size"]
     assert dup_round["rows_added"]["duplicates"] >= dup_round["requests"]
+    # The CPU budget: each stage answers, only the last one stores.
+    stages = report["rounds"]
+    assert stages["stage-verify"][0]["rows_added"]["events"] == 0
+    assert stages["stage-store"][0]["rows_added"]["events"] >= stages["stage-store"][0]["requests"]
+    budget = report["budget"]
+    assert [b["stage"] for b in budget] == [
+        "stage-framework",
+        "stage-capture",
+        "stage-verify",
+        "stage-store",
+        "unique",
+    ]
+    assert budget[-1]["total_us"] == pytest.approx(summary["unique"]["cpu_s_per_1k"] * 1000)
     assert len(report["goals"]) == 8
     assert report["soak"]["requests"] > 0
     markdown = (out / "results.md").read_text()
     assert "| B0: aiohttp no-op (the ceiling) |" in markdown
     assert "## Goals" in markdown
+    assert "## Where a unique event's CPU goes" in markdown
