@@ -177,10 +177,11 @@ class IngestService:
         serialize_key = _as_text(
             provider.serialize_by.extract(document) if provider.serialize_by else None
         )
+        redacted = provider.redacted_headers
         headers = {
-            name: _as_text(value) or ""
+            name: value if value.isascii() else (_as_text(value) or "")
             for name, value in request.headers.items()
-            if name not in provider.redacted_headers
+            if name not in redacted
         }
         return NewEvent(
             provider=provider.name,

@@ -27,7 +27,9 @@ from receiver.models import Accepted, HandshakeReply, InboundRequest, IngestOutc
 from receiver.server.responses import error_response, json_response
 from receiver.store.rejections import RejectionJournal
 
-log = structlog.get_logger("receiver.ingest")
+# The request log, bound when the routes are added (after logging is configured): a bound
+# logger skips the per-call configuration lookup of a module-level proxy, once per request.
+REQUEST_LOG = web.AppKey("request_log", structlog.typing.FilteringBoundLogger)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +117,7 @@ async def receive(request: web.Request) -> web.StreamResponse:
     name = request.match_info["provider"]
     service = request.app[INGEST]
     metrics = request.app[METRICS]
+    log = request.app[REQUEST_LOG]
     body_bytes = 0
     key: str | None = None
     try:
@@ -179,4 +182,5 @@ async def receive(request: web.Request) -> web.StreamResponse:
 
 
 def add_ingest_routes(app: web.Application) -> None:
+    app[REQUEST_LOG] = structlog.get_logger("receiver.ingest").bind()
     app.router.add_post("/webhooks/{provider}", receive)
