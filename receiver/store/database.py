@@ -218,7 +218,9 @@ class Database:
         self._coalesce_queue.append((work, future))
         if self._coalescer is None or self._coalescer.done():
             self._coalescer = asyncio.create_task(self._run_coalesced(), name="receiver-coalesce")
-        return cast(T, await asyncio.shield(future))
+        # The future only reports: a cancelled caller cancels it, never the group's transaction
+        # (the coalescer is its own task and skips futures that are already done).
+        return cast(T, await future)
 
     async def _run_coalesced(self) -> None:
         while self._coalesce_queue:

@@ -119,3 +119,20 @@ async def test_events_are_flushed_and_duplicate_counts_alone_are_not(tmp_path: P
         assert stored is not None and stored.duplicate_count == 1
     finally:
         await store.close()
+
+
+async def test_a_cancelled_caller_does_not_cancel_its_groups_transaction(db: Database) -> None:
+    await db.transaction_sync(lambda c: c.execute("CREATE TABLE t (x INTEGER)"))
+
+    def insert(value: int) -> Any:
+        return lambda conn: conn.execute("INSERT INTO t VALUES (?)", (value,)).rowcount
+
+    first = asyncio.ensure_future(db.coalesced(insert(1)))
+    second = asyncio.ensure_future(db.coalesced(insert(2)))
+    await asyncio.sleep(0)  # both joined the group
+    first.cancel()
+    assert await second == 1
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    rows = await db.transaction_sync(lambda c: c.execute("SELECT x FROM t ORDER BY x").fetchall())
+    assert [r[0] for r in rows] == [1, 2]  # the cancelled caller's write committed all the same
