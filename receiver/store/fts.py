@@ -56,6 +56,10 @@ class FtsIndexer:
         self._task: asyncio.Task[None] | None = None
         self._has_new_rows = True  # rows committed before this process started
 
+    @property
+    def is_running(self) -> bool:
+        return self._task is not None
+
     def note_new_rows(self) -> None:
         """Events were committed (wired to the store's commit notification)."""
         self._has_new_rows = True

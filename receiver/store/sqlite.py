@@ -101,7 +101,7 @@ class SqliteStore:
         """Before a read: duplicate counts answered from memory are written, and every
         committed body is in the full-text index."""
         await self.writer.settle()
-        if await self.queries.has_fts_index():
+        if self.indexer.is_running:
             await self.indexer.catch_up()
 
     async def _warm_recent_keys(self) -> None:
