@@ -26,7 +26,7 @@ from receiver.errors import StorageUnavailable
 T = TypeVar("T")
 _Coalesced = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[object]"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 2
 
 
 # Version 2: full-text search over bodies (admin ``q``). An external-content FTS5 index kept in
@@ -52,32 +52,6 @@ END;
 """
 
 
-# Version 3: bodies are indexed off the ingest path (store.fts.FtsIndexer) up to
-# fts_state.last_id; deleting or purging a row touches the index only below that mark.
-_FTS_BACKGROUND_MIGRATION = """
-CREATE TABLE fts_state (last_id INTEGER NOT NULL);
-INSERT INTO fts_state (last_id) SELECT COALESCE(MAX(id), 0) FROM events;
-DROP TRIGGER events_fts_insert;
-DROP TRIGGER events_fts_delete;
-DROP TRIGGER events_fts_purge;
-DROP TRIGGER events_fts_restore;
-CREATE TRIGGER events_fts_delete AFTER DELETE ON events
-WHEN old.body IS NOT NULL AND old.id <= (SELECT last_id FROM fts_state) BEGIN
-    INSERT INTO events_fts (events_fts, rowid, body)
-        VALUES ('delete', old.id, CAST(old.body AS TEXT));
-END;
-CREATE TRIGGER events_fts_purge AFTER UPDATE OF body ON events
-WHEN old.body IS NOT NULL AND old.id <= (SELECT last_id FROM fts_state) BEGIN
-    INSERT INTO events_fts (events_fts, rowid, body)
-        VALUES ('delete', old.id, CAST(old.body AS TEXT));
-END;
-CREATE TRIGGER events_fts_restore AFTER UPDATE OF body ON events
-WHEN new.body IS NOT NULL AND new.id <= (SELECT last_id FROM fts_state) BEGIN
-    INSERT INTO events_fts (rowid, body) VALUES (new.id, CAST(new.body AS TEXT));
-END;
-"""
-
-
 def _sqlite_has_fts5() -> bool:
     """Whether the linked SQLite has FTS5 (aiosqlite uses this same library)."""
     conn = sqlite3.connect(":memory:")
@@ -94,12 +68,7 @@ def _migrations() -> dict[int, str]:
     """Forward migrations by target version. Version 1 is the whole schema."""
     schema = resources.files("receiver.store").joinpath("schema.sql").read_text("utf-8")
     # Without FTS5 version 2 is empty: text search falls back to LIKE (see store.queries).
-    has_fts5 = _sqlite_has_fts5()
-    return {
-        1: schema,
-        2: _FTS_MIGRATION if has_fts5 else "",
-        3: _FTS_BACKGROUND_MIGRATION if has_fts5 else "",
-    }
+    return {1: schema, 2: _FTS_MIGRATION if _sqlite_has_fts5() else ""}
 
 
 def storage_error(exc: BaseException, *, retry_after_s: int) -> StorageUnavailable:
@@ -188,8 +157,6 @@ class Database:
         for version, script in sorted(_migrations().items()):
             if version <= current:
                 continue
-            if version == 3 and not await _has_table(conn, "events_fts"):
-                script = ""  # made by an SQLite without FTS5: there is no index to move
             await conn.execute("BEGIN IMMEDIATE")
             try:
                 for statement in _split_sql(script):
@@ -358,13 +325,6 @@ class Database:
         except Exception:  # any failure means "not ready"; the reason is logged by the caller
             return False
         return True
-
-
-async def _has_table(conn: aiosqlite.Connection, name: str) -> bool:
-    rows = await conn.execute_fetchall(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-    )
-    return bool(list(rows))
 
 
 async def _noop(conn: aiosqlite.Connection) -> None:

@@ -212,14 +212,9 @@ class EventQueries:
     ) -> None:
         self._db = db
         self.clock = clock
-        # Waits for duplicate counts still held in memory and for the full-text index to cover
-        # every committed body, so operators read (and search) what was answered.
+        # Waits for duplicate counts still held in memory, so operators read what was answered.
         self._settle = settle
         self._fts_ready: bool | None = None
-
-    async def settle(self) -> None:
-        if self._settle is not None:
-            await self._settle()
 
     async def has_fts_index(self) -> bool:
         """FTS5 available in this SQLite and the index built by migration 2."""
@@ -240,7 +235,8 @@ class EventQueries:
         self, flt: EventFilter, *, before_id: int | None, limit: int
     ) -> Page[EventSummary]:
         """Newest first. Keyset on id, so new arrivals never shift a page already handed out."""
-        await self.settle()
+        if self._settle is not None:
+            await self._settle()
         where, params = event_where(flt, has_fts=await self.has_fts_index())
         if before_id is not None:
             where.append("e.id < ?")
@@ -259,7 +255,8 @@ class EventQueries:
         )
 
     async def get_detail(self, event_id: int) -> EventDetail | None:
-        await self.settle()
+        if self._settle is not None:
+            await self._settle()
         async with self._db.reading() as conn:
             rows = await _rows(conn, "SELECT * FROM events WHERE id = ?", (event_id,))
             if not rows:
@@ -313,7 +310,8 @@ class EventQueries:
 
     async def stats(self) -> dict[str, object]:
         """Counts by provider and status, duplicates, conflicts, queue depth, rejections."""
-        await self.settle()
+        if self._settle is not None:
+            await self._settle()
         now = self.clock()
         async with self._db.reading() as conn:
             events = await _rows(

@@ -153,7 +153,6 @@ class Replayer:
         self, flt: EventFilter, *, actor: str, reason: str, dry_run: bool, limit: int
     ) -> ReplayReport:
         """Replay up to ``limit`` events matching ``flt``, newest first."""
-        await self._queries.settle()  # a text filter must see every committed body
         where, params = event_where(flt, has_fts=await self._queries.has_fts_index())
         async with self._db.reading() as conn:
             rows = await conn.execute_fetchall("SELECT MAX(id) FROM events")

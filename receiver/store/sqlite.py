@@ -14,7 +14,6 @@ import aiosqlite
 from receiver.models import IngestOutcome, NewEvent
 from receiver.store.base import StoredEvent
 from receiver.store.database import Database
-from receiver.store.fts import FtsIndexer
 from receiver.store.ingest_writer import IngestWriter
 from receiver.store.queries import EventQueries
 from receiver.store.rejections import RejectionJournal
@@ -73,10 +72,8 @@ class SqliteStore:
             on_batch=on_batch,
             on_committed=self._notify_committed,
         )
-        self.indexer = FtsIndexer(self.db)
-        self.on_committed(self.indexer.note_new_rows)
         # Operator components: reads on the reader, writes on the same single writer as ingest.
-        self.queries = EventQueries(self.db, clock=clock, settle=self._settle)
+        self.queries = EventQueries(self.db, clock=clock, settle=self.writer.settle)
         self.replayer = Replayer(
             self.db, self.queries, clock=clock, on_committed=self._notify_committed
         )
@@ -94,15 +91,6 @@ class SqliteStore:
     async def open(self) -> None:
         await self.db.open()
         await self._warm_recent_keys()
-        if await self.queries.has_fts_index():
-            self.indexer.start()
-
-    async def _settle(self) -> None:
-        """Before a read: duplicate counts answered from memory are written, and every
-        committed body is in the full-text index."""
-        await self.writer.settle()
-        if self.indexer.is_running:
-            await self.indexer.catch_up()
 
     async def _warm_recent_keys(self) -> None:
         """After a restart, redeliveries of the newest events (a provider's retry storm) are
@@ -121,7 +109,6 @@ class SqliteStore:
             self.writer.recent.remember(key, event_id, fingerprint, expires_at)
 
     async def close(self) -> None:
-        await self.indexer.stop()
         await self.rejections.close()
         await self.writer.close()
         await self.db.close()
