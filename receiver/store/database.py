@@ -8,7 +8,7 @@ here and nowhere else.
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA_VERSION", "Database", "storage_error"]
+__all__ = ["SCHEMA_VERSION", "WAL_SIZE_LIMIT_BYTES", "Database", "storage_error"]
 
 import asyncio
 import contextlib
@@ -27,6 +27,8 @@ T = TypeVar("T")
 _Coalesced = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[object]"]
 
 SCHEMA_VERSION = 2
+# SQLite checkpoints the WAL at 1 000 pages (4 MiB with 4 KiB pages): the file's usual size.
+WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024
 
 
 # Version 2: full-text search over bodies (admin ``q``). An external-content FTS5 index kept in
@@ -126,6 +128,9 @@ class Database:
             try:
                 await writer.execute("PRAGMA journal_mode = WAL")
                 await writer.execute(f"PRAGMA synchronous = {self.synchronous}")
+                # After a checkpoint, cut the WAL file back to its usual size: a spike (a large
+                # full-text merge, a reader holding a snapshot) must not keep the disk space.
+                await writer.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
                 await self._migrate(writer)
                 self.has_fts = await self._probe_fts(writer)
                 self._reader = await self._connect()

@@ -4,6 +4,7 @@ all-or-nothing either way."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -136,3 +137,21 @@ async def test_a_cancelled_caller_does_not_cancel_its_groups_transaction(db: Dat
         await first
     rows = await db.transaction_sync(lambda c: c.execute("SELECT x FROM t ORDER BY x").fetchall())
     assert [r[0] for r in rows] == [1, 2]  # the cancelled caller's write committed all the same
+
+
+async def test_the_wal_file_is_cut_back_after_a_spike(db: Database) -> None:
+    """One large transaction grows the WAL far past its usual size; the next checkpoint cuts
+    the file back instead of keeping the disk space for good."""
+    from receiver.store.database import WAL_SIZE_LIMIT_BYTES
+
+    wal = f"{db.path}-wal"
+    await db.transaction_sync(lambda c: c.execute("CREATE TABLE big (b BLOB)"))
+    blob = b"x" * 100_000
+    await db.transaction_sync(
+        lambda c: c.executemany("INSERT INTO big VALUES (?)", [(blob,)] * 120)
+    )
+    assert await asyncio.to_thread(os.path.getsize, wal) > 2 * WAL_SIZE_LIMIT_BYTES
+    await db.transaction_sync(lambda c: c.execute("DELETE FROM big"))
+    # The auto-checkpoint ran at that commit; the next writer restarts the WAL and truncates it.
+    await db.transaction_sync(lambda c: c.execute("INSERT INTO big VALUES (x'00')"))
+    assert await asyncio.to_thread(os.path.getsize, wal) <= WAL_SIZE_LIMIT_BYTES
