@@ -159,3 +159,35 @@ async def test_a_sendgrid_batch_retried_with_one_new_element_stores_one_new_even
     with sqlite3.connect(harness.receiver.config.settings.storage.path) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 3
         assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 3
+
+
+async def test_a_url_signing_scheme_checks_the_url_exactly_as_sent(make_harness: Any) -> None:
+    """Without ``public_url``, Twilio's signature covers the URL of the request line: its path
+    and query byte for byte (percent-encodings included), not as a URL parser re-encodes them."""
+    from twilio.request_validator import RequestValidator
+
+    from tests.support.rawhttp import exchange, request_head
+
+    token = "twilio-auth-token-for-tests"
+    harness: Harness = await make_harness(
+        environ=test_environ(TW_TOKEN=token),
+        providers={"tw": {"scheme": "twilio", "secret_envs": ["TW_TOKEN"]}},
+    )
+    body = b"MessageSid=SM1&Body=hi"
+    path = b"/webhooks/tw?note=a%20b&tag=%7Efoo&empty="
+    signature = RequestValidator(token).compute_signature(
+        "http://127.0.0.1" + path.decode(), {"MessageSid": "SM1", "Body": "hi"}
+    )
+    head = request_head(
+        path,
+        {
+            b"Content-Type": b"application/x-www-form-urlencoded",
+            b"Content-Length": str(len(body)).encode(),
+            b"X-Twilio-Signature": signature.encode(),
+        },
+    )
+    port = harness.client.server.port
+    assert port is not None
+    response = await exchange(port, head + body)
+    assert response is not None and response.status == 200, response
+    assert response.json()["status"] == "accepted"
