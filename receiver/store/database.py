@@ -210,7 +210,8 @@ class Database:
         ``is_flushed=False`` commits without waiting for the disk (``synchronous = NORMAL`` for
         this transaction): the commit survives the process being killed, and the next flushed
         commit makes it durable against power loss too (the WAL is one file, synced whole).
-        Only for state that at-least-once processing may lose to a power cut: job bookkeeping.
+        Only for what may be lost to a power cut: job bookkeeping (at-least-once processing runs
+        the handler again) and duplicate counts.
         """
         return await _run_to_completion(self._transaction_sync(work, is_flushed=is_flushed))
 
