@@ -156,7 +156,7 @@ class Worker:
         finally:
             await self._drain()
             keeper, self._keeper = self._keeper, None
-            keeper.cancel()  # between renewals (a renewal in progress is shielded)
+            keeper.cancel()  # a renewal already queued still commits: the coalescer runs it
             await asyncio.wait({keeper})
             if until_empty:
                 await self._http.close()
