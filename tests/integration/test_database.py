@@ -75,11 +75,11 @@ async def test_a_failing_group_member_rolls_back_the_whole_group(db: Database) -
 async def test_events_are_flushed_and_duplicate_counts_alone_are_not(tmp_path: Path) -> None:
     """A new event's commit waits for the disk; the write-back of duplicate counts answered
     from memory does not (it rides on the next flushed commit)."""
-    import hashlib
     import time
 
-    from receiver.models import Accepted, Duplicate, NewEvent
+    from receiver.models import Accepted, Duplicate
     from receiver.store.sqlite import SqliteStore
+    from tests.support.factories import new_event
 
     store = SqliteStore(tmp_path / "receiver.db")
     await store.open()
@@ -91,25 +91,7 @@ async def test_events_are_flushed_and_duplicate_counts_alone_are_not(tmp_path: P
         return await real(work, is_flushed=is_flushed)
 
     store.db.transaction_sync = spy  # type: ignore[method-assign]
-    body = b'{"id": 1}'
-    now = time.time()
-    event = NewEvent(
-        provider="p",
-        key="p:1",
-        provider_event_id="1",
-        event_type=None,
-        body=body,
-        headers={},
-        content_type="application/json",
-        fingerprint=hashlib.sha256(body).hexdigest(),
-        received_at_s=now,
-        payload_expires_at_s=now + 60,
-        dedupe_expires_at_s=now + 60,
-        has_handler=False,
-        serialize_key=None,
-        requeue_dead=True,
-        remote="127.0.0.1",
-    )
+    event = new_event("p", 1, now=time.time(), has_handler=False)
     try:
         assert isinstance(await store.record(event), Accepted)
         assert flushes == [True]

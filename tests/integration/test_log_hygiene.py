@@ -12,7 +12,6 @@ import base64
 import io
 import json
 import logging
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,14 +21,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-import structlog
 import yaml
 
 from receiver.cli import main as cli_main
-from receiver.logs import configure_logging
 from tests.integration.conftest import Harness
 from tests.support import factories
 from tests.support.factories import OTHER_SECRET, SECRET_ENV, signed_headers, write_config
+from tests.support.logs import json_logs as capture_json_logs
 from tests.support.rawhttp import exchange, request_head, sign_raw
 from tests.support.serve import ServeProcess, serve_config, serve_env
 from tests.support.storage import fill_up
@@ -54,13 +52,9 @@ def _assert_clean(text: str, signatures: list[str]) -> None:
 
 @pytest.fixture
 def json_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    """Structlog configured as ``receiver serve`` does it, at debug, writing to a buffer that
-    stands in for stdout (the logger factory binds the stream at configure time)."""
-    buffer = io.StringIO()
-    monkeypatch.setattr(sys, "stdout", buffer)
-    configure_logging("debug", "json")
-    yield buffer
-    structlog.reset_defaults()
+    """Structlog configured as ``receiver serve`` does it, at debug, into a buffer."""
+    with capture_json_logs(monkeypatch, "debug") as buffer:
+        yield buffer
 
 
 async def test_no_error_path_logs_the_secret_a_body_or_a_signature(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import os
 import sqlite3
@@ -26,12 +25,12 @@ from structlog.typing import EventDict
 
 from receiver.config import ProviderSettings, WorkerSettings
 from receiver.metrics import Metrics
-from receiver.models import Accepted, NewEvent
+from receiver.models import Accepted
 from receiver.store.jobs import AttemptRecord, JobQueue
 from receiver.store.sqlite import SqliteStore
 from receiver.worker import Worker
 from tests.integration import handler_targets as targets
-from tests.support.factories import free_port
+from tests.support.factories import free_port, new_event
 
 TARGETS = "tests.integration.handler_targets"
 T0 = 1_700_000_000.0
@@ -84,21 +83,13 @@ async def record(
     serialize_key: str | None = None,
 ) -> int:
     """A new event through the real ingest write path; returns its id."""
-    payload = body if body is not None else json.dumps({"n": n}).encode()
-    now = store.clock()
     outcome = await store.record(
-        NewEvent(
-            provider=provider,
-            key=f"{provider}:evt_{n}",
-            provider_event_id=f"evt_{n}",
-            event_type="order.created",
-            body=payload,
-            headers={"content-type": content_type, "x-shop": "demo"},
+        new_event(
+            provider,
+            n,
+            now=store.clock(),
+            body=body,
             content_type=content_type,
-            fingerprint=hashlib.sha256(payload).hexdigest(),
-            received_at_s=now,
-            payload_expires_at_s=now + 86_400,
-            dedupe_expires_at_s=now + 30 * 86_400,
             has_handler=has_handler,
             serialize_key=serialize_key,
         )

@@ -1,8 +1,9 @@
-"""Factories shared by the suites: configs on disk, signed deliveries, free ports."""
+"""Factories shared by the suites: configs on disk, signed deliveries, events, free ports."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import socket
@@ -13,6 +14,8 @@ from typing import Any
 
 import yaml
 from standardwebhooks.webhooks import Webhook
+
+from receiver.models import NewEvent
 
 # An obviously fake Standard Webhooks secret: "whsec_" + base64 of 32 fixed bytes.
 TEST_SECRET = "whsec_" + base64.b64encode(b"receiver-test-secret-0123456789a").decode()
@@ -79,3 +82,32 @@ def signed_headers(
 
 def event_body(n: int | str, **fields: Any) -> bytes:
     return json.dumps({"type": "order.created", "data": {"n": n, **fields}}).encode()
+
+
+def new_event(
+    provider: str,
+    n: int,
+    *,
+    now: float,
+    body: bytes | None = None,
+    content_type: str = "application/json",
+    has_handler: bool = True,
+    serialize_key: str | None = None,
+) -> NewEvent:
+    """A verified, keyed event as ingest hands it to the store (key ``{provider}:evt_{n}``)."""
+    payload = body if body is not None else json.dumps({"n": n}).encode()
+    return NewEvent(
+        provider=provider,
+        key=f"{provider}:evt_{n}",
+        provider_event_id=f"evt_{n}",
+        event_type="order.created",
+        body=payload,
+        headers={"content-type": content_type, "x-shop": "demo"},
+        content_type=content_type,
+        fingerprint=hashlib.sha256(payload).hexdigest(),
+        received_at_s=now,
+        payload_expires_at_s=now + 86_400,
+        dedupe_expires_at_s=now + 30 * 86_400,
+        has_handler=has_handler,
+        serialize_key=serialize_key,
+    )

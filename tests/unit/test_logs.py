@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 import structlog
 
-from receiver.logs import _UtcTimestamp, configure_logging
+from receiver.logs import _UtcTimestamp
+from tests.support.logs import json_logs
 
 
 @pytest.fixture
 def stdout(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    buffer = io.StringIO()
-    monkeypatch.setattr(sys, "stdout", buffer)
-    configure_logging("info", "json")
-    yield buffer
-    structlog.reset_defaults()
+    with json_logs(monkeypatch, "info") as buffer:
+        yield buffer
 
 
 def test_a_json_line_has_level_event_and_a_utc_iso_timestamp(stdout: io.StringIO) -> None:
