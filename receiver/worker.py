@@ -43,6 +43,9 @@ log = structlog.get_logger("receiver.worker")
 
 _PURGED = "the payload was purged before the event was processed"
 _OUT_OF_ATTEMPTS = "out of attempts: the last attempt's lease expired before it finished"
+# A claim costs the same few statements for one job as for many: when only a few slots are free
+# and jobs are still running, wait this long at most for more slots before claiming.
+_GATHER_S = 0.005
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,6 +106,8 @@ class Worker:
         self._flights: dict[asyncio.Task[None], _Flight] = {}
         self._stats_at = float("-inf")
         self._keeper: asyncio.Task[None] | None = None
+        self._log: structlog.typing.FilteringBoundLogger = log
+        self._claim_batch = max(1, settings.concurrency // 4)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -132,11 +137,14 @@ class Worker:
         if task is not None:
             await asyncio.wait({task})
             if not task.cancelled() and task.exception() is not None:
-                log.error("worker_crashed", error=summarize(task.exception() or Exception()))
+                self._log.error("worker_crashed", error=summarize(task.exception() or Exception()))
         await self._http.close()
 
     async def run(self, *, until_empty: bool = False) -> None:
         """Process jobs until :meth:`stop`, or (``until_empty``) until none is left to do."""
+        # Bound once logging is configured: a bound logger skips the module-level proxy's
+        # configuration lookup, which every job's log lines would otherwise pay.
+        self._log = log.bind()
         self._keeper = asyncio.create_task(self._keep_leases(), name="receiver-lease-keeper")
         try:
             while not self._is_stopping:
@@ -153,6 +161,7 @@ class Worker:
                     await self._sleep(delay_s if delay_s > 0 else self._settings.poll_interval_s)
                     continue
                 await self._wait()
+                await self._gather_slots()
         finally:
             await self._drain()
             keeper, self._keeper = self._keeper, None
@@ -165,6 +174,20 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._settings.poll_interval_s):
                 await self._wake.wait()
+
+    async def _gather_slots(self) -> None:
+        """A slot came free while others still run: let a few more come free (briefly), so one
+        claim fills several. Nothing waits when enough are free, or none is running."""
+        if self._free_slots() >= self._claim_batch or not self._flights:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_GATHER_S):
+                while self._free_slots() < self._claim_batch and not self._is_stopping:
+                    self._wake.clear()
+                    await self._wake.wait()
+
+    def _free_slots(self) -> int:
+        return self._settings.concurrency - len(self._flights)
 
     async def _drain(self) -> None:
         if not self._flights:
@@ -179,7 +202,7 @@ class Worker:
     # -- claiming ----------------------------------------------------------------------------
 
     async def _claim(self) -> None:
-        free = self._settings.concurrency - len(self._flights)
+        free = self._free_slots()
         if free <= 0 or not self.routes:
             return
         # Per-provider limits count live leases in the store, this worker's own included.
@@ -189,10 +212,10 @@ class Worker:
                 caps=caps, limit=free, now=self._clock(), lease_s=self._settings.lease_s
             )
         except StorageUnavailable as exc:
-            log.warning("worker_claim_failed", error=exc.detail)
+            self._log.warning("worker_claim_failed", error=exc.detail)
             return
         for job in jobs:
-            log.debug(
+            self._log.debug(
                 "job_claimed",
                 event_id=job.event_id,
                 provider=job.provider,
@@ -200,17 +223,18 @@ class Worker:
                 attempt=job.attempt,
                 is_replay=job.is_replay,
             )
+            flight = _Flight(job=job)
             task = asyncio.create_task(
-                self._process(job, self.routes[job.provider]),
+                self._process(flight, self.routes[job.provider]),
                 name=f"receiver-job-{job.event_id}",
             )
-            self._flights[task] = _Flight(job=job)
+            self._flights[task] = flight
             task.add_done_callback(self._landed)
 
     def _landed(self, task: asyncio.Task[None]) -> None:
         self._flights.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
-            log.error("job_task_failed", error=summarize(task.exception() or Exception()))
+            self._log.error("job_task_failed", error=summarize(task.exception() or Exception()))
         self._wake.set()  # a slot is free
 
     async def _refresh_stats(self) -> None:
@@ -228,24 +252,19 @@ class Worker:
 
     # -- one job -----------------------------------------------------------------------------
 
-    async def _process(self, job: ClaimedJob, route: Route) -> None:
+    async def _process(self, flight: _Flight, route: Route) -> None:
+        job = flight.job
         if job.body is None or job.attempt > route.policy.max_attempts:
-            await self._settle(job, route, _refusal(job, route), duration_s=0.0)
+            await self._settle(flight, route, _refusal(job, route), duration_s=0.0)
             return
         started = time.monotonic()
         try:
             outcome = await self._run_handler(job, route)
         except asyncio.CancelledError:
-            self._mark_settling()
+            flight.is_settling = True
             await self._release(job)
             raise
-        await self._settle(job, route, outcome, duration_s=time.monotonic() - started)
-
-    def _mark_settling(self) -> None:
-        current = asyncio.current_task()
-        flight = self._flights.get(current) if current is not None else None
-        if flight is not None:
-            flight.is_settling = True
+        await self._settle(flight, route, outcome, duration_s=time.monotonic() - started)
 
     async def _run_handler(self, job: ClaimedJob, route: Route) -> Outcome:
         body = job.body or b""
@@ -285,14 +304,15 @@ class Worker:
                 if flight.job.event_id in held or flight.is_settling:
                     continue  # (a job that finished meanwhile is not a lost lease)
                 flight.is_lease_lost = True
-                log.warning(
+                self._log.warning(
                     "job_lease_lost", event_id=flight.job.event_id, provider=flight.job.provider
                 )
 
     async def _settle(
-        self, job: ClaimedJob, route: Route, outcome: Outcome, *, duration_s: float
+        self, flight: _Flight, route: Route, outcome: Outcome, *, duration_s: float
     ) -> None:
-        self._mark_settling()
+        flight.is_settling = True
+        job = flight.job
         now = self._clock()
         record = AttemptRecord(
             finished_at_s=now,
@@ -327,28 +347,28 @@ class Worker:
                     fields |= {"error": decision.error, "delay_s": round(decision.delay_s, 3)}
         except StorageUnavailable as exc:
             # The lease runs out and the job comes back: at least once, never lost.
-            log.error("job_settle_failed", error=exc.detail, **fields)
+            self._log.error("job_settle_failed", error=exc.detail, **fields)
             return
         if not is_held:
-            log.warning("job_lease_lost", outcome=result, **fields)
+            self._log.warning("job_lease_lost", outcome=result, **fields)
             return
         self._observe(job.provider, result, duration_s)
         if result == "succeeded":
-            log.info("job_succeeded", duration_s=round(duration_s, 3), **fields)
+            self._log.info("job_succeeded", duration_s=round(duration_s, 3), **fields)
         elif result == "dead":
-            log.warning("job_dead", **fields)
+            self._log.warning("job_dead", **fields)
         else:
-            log.info("job_retry_scheduled", **fields)
+            self._log.info("job_retry_scheduled", **fields)
 
     async def _release(self, job: ClaimedJob) -> None:
         try:
             is_held = await self._queue.release(job, now=self._clock())
         except StorageUnavailable as exc:
-            log.error("job_release_failed", event_id=job.event_id, error=exc.detail)
+            self._log.error("job_release_failed", event_id=job.event_id, error=exc.detail)
             return
         if is_held:
             self._observe(job.provider, "interrupted", None)
-            log.info("job_released", event_id=job.event_id, provider=job.provider)
+            self._log.info("job_released", event_id=job.event_id, provider=job.provider)
 
     def _observe(self, provider: str, result: str, duration_s: float | None) -> None:
         if self._metrics is None:

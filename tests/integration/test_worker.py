@@ -684,6 +684,35 @@ async def test_new_work_wakes_the_worker_before_the_poll_interval(
     assert not await worker.check_running()
 
 
+async def test_a_single_free_slot_is_refilled_while_the_others_still_run(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """Claims gather a few free slots to fill them at once, but never wait for more slots than
+    can come: with seven handlers hung and one slot free, new events still run one by one."""
+    worker = make_worker(
+        store,
+        clock,
+        {"hung": python("block"), "quick": python("record")},
+        concurrency=8,
+        poll_interval_s=60.0,
+    )
+    store.on_committed(worker.wake)
+    for n in range(7):
+        await record(store, "hung", n)
+    await worker.start()
+    try:
+        await asyncio.wait_for(_wait_for(lambda: len(targets.STATE.calls) == 7), timeout=5)
+        quick = [await record(store, "quick", n) for n in range(3)]
+        await asyncio.wait_for(
+            _wait_for(lambda: all(status_of(store, e)[0] == "succeeded" for e in quick)),
+            timeout=5,
+        )
+        assert not targets.STATE.gate.is_set()  # the seven are still running
+    finally:
+        targets.STATE.gate.set()
+        await worker.stop()
+
+
 async def test_shutdown_releases_running_jobs_without_counting_an_attempt(
     store: SqliteStore, clock: FakeClock
 ) -> None:
