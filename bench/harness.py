@@ -220,8 +220,6 @@ class Run:
     env: dict[str, str]
     signers: dict[str, gen.Signer]
     slow_ok: bool
-    stored_db: Path | None = None
-    stored_copy: Path | None = None
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     counter: int = 0
     # Servers a scenario needs beside the one measured (the backlog's slow handler target).
@@ -275,10 +273,19 @@ def _fresh_db(path: Path) -> Path:
     return path
 
 
-def _stored_db(run: Run) -> Path:
-    """The working copy of the big seeded database, built once and cached under bench/.cache."""
-    if run.stored_copy is not None:
-        return run.stored_copy
+def _seeded_copy(cached: Path, name: str, run: Run) -> Path:
+    """A fresh copy of a cached seed for one run, flushed to disk before the server starts (so
+    the kernel's write-back of the copy never competes with the measured fsyncs)."""
+    copy = _fresh_db(run.work / f"{name}.db")
+    shutil.copyfile(cached, copy)
+    with copy.open("rb+") as f:
+        os.fsync(f.fileno())
+    return copy
+
+
+def _stored_db(run: Run, name: str) -> Path:
+    """A fresh copy of the big seeded database, so that every round starts from the same N
+    stored events (reusing one copy made each round measure the rows the previous ones added)."""
     from receiver.store.database import SCHEMA_VERSION
 
     n = run.opts.stored_events
@@ -290,10 +297,7 @@ def _stored_db(run: Run) -> Path:
         gen.seeded_database(tmp, n)
         tmp.rename(cached)
         print(f"[bench] seeded in {time.monotonic() - started:.1f} s", flush=True)
-    copy = run.work / "stored.db"
-    shutil.copyfile(cached, copy)
-    run.stored_copy = copy
-    return copy
+    return _seeded_copy(cached, name, run)
 
 
 def _backlog_db(run: Run, name: str) -> Path:
@@ -307,9 +311,7 @@ def _backlog_db(run: Run, name: str) -> Path:
         tmp = cached.with_name(cached.name + ".tmp")
         gen.seeded_database(tmp, n, event_status="queued", job_status="queued")
         tmp.rename(cached)
-    copy = _fresh_db(run.work / f"{name}.db")
-    shutil.copyfile(cached, copy)
-    return copy
+    return _seeded_copy(cached, name, run)
 
 
 def _slow_target(run: Run, name: str) -> str:
@@ -338,7 +340,7 @@ def _slow_target(run: Run, name: str) -> str:
 
 def _db_for(run: Run, scn: Scenario, name: str) -> Path:
     if scn.db == "stored":
-        return _stored_db(run)
+        return _stored_db(run, name)
     if scn.db == "backlog":
         return _backlog_db(run, name)
     path = _fresh_db(run.work / f"{name}.db")
@@ -539,9 +541,8 @@ def run_scenario(run: Run, scn: Scenario, *, profile_to: Path | None = None) -> 
     if scn.server != "b0" and scn.kind == "unique" and stores and rows["events"] < requests:
         problems.append(f"only {rows['events']} rows for {requests} acknowledged requests")
     result["problems"] = problems
-    if scn.db != "stored":  # (the backlog database is a fresh copy too)
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)
+    for suffix in ("", "-wal", "-shm"):  # every run has its own database (or copy of a seed)
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
     if server.strace_log is not None:
         server.strace_log.unlink(missing_ok=True)
     return result
