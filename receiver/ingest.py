@@ -10,7 +10,6 @@ __all__ = ["IngestResult", "IngestService", "Prepared", "Recorder"]
 
 import asyncio
 import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,7 +17,7 @@ from typing import Protocol
 import structlog
 
 from receiver.errors import InvalidBody, KeyConflict, MissingEventId, UnknownProvider
-from receiver.keys import Document
+from receiver.keys import Document, json_array_items
 from receiver.models import (
     Duplicate,
     HandshakeReply,
@@ -144,15 +143,14 @@ class IngestService:
     def _batch_events(
         self, provider: Provider, request: InboundRequest, document: Document, now: float
     ) -> list[NewEvent]:
-        items = document.json
-        if not isinstance(items, list) or not items:
+        items = json_array_items(request.body)
+        if not items:
             raise InvalidBody("the body must be a non-empty JSON array of events")
-        events: list[NewEvent] = []
-        for item in items:
-            body = json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-            element = Document(request, json_value=item)
-            events.append(self._new_event(provider, request, element, body, now))
-        return events
+        # Each element is stored with its own bytes as sent, and keyed from its exact parse.
+        return [
+            self._new_event(provider, request, Document(request, json_value=item), body, now)
+            for item, body in items
+        ]
 
     def _new_event(
         self,

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import parse_qs
 
+import orjson
+
 from receiver.models import InboundRequest
 
 _MISSING = object()
@@ -36,13 +38,19 @@ class SourceSyntaxError(ValueError):
 
 
 class Document:
-    """The request plus its body parsed lazily, once, as JSON or a form."""
+    """The request plus its body parsed lazily, once, as JSON or a form.
 
-    __slots__ = ("_form", "_json", "request")
+    JSON is parsed twice over at most: :attr:`json` with orjson (fast; a number with a fraction
+    or exponent, or an integer beyond 64 bits, is a float there), and :attr:`exact_json` with
+    every number exact, only when a value read for a key turns out to be such a float.
+    """
+
+    __slots__ = ("_exact", "_form", "_json", "request")
 
     def __init__(self, request: InboundRequest, json_value: object = _MISSING) -> None:
         self.request = request
         self._json = json_value
+        self._exact = json_value
         self._form: dict[str, list[str]] | None = None
 
     @property
@@ -50,10 +58,22 @@ class Document:
         """The parsed JSON body, or ``None`` when the body is not JSON."""
         if self._json is _MISSING:
             try:
-                self._json = _DECODER.decode(self.request.body.decode("utf-8"))
-            except (ValueError, RecursionError):
-                self._json = None
+                self._json = orjson.loads(self.request.body)
+            except orjson.JSONDecodeError:
+                # orjson refuses a few bodies the exact parser takes (a lone surrogate escape):
+                # that one decides what is JSON, so both always agree.
+                self._json = self.exact_json
         return self._json
+
+    @property
+    def exact_json(self) -> object:
+        """The parsed JSON body with every number exact (``Decimal``, big integers whole)."""
+        if self._exact is _MISSING:
+            try:
+                self._exact = _DECODER.decode(self.request.body.decode("utf-8"))
+            except (ValueError, RecursionError):
+                self._exact = None
+        return self._exact
 
     @property
     def form(self) -> dict[str, list[str]]:
@@ -83,9 +103,48 @@ def _scalar(value: object) -> str | None:
         return None
     if isinstance(value, str):
         return value or None
-    if isinstance(value, int | Decimal):  # floats are parsed as Decimal: exact, as sent
+    if isinstance(value, int | Decimal):  # never a float: those are read again, exactly
         return str(value)
     return None
+
+
+_JSON_SPACE = " \t\n\r"
+
+
+def json_array_items(body: bytes) -> list[tuple[object, bytes]] | None:
+    """The elements of a JSON array body, each parsed exactly and with its own bytes as sent;
+    None when the body is not one JSON array."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    end = len(text)
+
+    def skip_space(pos: int) -> int:
+        while pos < end and text[pos] in _JSON_SPACE:
+            pos += 1
+        return pos
+
+    pos = skip_space(0)
+    if not text.startswith("[", pos):
+        return None
+    items: list[tuple[object, bytes]] = []
+    pos = skip_space(pos + 1)
+    if text.startswith("]", pos):
+        return items if skip_space(pos + 1) == end else None
+    try:
+        while True:
+            value, stop = _DECODER.raw_decode(text, pos)
+            items.append((value, text[pos:stop].encode("utf-8")))
+            pos = skip_space(stop)
+            if text.startswith(",", pos):
+                pos = skip_space(pos + 1)
+            elif text.startswith("]", pos):
+                return items if skip_space(pos + 1) == end else None
+            else:
+                return None
+    except (ValueError, RecursionError):
+        return None
 
 
 def _json_path(path: str) -> Extractor:
@@ -94,19 +153,25 @@ def _json_path(path: str) -> Extractor:
         raise SourceSyntaxError(f"json path {path!r} has an empty segment")
 
     def extract(doc: Document) -> str | None:
-        node: object = doc.json
-        for part in parts:
-            if isinstance(node, Mapping):
-                node = node.get(part, _MISSING)
-            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            else:
-                return None
-            if node is _MISSING:
-                return None
-        return _scalar(node)
+        value = _walk(doc.json, parts)
+        if isinstance(value, float):  # as orjson rounded it: read the number as it was sent
+            value = _walk(doc.exact_json, parts)
+        return _scalar(value)
 
     return extract
+
+
+def _walk(node: object, parts: list[str]) -> object:
+    for part in parts:
+        if isinstance(node, Mapping):
+            node = node.get(part, _MISSING)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+        if node is _MISSING:
+            return None
+    return node
 
 
 def _header(name: str) -> Extractor:

@@ -161,6 +161,28 @@ async def test_a_sendgrid_batch_retried_with_one_new_element_stores_one_new_even
         assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 3
 
 
+async def test_a_sendgrid_batch_stores_each_element_with_its_own_bytes(make_harness: Any) -> None:
+    """Numbers with a fraction (custom arguments carry any JSON) and pretty-printing are fine:
+    every element is stored byte for byte as it appeared in the array."""
+    case = next(c for c in CASES if c.scheme == "sendgrid")
+    harness = await _harness(make_harness, case)
+    elements = [
+        b'{"sg_event_id": "sg_f", "event": "open", "score": 0.75, "ratio": 1.50}',
+        b'{\n    "sg_event_id": "sg_u",\n    "event": "click",\n'
+        b'    "url": "https://ex.example/caf\xc3\xa9"\n  }',
+    ]
+    body = b"[\n  " + b",\n  ".join(elements) + b"\n]\n"
+    signed = case.sign(0, body, int(time.time()))
+    resp = await harness.post(
+        "p", signed.body, {**signed.headers, "Content-Type": "application/json"}
+    )
+    assert resp.status == 200, await resp.text()
+    assert [e["key"] for e in (await resp.json())["events"]] == ["p:sg_f", "p:sg_u"]
+    with sqlite3.connect(harness.receiver.config.settings.storage.path) as conn:
+        stored = [row[0] for row in conn.execute("SELECT body FROM events ORDER BY id")]
+    assert stored == elements
+
+
 async def test_a_url_signing_scheme_checks_the_url_exactly_as_sent(make_harness: Any) -> None:
     """Without ``public_url``, Twilio's signature covers the URL of the request line: its path
     and query byte for byte (percent-encodings included), not as a URL parser re-encodes them."""

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from receiver.keys import Document, SourceSyntaxError, parse_source
+from receiver.keys import Document, SourceSyntaxError, json_array_items, parse_source
 from receiver.models import InboundRequest
 
 
@@ -72,3 +76,93 @@ def test_query_source() -> None:
 def test_bad_expressions_are_refused(expr: str) -> None:
     with pytest.raises(SourceSyntaxError):
         parse_source(expr)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"id": 1.10}', "1.10"),  # as sent, not as a float prints it
+        (b'{"id": 0.1000000000000000055511151231257827}', "0.1000000000000000055511151231257827"),
+        (b'{"id": 1e2}', "1E+2"),
+        (b'{"id": 123456789012345678901234567890}', "123456789012345678901234567890"),
+        (b'{"id": 18446744073709551616}', "18446744073709551616"),  # past 64 bits
+        (b'{"id": -9223372036854775808}', "-9223372036854775808"),
+    ],
+)
+def test_numeric_ids_are_read_exactly(body: bytes, expected: str) -> None:
+    assert parse_source("json:id").extract(_doc(body)) == expected
+
+
+def test_numbers_that_differ_as_sent_never_share_a_key() -> None:
+    source = parse_source("json:id")
+    ids = [
+        source.extract(_doc(b'{"id": %s}' % n)) for n in (b"1.1", b"1.10", b"1.1000000000000001")
+    ]
+    assert len(set(ids)) == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"id": "\\ud800x"}', "\ud800x"),  # a lone surrogate escape: JSON all the same
+        (b'{"id": "a", "id": "b"}', "b"),  # a repeated name: the last one counts
+    ],
+)
+def test_the_fast_and_the_exact_parser_agree(body: bytes, expected: str) -> None:
+    assert parse_source("json:id").extract(_doc(body)) == expected
+
+
+@pytest.mark.parametrize(
+    "body", [b"[NaN]", b'{"id": Infinity}', b"\xef\xbb\xbf{}", b'{"id": "a"', b"\xff"]
+)
+def test_what_is_not_json_stays_not_json(body: bytes) -> None:
+    assert _doc(body).json is None
+
+
+@pytest.mark.parametrize(
+    ("body", "items"),
+    [
+        (b"[]", []),
+        (b' [ {"a": 1.50} ,\n {"b": "\xc3\xa9"} ] \n', [b'{"a": 1.50}', b'{"b": "\xc3\xa9"}']),
+        (b'[1,"x",[2,3],null]', [b"1", b'"x"', b"[2,3]", b"null"]),
+    ],
+)
+def test_array_items_keep_their_own_bytes(body: bytes, items: list[bytes]) -> None:
+    found = json_array_items(body)
+    assert found is not None
+    assert [raw for _, raw in found] == items
+    assert [value for value, _ in found] == [json.loads(raw, parse_float=Decimal) for raw in items]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{}", b"[1,]", b"[1 2]", b"[1", b"[1] x", b"[,1]", b"[NaN]", b"\xff[1]", b"[" * 10_000],
+)
+def test_what_is_not_one_json_array_has_no_items(body: bytes) -> None:
+    assert json_array_items(body) is None
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(st.lists(_JSON, max_size=6), st.sampled_from([None, 0, 2]), st.booleans())
+def test_any_array_splits_into_its_elements(
+    values: list[object], indent: int | None, ascii_only: bool
+) -> None:
+    text = json.dumps(values, indent=indent, ensure_ascii=ascii_only)
+    found = json_array_items(text.encode())
+    assert found is not None
+    expected = json.loads(text, parse_float=Decimal)
+    assert [value for value, _ in found] == expected
+    for value, raw in found:  # each element's bytes parse to that element alone
+        assert json.loads(raw, parse_float=Decimal) == value
