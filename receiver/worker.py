@@ -107,7 +107,7 @@ class Worker:
         self._stats_at = float("-inf")
         self._keeper: asyncio.Task[None] | None = None
         self._log: structlog.typing.FilteringBoundLogger = log
-        self._claim_batch = max(1, settings.concurrency // 4)
+        self._claim_batch = max(1, settings.concurrency // 2)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 __all__ = ["AttemptRecord", "ClaimedJob", "JobQueue", "QueueStats"]
 
-import json
 import secrets
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+
+import orjson
 
 from receiver.models import EventStatus, JobStatus
 from receiver.store.database import Database
@@ -378,7 +379,7 @@ def _lease(
                 key=ev["key"],
                 event_type=ev["event_type"],
                 body=bytes(ev["body"]) if ev["body"] is not None else None,
-                headers=json.loads(ev["headers"]) if ev["headers"] is not None else {},
+                headers=orjson.loads(ev["headers"]) if ev["headers"] is not None else {},
                 content_type=ev["content_type"],
                 serialize_key=serialize_key,
                 attempt=int(attempt),
