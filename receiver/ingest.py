@@ -113,7 +113,7 @@ class IngestService:
             if reply is not None:
                 return reply
         if provider.scheme.is_batch:
-            events = self._batch_events(provider, request, document, now)
+            events = self._batch_events(provider, request, now)
         else:
             events = [self._new_event(provider, request, document, request.body, now)]
         return Prepared(provider=provider, events=events)
@@ -141,7 +141,7 @@ class IngestService:
         return IngestResult(outcomes=outcomes, is_batch=provider.scheme.is_batch)
 
     def _batch_events(
-        self, provider: Provider, request: InboundRequest, document: Document, now: float
+        self, provider: Provider, request: InboundRequest, now: float
     ) -> list[NewEvent]:
         items = json_array_items(request.body)
         if not items:
