@@ -63,6 +63,7 @@ class _Flight:
     job: ClaimedJob
     is_settling: bool = False  # writing the outcome: let it finish, never cancel it
     is_lease_lost: bool = False  # another worker may own the job now: stop renewing
+    holds_slot: bool = True  # until its handler returns; its outcome is written meanwhile
 
 
 class Worker:
@@ -108,6 +109,8 @@ class Worker:
         self._keeper: asyncio.Task[None] | None = None
         self._log: structlog.typing.FilteringBoundLogger = log
         self._claim_batch = max(1, settings.concurrency // 2)
+        # Handlers running now (a job whose outcome is being written no longer takes a slot).
+        self._slots_taken = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -178,7 +181,7 @@ class Worker:
     async def _gather_slots(self) -> None:
         """A slot came free while others still run: let a few more come free (briefly), so one
         claim fills several. Nothing waits when enough are free, or none is running."""
-        if self._free_slots() >= self._claim_batch or not self._flights:
+        if self._free_slots() >= self._claim_batch or not self._slots_taken:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_GATHER_S):
@@ -187,7 +190,13 @@ class Worker:
                     await self._wake.wait()
 
     def _free_slots(self) -> int:
-        return self._settings.concurrency - len(self._flights)
+        return self._settings.concurrency - self._slots_taken
+
+    def _release_slot(self, flight: _Flight) -> None:
+        if flight.holds_slot:
+            flight.holds_slot = False
+            self._slots_taken -= 1
+            self._wake.set()  # a slot is free
 
     async def _drain(self) -> None:
         if not self._flights:
@@ -224,6 +233,7 @@ class Worker:
                 is_replay=job.is_replay,
             )
             flight = _Flight(job=job)
+            self._slots_taken += 1
             task = asyncio.create_task(
                 self._process(flight, self.routes[job.provider]),
                 name=f"receiver-job-{job.event_id}",
@@ -232,10 +242,12 @@ class Worker:
             task.add_done_callback(self._landed)
 
     def _landed(self, task: asyncio.Task[None]) -> None:
-        self._flights.pop(task, None)
+        flight = self._flights.pop(task, None)
+        if flight is not None:
+            self._release_slot(flight)  # (already free unless the task ended early)
         if not task.cancelled() and task.exception() is not None:
             self._log.error("job_task_failed", error=summarize(task.exception() or Exception()))
-        self._wake.set()  # a slot is free
+        self._wake.set()
 
     async def _refresh_stats(self) -> None:
         is_due = time.monotonic() - self._stats_at >= self._settings.poll_interval_s
@@ -255,6 +267,7 @@ class Worker:
     async def _process(self, flight: _Flight, route: Route) -> None:
         job = flight.job
         if job.body is None or job.attempt > route.policy.max_attempts:
+            self._release_slot(flight)
             await self._settle(flight, route, _refusal(job, route), duration_s=0.0)
             return
         started = time.monotonic()
@@ -264,6 +277,9 @@ class Worker:
             flight.is_settling = True
             await self._release(job)
             raise
+        # The handler is done: the next job may start while this outcome is written (the lease
+        # holds this job meanwhile, and serialize_by still sees it running until then).
+        self._release_slot(flight)
         await self._settle(flight, route, outcome, duration_s=time.monotonic() - started)
 
     async def _run_handler(self, job: ClaimedJob, route: Route) -> Outcome:

@@ -27,6 +27,9 @@ T = TypeVar("T")
 _Coalesced = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[object]"]
 
 SCHEMA_VERSION = 3
+# How long a deferrable coalesced write (a job's completion) waits for an urgent one (a claim) to
+# share its transaction, when nothing urgent is queued yet.
+DEFER_S = 0.01
 # SQLite checkpoints the WAL at 1 000 pages (4 MiB with 4 KiB pages): the file's usual size.
 WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024
 
@@ -116,6 +119,7 @@ class Database:
         self.has_fts = False
         self._coalesce_queue: list[_Coalesced] = []
         self._coalescer: asyncio.Task[None] | None = None
+        self._has_urgent = asyncio.Event()
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout_s)
@@ -220,13 +224,22 @@ class Database:
         """
         return await _run_to_completion(self._transaction_sync(work, is_flushed=is_flushed))
 
-    async def coalesced(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def coalesced(
+        self, work: Callable[[sqlite3.Connection], T], *, is_urgent: bool = True
+    ) -> T:
         """Like :meth:`transaction_sync`, but small writes issued at the same time share one
         transaction (one fsync, one hand-off to the writer thread): the worker's claims and job
         completions. ``work`` must not raise for its own reasons: a failure of any fails the
-        whole group (nothing half-written)."""
+        whole group (nothing half-written).
+
+        A write that is not ``is_urgent`` (a job's completion: its handler is done, the lease
+        still protects the job) waits up to :data:`DEFER_S` for an urgent one (the next claim)
+        and commits with it: a commit's cost is mostly its pages, and one transaction for a
+        claim and the completions before it writes the shared pages once."""
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._coalesce_queue.append((work, future))
+        if is_urgent:
+            self._has_urgent.set()
         if self._coalescer is None or self._coalescer.done():
             self._coalescer = asyncio.create_task(self._run_coalesced(), name="receiver-coalesce")
         # The future only reports: a cancelled caller cancels it, never the group's transaction
@@ -235,6 +248,11 @@ class Database:
 
     async def _run_coalesced(self) -> None:
         while self._coalesce_queue:
+            if not self._has_urgent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(DEFER_S):
+                        await self._has_urgent.wait()
+            self._has_urgent.clear()
             group, self._coalesce_queue = self._coalesce_queue, []
 
             def run_all(conn: sqlite3.Connection, group: list[_Coalesced] = group) -> list[object]:

@@ -135,7 +135,11 @@ class JobQueue:
         event_status: EventStatus,
         outcome: str,
         record: AttemptRecord,
+        is_urgent: bool = False,
     ) -> bool:
+        """Close the job's attempt under its lease. Not urgent by default: the handler is done
+        and the lease still holds the job, so the write joins the worker's next claim."""
+
         def work(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
                 f"UPDATE jobs SET {job_set}, lease_token = NULL, lease_expires_at = NULL,"
@@ -162,7 +166,7 @@ class JobQueue:
             )
             return True
 
-        return await self._db.coalesced(work)
+        return await self._db.coalesced(work, is_urgent=is_urgent)
 
     async def complete(self, job: ClaimedJob, record: AttemptRecord) -> bool:
         return await self._finish(
@@ -214,6 +218,7 @@ class JobQueue:
                 duration_s=now - job.claimed_at_s,
                 error="interrupted by shutdown",
             ),
+            is_urgent=True,  # shutting down: nothing else is coming to carry it
         )
 
     async def renew(self, job: ClaimedJob, *, now: float, lease_s: float) -> bool:

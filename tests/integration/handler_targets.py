@@ -72,6 +72,15 @@ async def slow(event: HandlerEvent) -> None:
     await asyncio.sleep(1.0)
 
 
+async def overlapping(event: HandlerEvent) -> None:
+    """Notes how many handler runs overlap at most."""
+    STATE.running["all"] += 1
+    STATE.max_parallel = max(STATE.max_parallel, STATE.running["all"])
+    await asyncio.sleep(0.005)
+    STATE.running["all"] -= 1
+    STATE.calls.append(event)
+
+
 async def ordered(event: HandlerEvent) -> None:
     """Notes start order per ``account`` and any overlap of the same account."""
     assert isinstance(event.json, dict)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from receiver.errors import StorageUnavailable
+from receiver.store import database
 from receiver.store.database import Database
 
 FULL, NORMAL = 2, 1  # PRAGMA synchronous values
@@ -104,14 +105,43 @@ async def test_events_are_flushed_and_duplicate_counts_alone_are_not(tmp_path: P
         await store.close()
 
 
+def _insert(value: int) -> Any:
+    return lambda conn: conn.execute("INSERT INTO t VALUES (?)", (value,)).rowcount
+
+
+async def test_a_deferrable_write_waits_for_the_next_urgent_one_and_shares_its_commit(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "DEFER_S", 30.0)  # however slow this machine is
+    await db.transaction_sync(lambda c: c.execute("CREATE TABLE t (x INTEGER)"))
+    transactions: list[bool] = []
+    real = db.transaction_sync
+
+    async def spy(work: Any, *, is_flushed: bool = True) -> Any:
+        transactions.append(is_flushed)
+        return await real(work, is_flushed=is_flushed)
+
+    db.transaction_sync = spy  # type: ignore[method-assign]
+    completion = asyncio.ensure_future(db.coalesced(_insert(1), is_urgent=False))
+    await asyncio.sleep(0.05)  # the coalescer holds it, waiting for something urgent
+    assert not completion.done()
+    assert await db.coalesced(_insert(2)) == 1
+    assert await completion == 1
+    assert transactions == [False]  # one transaction for both (and no fsync of its own)
+
+
+async def test_a_deferrable_write_alone_is_not_held_back_for_long(db: Database) -> None:
+    await db.transaction_sync(lambda c: c.execute("CREATE TABLE t (x INTEGER)"))
+    assert await asyncio.wait_for(db.coalesced(_insert(1), is_urgent=False), timeout=5) == 1
+    rows = await db.transaction_sync(lambda c: c.execute("SELECT x FROM t").fetchall())
+    assert [r[0] for r in rows] == [1]
+
+
 async def test_a_cancelled_caller_does_not_cancel_its_groups_transaction(db: Database) -> None:
     await db.transaction_sync(lambda c: c.execute("CREATE TABLE t (x INTEGER)"))
 
-    def insert(value: int) -> Any:
-        return lambda conn: conn.execute("INSERT INTO t VALUES (?)", (value,)).rowcount
-
-    first = asyncio.ensure_future(db.coalesced(insert(1)))
-    second = asyncio.ensure_future(db.coalesced(insert(2)))
+    first = asyncio.ensure_future(db.coalesced(_insert(1)))
+    second = asyncio.ensure_future(db.coalesced(_insert(2)))
     await asyncio.sleep(0)  # both joined the group
     first.cancel()
     assert await second == 1

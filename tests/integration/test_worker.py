@@ -684,6 +684,18 @@ async def test_new_work_wakes_the_worker_before_the_poll_interval(
     assert not await worker.check_running()
 
 
+async def test_never_more_handlers_run_at_once_than_the_concurrency(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """A slot is handed on as soon as a handler returns (its outcome is written alongside the
+    next claim): the limit counts handlers, and it still holds."""
+    worker = make_worker(store, clock, {"p": python("overlapping")}, concurrency=3)
+    events = [await record(store, "p", n) for n in range(12)]
+    await worker.run(until_empty=True)
+    assert targets.STATE.max_parallel == 3
+    assert all(status_of(store, e) == ("succeeded", "succeeded", 1) for e in events)
+
+
 async def test_a_single_free_slot_is_refilled_while_the_others_still_run(
     store: SqliteStore, clock: FakeClock
 ) -> None:
