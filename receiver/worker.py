@@ -46,6 +46,8 @@ _OUT_OF_ATTEMPTS = "out of attempts: the last attempt's lease expired before it 
 # A claim costs the same few statements for one job as for many: when only a few slots are free
 # and jobs are still running, wait this long at most for more slots before claiming.
 _GATHER_S = 0.005
+# The queue gauges wait at least this many times as long as their last count took.
+_STATS_COST_FACTOR = 100
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,7 +107,7 @@ class Worker:
         self._is_stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._flights: dict[asyncio.Task[None], _Flight] = {}
-        self._stats_at = float("-inf")
+        self._stats_due_at = float("-inf")
         self._keeper: asyncio.Task[None] | None = None
         self._log: structlog.typing.FilteringBoundLogger = log
         self._claim_batch = max(1, settings.concurrency // 2)
@@ -250,14 +252,18 @@ class Worker:
         self._wake.set()
 
     async def _refresh_stats(self) -> None:
-        is_due = time.monotonic() - self._stats_at >= self._settings.poll_interval_s
-        if self._metrics is None or not is_due:
+        """The queue gauges, every ``poll_interval_s``, or less often when counting a deep
+        backlog gets expensive (the count reads every waiting job): at most 1 % of the time."""
+        started = time.monotonic()
+        if self._metrics is None or started < self._stats_due_at:
             return
-        self._stats_at = time.monotonic()
+        self._stats_due_at = started + self._settings.poll_interval_s
         try:
             stats = await self._queue.stats(list(self.routes), now=self._clock())
         except StorageUnavailable:
             return  # metrics are best effort; the next poll tries again
+        cost_s = time.monotonic() - started
+        self._stats_due_at = max(self._stats_due_at, started + cost_s * _STATS_COST_FACTOR)
         for row in stats:
             self._metrics.queue_depth.labels(row.provider).set(row.queued)
             self._metrics.oldest_queued_age.labels(row.provider).set(row.oldest_ready_age_s)

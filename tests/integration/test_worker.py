@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import sqlite3
 import stat
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -720,6 +722,38 @@ async def test_a_single_free_slot_is_refilled_while_the_others_still_run(
             timeout=5,
         )
         assert not targets.STATE.gate.is_set()  # the seven are still running
+    finally:
+        targets.STATE.gate.set()
+        await worker.stop()
+
+
+async def test_queue_gauges_follow_the_queue_and_back_off_when_counting_is_slow(
+    store: SqliteStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    metrics = Metrics()
+    worker = make_worker(
+        store, clock, {"p": python("block")}, metrics=metrics, concurrency=1, poll_interval_s=0.05
+    )
+    for n in range(3):
+        await record(store, "p", n)
+    depth = functools.partial(
+        metrics.registry.get_sample_value, "receiver_queue_depth", {"provider": "p"}
+    )
+    await worker.start()
+    try:
+        await asyncio.wait_for(_wait_for(lambda: depth() == 2), timeout=5)  # one runs, two wait
+        counts: list[float] = []
+        real = JobQueue.stats
+
+        async def slow_stats(self: JobQueue, *args: Any, **kwargs: Any) -> Any:
+            counts.append(time.monotonic())
+            await asyncio.sleep(0.05)  # a deep backlog: the count takes as long as a poll
+            return await real(self, *args, **kwargs)
+
+        monkeypatch.setattr(JobQueue, "stats", slow_stats)
+        await asyncio.sleep(1.0)  # twenty polls
+        # Each count costs a poll interval, so the next one waits 100 times that: at most 1 %.
+        assert 1 <= len(counts) <= 2
     finally:
         targets.STATE.gate.set()
         await worker.stop()
