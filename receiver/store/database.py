@@ -228,9 +228,9 @@ class Database:
         self, work: Callable[[sqlite3.Connection], T], *, is_urgent: bool = True
     ) -> T:
         """Like :meth:`transaction_sync`, but small writes issued at the same time share one
-        transaction (one fsync, one hand-off to the writer thread): the worker's claims and job
-        completions. ``work`` must not raise for its own reasons: a failure of any fails the
-        whole group (nothing half-written).
+        transaction (one commit, one hand-off to the writer thread): the worker's claims, job
+        completions and lease renewals. ``work`` must not raise for its own reasons: a failure
+        of any fails the whole group (nothing half-written).
 
         A write that is not ``is_urgent`` (a job's completion: its handler is done, the lease
         still protects the job) waits up to :data:`DEFER_S` for an urgent one (the next claim)
