@@ -273,7 +273,6 @@ class Worker:
     async def _process(self, flight: _Flight, route: Route) -> None:
         job = flight.job
         if job.body is None or job.attempt > route.policy.max_attempts:
-            self._release_slot(flight)
             await self._settle(flight, route, _refusal(job, route), duration_s=0.0)
             return
         started = time.monotonic()
@@ -283,9 +282,6 @@ class Worker:
             flight.is_settling = True
             await self._release(job)
             raise
-        # The handler is done: the next job may start while this outcome is written (the lease
-        # holds this job meanwhile, and serialize_by still sees it running until then).
-        self._release_slot(flight)
         await self._settle(flight, route, outcome, duration_s=time.monotonic() - started)
 
     async def _run_handler(self, job: ClaimedJob, route: Route) -> Outcome:
@@ -334,6 +330,9 @@ class Worker:
         self, flight: _Flight, route: Route, outcome: Outcome, *, duration_s: float
     ) -> None:
         flight.is_settling = True
+        # The handler is done: the next job may start while this outcome is written (the lease
+        # holds this job meanwhile, and serialize_by still sees it running until then).
+        self._release_slot(flight)
         job = flight.job
         now = self._clock()
         record = AttemptRecord(

@@ -123,7 +123,7 @@ class JobQueue:
         def work(conn: sqlite3.Connection) -> list[ClaimedJob]:
             return _claim(conn, caps=caps, limit=limit, now=now, lease_s=lease_s)
 
-        # Shares its transaction (and fsync) with the completions written at the same moment.
+        # Urgent: it carries the completions waiting for a transaction (see Database.coalesced).
         return await self._db.coalesced(work)
 
     async def _finish(

@@ -74,28 +74,9 @@ async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteStore]:
     await store.close()
 
 
-async def record(
-    store: SqliteStore,
-    provider: str,
-    n: int,
-    *,
-    body: bytes | None = None,
-    content_type: str = "application/json",
-    has_handler: bool = True,
-    serialize_key: str | None = None,
-) -> int:
-    """A new event through the real ingest write path; returns its id."""
-    outcome = await store.record(
-        new_event(
-            provider,
-            n,
-            now=store.clock(),
-            body=body,
-            content_type=content_type,
-            has_handler=has_handler,
-            serialize_key=serialize_key,
-        )
-    )
+async def record(store: SqliteStore, provider: str, n: int, **fields: Any) -> int:
+    """A new event (``new_event``'s fields) through the real ingest write path; returns its id."""
+    outcome = await store.record(new_event(provider, n, now=store.clock(), **fields))
     assert isinstance(outcome, Accepted)
     return outcome.id
 
