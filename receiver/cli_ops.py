@@ -63,6 +63,7 @@ def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[T]]) -> 
             busy_timeout_s=storage.busy_timeout_s,
             synchronous=storage.synchronous,
             retry_after_s=storage.retry_after_s,
+            handled_providers=config.handled_providers,
         )
         await store.open()
         try:

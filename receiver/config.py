@@ -145,6 +145,13 @@ class Config:
     providers: Mapping[str, Any]  # name -> receiver.providers.Provider
     warnings: tuple[str, ...] = ()
 
+    @property
+    def handled_providers(self) -> frozenset[str]:
+        """The providers with a handler: only their events have anything to run (or replay)."""
+        return frozenset(
+            name for name, p in self.settings.providers.items() if p.handler is not None
+        )
+
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ

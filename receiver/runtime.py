@@ -69,6 +69,7 @@ class Receiver:
             batch_max=s.storage.batch_max,
             retry_after_s=s.storage.retry_after_s,
             on_batch=self.metrics.batch_size.observe,
+            handled_providers=config.handled_providers,
         )
         self.service = IngestService(config.providers, self.store, clock=clock)
         self.worker = Worker(

@@ -148,6 +148,12 @@ async def replay_event(request: web.Request) -> web.Response:
             "payload_purged",
             f"event {event_id} has no payload any more (retention purged it): nothing to replay",
         )
+    if outcome is ReplayOutcome.NO_HANDLER:
+        return error_json(
+            409,
+            "no_handler",
+            f"event {event_id}'s provider has no handler configured: a replay would run nothing",
+        )
     if outcome is ReplayOutcome.RUNNING:
         return error_json(
             409,

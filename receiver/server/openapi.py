@@ -295,7 +295,7 @@ def _paths() -> dict[str, Any]:
                     "200": _ok("Replayed (or, dry run: would be)", "ReplayOneResult"),
                     "400": _bad_request("Missing reason or an invalid field"),
                     "404": _error("No such event"),
-                    "409": _error("payload_purged, or event_running"),
+                    "409": _error("payload_purged, no_handler, or event_running"),
                     **_WRITE_ERRORS,
                 },
             }

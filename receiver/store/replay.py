@@ -3,8 +3,8 @@
 A replay sets the job to ``queued`` (attempts 0, run now, lease cleared, ``is_replay`` 1), the
 event to ``queued``, and writes a ``requeues`` row (cause ``replay``, the actor, the reason), all
 in one transaction. An event whose payload was purged cannot be replayed (there is nothing to
-hand the handler); one that a worker is running right now is left alone, so a replay never races
-a live attempt.
+hand the handler), nor one whose provider has no handler configured (nothing would run it); one
+that a worker is running right now is left alone, so a replay never races a live attempt.
 
 Bulk replay walks the matching events newest first below the highest id present when it
 started (events arriving meanwhile are not swept in) and commits in small batches with a pause
@@ -16,7 +16,7 @@ from __future__ import annotations
 __all__ = ["ReplayOutcome", "ReplayReport", "Replayer"]
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -37,6 +37,7 @@ class ReplayOutcome(StrEnum):
     REPLAYED = "replayed"
     NOT_FOUND = "not_found"
     PAYLOAD_PURGED = "payload_purged"
+    NO_HANDLER = "no_handler"
     RUNNING = "running"
 
 
@@ -66,12 +67,15 @@ class _Candidate:
     outcome: ReplayOutcome
 
 
-async def _classify(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[_Candidate]:
-    """Which of ``ids`` can be replayed now, in the caller's transaction or snapshot."""
+async def _classify(
+    conn: aiosqlite.Connection, ids: Sequence[int], handled: Collection[str] | None
+) -> list[_Candidate]:
+    """Which of ``ids`` can be replayed now, in the caller's transaction or snapshot; with
+    ``handled`` (the providers that have a handler), only events of those."""
     if not ids:
         return []
     rows = await conn.execute_fetchall(
-        "SELECT e.id, e.body IS NULL AS purged, j.status AS job_status FROM events e"
+        "SELECT e.id, e.body IS NULL AS purged, j.status AS job_status, e.provider FROM events e"
         " LEFT JOIN jobs j ON j.event_id = e.id WHERE e.id IN (" + ",".join("?" * len(ids)) + ")",
         list(ids),
     )
@@ -83,6 +87,8 @@ async def _classify(conn: aiosqlite.Connection, ids: Sequence[int]) -> list[_Can
             outcome = ReplayOutcome.NOT_FOUND
         elif row[1]:
             outcome = ReplayOutcome.PAYLOAD_PURGED
+        elif handled is not None and row[3] not in handled:
+            outcome = ReplayOutcome.NO_HANDLER
         elif row[2] == JobStatus.RUNNING:
             outcome = ReplayOutcome.RUNNING
         else:
@@ -100,6 +106,7 @@ class Replayer:
         clock: Callable[[], float],
         on_committed: Callable[[], None] | None = None,
         on_replayed: Callable[[str, int], None] | None = None,
+        handled: Collection[str] | None = None,
         batch_size: int = 100,
         pause_s: float = 0.01,
     ) -> None:
@@ -108,6 +115,8 @@ class Replayer:
         self._clock = clock
         self._on_committed = on_committed
         self.on_replayed = on_replayed
+        # The providers with a handler configured (None: not known here, so any).
+        self._handled = None if handled is None else frozenset(handled)
         self._batch_size = batch_size
         self._pause_s = pause_s
 
@@ -123,7 +132,8 @@ class Replayer:
     async def replay_ids(
         self, ids: Sequence[int], *, actor: str, reason: str, dry_run: bool = False
     ) -> ReplayReport:
-        """Replay the given events (in batches); unknown, purged and running ones are skipped."""
+        """Replay the given events (in batches); unknown, purged, unhandled and running ones are
+        skipped."""
         unique = list(dict.fromkeys(ids))
         replayed = 0
         skipped: dict[str, int] = {}
@@ -133,7 +143,7 @@ class Replayer:
                 await asyncio.sleep(self._pause_s)
             if dry_run:
                 async with self._db.reading() as conn:
-                    candidates = await _classify(conn, chunk)
+                    candidates = await _classify(conn, chunk, self._handled)
             else:
                 candidates = await self._replay_batch(chunk, actor=actor, reason=reason)
             for c in candidates:
@@ -206,7 +216,7 @@ class Replayer:
         now = self._clock()
 
         async def work(conn: aiosqlite.Connection) -> list[_Candidate]:
-            candidates = await _classify(conn, ids)
+            candidates = await _classify(conn, ids, self._handled)
             ready = [(c.id,) for c in candidates if c.outcome is ReplayOutcome.REPLAYED]
             if not ready:
                 return candidates

@@ -6,7 +6,7 @@ __all__ = ["SqliteStore", "row_to_event"]
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import aiosqlite
@@ -56,6 +56,7 @@ class SqliteStore:
         batch_max: int = 256,
         retry_after_s: int = 5,
         on_batch: Callable[[int], None] | None = None,
+        handled_providers: Collection[str] | None = None,
     ) -> None:
         self.clock = clock
         self.db = Database(
@@ -75,7 +76,11 @@ class SqliteStore:
         # Operator components: reads on the reader, writes on the same single writer as ingest.
         self.queries = EventQueries(self.db, clock=clock, settle=self.writer.settle)
         self.replayer = Replayer(
-            self.db, self.queries, clock=clock, on_committed=self._notify_committed
+            self.db,
+            self.queries,
+            clock=clock,
+            on_committed=self._notify_committed,
+            handled=handled_providers,
         )
         self.retention = Retention(self.db, clock=clock)
         self.rejections = RejectionJournal(self.db, clock=clock)

@@ -86,11 +86,16 @@ class AdminClock:
 
 def admin_providers() -> dict[str, Any]:
     """``plain``, ``short`` and ``raw`` accept anything (scheme none); ``sw`` is Standard
-    Webhooks."""
+    Webhooks. Only ``plain`` has a handler (the worker is not started: its jobs wait)."""
     from tests.support.factories import SECRET_ENV
 
     return {
-        "plain": {"scheme": "none", "event_id": "json:id", "event_type": "json:type"},
+        "plain": {
+            "scheme": "none",
+            "event_id": "json:id",
+            "event_type": "json:type",
+            "handler": {"kind": "python", "target": "tests.integration.handler_targets:record"},
+        },
         "short": {
             "scheme": "none",
             "event_id": "json:id",

@@ -224,6 +224,26 @@ async def test_running_event_is_not_replayed(admin_harness: AdminHarness) -> Non
     assert _row(h, "SELECT lease_token FROM jobs WHERE event_id = ?", event_id) == ("L",)
 
 
+async def test_an_event_whose_provider_has_no_handler_is_not_replayed(
+    admin_harness: AdminHarness,
+) -> None:
+    h = admin_harness  # ``short`` has no handler: a replay would queue a job nothing runs
+    (event_id,) = await _seed_dead(h, 1, provider="short")
+    (handled,) = await _seed_dead(h, 1, provider="plain")
+    for payload in ({"reason": "r"}, {"reason": "r", "dry_run": True}):
+        resp = await h.post(f"/admin/events/{event_id}/replay", payload)
+        assert resp.status == 409
+        body = await resp.json()
+        assert body["error"] == "no_handler"
+        assert "no handler" in body["detail"]
+    report = await (await h.post("/admin/replay", {"reason": "r", "status": "dead"})).json()
+    assert (report["matched"], report["replayed"]) == (2, 1)
+    assert report["skipped"] == {"no_handler": 1}
+    assert _row(h, "SELECT status FROM jobs WHERE event_id = ?", event_id) == ("dead",)
+    assert _row(h, "SELECT status FROM jobs WHERE event_id = ?", handled) == ("queued",)
+    assert _count(h, "SELECT count(*) FROM requeues WHERE event_id = ?", event_id) == 0
+
+
 @pytest.mark.parametrize("event_id", ["424242", "abc"])
 async def test_replay_of_an_unknown_event_is_404(
     admin_harness: AdminHarness, event_id: str

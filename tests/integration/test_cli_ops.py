@@ -126,10 +126,12 @@ async def test_replay_by_ids_with_dry_run_then_for_real(
         jobs = conn.execute("SELECT status, is_replay FROM jobs WHERE event_id = 1").fetchone()
     assert sorted(rows) == [(1, "replay", "cli", "fixed"), (3, "replay", "cli", "fixed")]
     assert jobs == ("queued", 1)
-    # An unknown id is reported and makes the exit code non-zero.
+    # An unknown id, or one whose provider has no handler, is reported and fails the command.
     code, out, _ = await _run(capsys, admin_cli, "replay", "2", "77", "--reason", "r")
     assert code == 1
+    assert "replayed 0" in out
     assert "skipped 1: not found" in out
+    assert "skipped 1: no handler" in out
 
 
 async def test_replay_by_filter(
