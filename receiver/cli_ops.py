@@ -198,9 +198,9 @@ def _print_replay(report: ReplayReport, *, as_json: bool) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    reason = (args.reason or "").strip()
-    if not reason:
-        print("error: --reason: say why these events are replayed", file=sys.stderr)
+    reason = None if args.reason is None else args.reason.strip()
+    if reason == "":
+        print("error: --reason is empty: leave it out, or say why you replay", file=sys.stderr)
         return EXIT_USAGE
     try:
         flt = _filter(args)
@@ -279,7 +279,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     replay = sub.add_parser("replay", help="queue events again (by id, or by filter)")
     replay.add_argument("ids", nargs="*", type=int, metavar="ID", help="event ids")
     _add_filters(replay)
-    replay.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    replay.add_argument("--reason", help="why (kept in the audit trail)")
     replay.add_argument("--dry-run", action="store_true", help="count and show, change nothing")
     replay.add_argument("--limit", type=int, help="at most this many by filter (default 1000)")
     replay.add_argument("--json", action="store_true", help="JSON for scripts")

@@ -94,11 +94,14 @@ async def _json_object(request: web.Request, allowed: frozenset[str]) -> dict[st
     return data
 
 
-def _reason(data: Mapping[str, object]) -> str:
+def _reason(data: Mapping[str, object]) -> str | None:
+    """The operator's reason for the audit trail: optional, but never blank when given."""
     reason = data.get("reason")
+    if reason is None:
+        return None
     text = parse_text("reason", reason.strip() if isinstance(reason, str) else reason)
     if text is None:
-        raise InvalidParameter("reason", "is required: say why these events are replayed")
+        raise InvalidParameter("reason", "is empty: leave it out, or say why you replay")
     return text
 
 

@@ -95,7 +95,12 @@ _FILTER_PROPERTIES: dict[str, Any] = {
     "until": {"type": ["string", "number"], "description": _TIME_DOC},
     "q": {"type": "string", "maxLength": 500},
 }
-_REASON = {"type": "string", "minLength": 1, "maxLength": 500, "description": "Why (audited)"}
+_REASON = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 500,
+    "description": "Why (kept in the audit trail); optional, never blank",
+}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -169,7 +174,6 @@ _SCHEMAS: dict[str, Any] = {
     },
     "ReplayOneRequest": {
         "type": "object",
-        "required": ["reason"],
         "additionalProperties": False,
         "properties": {"reason": _REASON, "dry_run": {"type": "boolean", "default": False}},
     },
@@ -184,7 +188,6 @@ _SCHEMAS: dict[str, Any] = {
     },
     "ReplayRequest": {
         "type": "object",
-        "required": ["reason"],
         "additionalProperties": False,
         "description": "At least one filter is required",
         "properties": {
@@ -257,7 +260,7 @@ _ADMIN_SECURITY: list[dict[str, list[str]]] = [
 
 
 def _paths() -> dict[str, Any]:
-    body = {"required": True, "content": {_JSON: {"schema": _ref("ReplayOneRequest")}}}
+    body = {"required": False, "content": {_JSON: {"schema": _ref("ReplayOneRequest")}}}
     bulk = {"required": True, "content": {_JSON: {"schema": _ref("ReplayRequest")}}}
     return {
         "/admin/events": {
@@ -293,7 +296,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": body,
                 "responses": {
                     "200": _ok("Replayed (or, dry run: would be)", "ReplayOneResult"),
-                    "400": _bad_request("Missing reason or an invalid field"),
+                    "400": _bad_request("A blank reason or an invalid field"),
                     "404": _error("No such event"),
                     "409": _error("payload_purged, no_handler, or event_running"),
                     **_WRITE_ERRORS,
@@ -307,7 +310,7 @@ def _paths() -> dict[str, Any]:
                 "requestBody": bulk,
                 "responses": {
                     "200": _ok("What was (or, dry run: would be) replayed", "ReplayReport"),
-                    "400": _error("Missing reason, no filter, or an invalid field"),
+                    "400": _error("No filter, a blank reason, or an invalid field"),
                     **_WRITE_ERRORS,
                 },
             }

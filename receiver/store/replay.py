@@ -121,7 +121,7 @@ class Replayer:
         self._pause_s = pause_s
 
     async def replay_one(
-        self, event_id: int, *, actor: str, reason: str, dry_run: bool = False
+        self, event_id: int, *, actor: str, reason: str | None, dry_run: bool = False
     ) -> ReplayOutcome:
         report = await self.replay_ids([event_id], actor=actor, reason=reason, dry_run=dry_run)
         for outcome in ReplayOutcome:
@@ -130,7 +130,7 @@ class Replayer:
         return ReplayOutcome.REPLAYED
 
     async def replay_ids(
-        self, ids: Sequence[int], *, actor: str, reason: str, dry_run: bool = False
+        self, ids: Sequence[int], *, actor: str, reason: str | None, dry_run: bool = False
     ) -> ReplayReport:
         """Replay the given events (in batches); unknown, purged, unhandled and running ones are
         skipped."""
@@ -160,7 +160,7 @@ class Replayer:
         )
 
     async def replay_matching(
-        self, flt: EventFilter, *, actor: str, reason: str, dry_run: bool, limit: int
+        self, flt: EventFilter, *, actor: str, reason: str | None, dry_run: bool, limit: int
     ) -> ReplayReport:
         """Replay up to ``limit`` events matching ``flt``, newest first."""
         where, params = event_where(flt, has_fts=await self._queries.has_fts_index())
@@ -211,7 +211,7 @@ class Replayer:
         return [int(row[0]) for row in rows]
 
     async def _replay_batch(
-        self, ids: Sequence[int], *, actor: str, reason: str
+        self, ids: Sequence[int], *, actor: str, reason: str | None
     ) -> list[_Candidate]:
         now = self._clock()
 

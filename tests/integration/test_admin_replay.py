@@ -99,19 +99,36 @@ async def test_dry_run_changes_nothing(admin_harness: AdminHarness) -> None:
     assert _count(h, "SELECT count(*) FROM requeues") == 0
 
 
-@pytest.mark.parametrize("payload", [None, {}, {"reason": ""}, {"reason": "   "}, {"reason": 5}])
-async def test_reason_is_required(admin_harness: AdminHarness, payload: Any) -> None:
+@pytest.mark.parametrize("payload", [{"reason": ""}, {"reason": "   "}, {"reason": 5}])
+async def test_a_blank_or_non_text_reason_is_refused(
+    admin_harness: AdminHarness, payload: Any
+) -> None:
     h = admin_harness
     (event_id,) = await _seed_dead(h, 1)
     for path, extra in (
         (f"/admin/events/{event_id}/replay", {}),
         ("/admin/replay", {"status": "dead"}),
     ):
-        body = None if payload is None else {**payload, **extra}
-        resp = await h.post(path, body)
+        resp = await h.post(path, {**payload, **extra})
         assert resp.status == 400, path
         assert (await resp.json())["parameter"] == "reason"
     assert _count(h, "SELECT count(*) FROM requeues") == 0
+
+
+async def test_the_reason_is_optional(admin_harness: AdminHarness) -> None:
+    h = admin_harness
+    ids = await _seed_dead(h, 3)
+    no_body = await h.admin.post(f"/admin/events/{ids[0]}/replay")  # no body at all
+    assert no_body.status == 200
+    assert (await no_body.json())["status"] == "replayed"
+    empty = await h.post(f"/admin/events/{ids[1]}/replay", {"reason": None})
+    assert empty.status == 200
+    bulk = await (await h.post("/admin/replay", {"status": "dead"})).json()
+    assert (bulk["matched"], bulk["replayed"]) == (1, 1)
+    audit = [
+        _row(h, "SELECT cause, actor, reason FROM requeues WHERE event_id = ?", i) for i in ids
+    ]
+    assert audit == [("replay", "admin", None)] * 3
 
 
 @pytest.mark.parametrize(

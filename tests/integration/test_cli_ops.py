@@ -161,12 +161,16 @@ async def test_replay_usage_errors(
     assert message in err
 
 
-async def test_replay_without_reason_is_refused_by_the_parser(
+async def test_replay_without_a_reason(
     admin_cli: AdminHarness, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exc:
-        await _run(capsys, admin_cli, "replay", "1")
-    assert exc.value.code == 2
+    code, out, _ = await _run(capsys, admin_cli, "replay", "1")
+    assert code == 0
+    assert "replayed 1" in out
+    db = admin_cli.receiver.config.settings.storage.path
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT event_id, actor, reason FROM requeues").fetchall()
+    assert rows == [(1, "cli", None)]
 
 
 async def test_purge_once(

@@ -167,3 +167,19 @@ async def test_the_wal_file_is_cut_back_after_a_spike(db: Database) -> None:
     # The auto-checkpoint ran at that commit; the next writer restarts the WAL and truncates it.
     await db.transaction_sync(lambda c: c.execute("INSERT INTO big VALUES (x'00')"))
     assert await asyncio.to_thread(os.path.getsize, wal) <= WAL_SIZE_LIMIT_BYTES
+
+
+async def test_a_read_only_database_is_not_reported_writable(db: Database) -> None:
+    """An empty write transaction succeeds on a read-only file; readiness must not."""
+    import aiosqlite
+
+    assert await db.check_writable()
+    writable = db._writer
+    read_only = await aiosqlite.connect(f"file:{db.path}?mode=ro", uri=True, isolation_level=None)
+    db._writer = read_only
+    try:
+        assert not await db.check_writable()
+    finally:
+        db._writer = writable
+        await read_only.close()
+    assert await db.check_writable()
