@@ -8,6 +8,10 @@ number of fsyncs per request falls as load rises.
 
 Dedupe is the UNIQUE constraint, never check-then-insert. A duplicate in the same batch as its
 original is answered after that batch commits; one in a later batch finds the committed row.
+
+Every event is answered within the storage budget (``busy_timeout_s``): one still waiting for
+its commit then is answered 503, whether its batch is stuck on a lock or queued behind batches
+that are. Its write is not withdrawn: if it commits later, the provider's retry is a duplicate.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ __all__ = ["IngestWriter"]
 
 import asyncio
 import functools
+import itertools
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +47,7 @@ _EVENT_PLACEHOLDERS = "(" + ",".join("?" * 16) + ")"
 class _Pending:
     event: NewEvent
     future: asyncio.Future[IngestOutcome]
+    deadline: float  # loop time by which it is answered, committed or not
 
 
 def _event_row(ev: NewEvent) -> tuple[object, ...]:
@@ -78,13 +84,17 @@ class IngestWriter:
         on_batch: Callable[[int], None] | None = None,
         on_committed: Callable[[], None] | None = None,
         recent_max: int = 100_000,
+        answer_within_s: float = 2.0,
     ) -> None:
         self._db = db
+        self._answer_within_s = answer_within_s
         self._clock = clock
         self._batch_max = batch_max
         self._on_batch = on_batch
         self._on_committed = on_committed
         self._pending: list[_Pending] = []
+        self._committing: Sequence[_Pending] = ()
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._is_closed = False
         self.recent = RecentKeys(recent_max)
@@ -103,7 +113,7 @@ class IngestWriter:
             return known
         loop = asyncio.get_running_loop()
         future: asyncio.Future[IngestOutcome] = loop.create_future()
-        self._pending.append(_Pending(event, future))
+        self._pending.append(_Pending(event, future, loop.time() + self._answer_within_s))
         self._start_flusher()
         # The future only reports: a cancelled caller cancels it, never the batch's commit (the
         # flusher is its own task and skips futures that are already done).
@@ -120,20 +130,62 @@ class IngestWriter:
         await waiter
 
     async def _flush(self) -> None:
-        while self._pending or self.recent.has_touches:
-            batch = self._pending[: self._batch_max]
-            del self._pending[: self._batch_max]
-            waiters, self._settle_waiters = self._settle_waiters, []
-            try:
-                await self._commit(batch)
-            finally:
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
+        try:
+            while self._pending or self.recent.has_touches:
+                batch = self._pending[: self._batch_max]
+                del self._pending[: self._batch_max]
+                waiters, self._settle_waiters = self._settle_waiters, []
+                self._committing = batch
+                self._watch_deadlines()
+                try:
+                    await self._commit(batch)
+                finally:
+                    self._committing = ()
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_result(None)
+        finally:
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()
+                self._deadline_timer = None
         for waiter in self._settle_waiters:  # registered while the last commit ran
             if not waiter.done():
                 waiter.set_result(None)
         self._settle_waiters.clear()
+
+    def _watch_deadlines(self) -> None:
+        """Arm one timer for the oldest event still waiting (arrival order is deadline order)."""
+        if self._deadline_timer is not None:
+            return
+        waiting = (
+            p for p in itertools.chain(self._committing, self._pending) if not p.future.done()
+        )
+        oldest = next(waiting, None)
+        if oldest is not None:
+            loop = asyncio.get_running_loop()
+            self._deadline_timer = loop.call_at(oldest.deadline, self._answer_overdue)
+
+    def _answer_overdue(self) -> None:
+        self._deadline_timer = None
+        now = asyncio.get_running_loop().time()
+        overdue = [
+            p
+            for p in itertools.chain(self._committing, self._pending)
+            if p.deadline <= now and not p.future.done()
+        ]
+        if overdue:
+            log.warning(
+                "ingest_commit_overdue", events=len(overdue), budget_s=self._answer_within_s
+            )
+            self._fail(
+                overdue,
+                StorageUnavailable(
+                    f"the event was not committed within {self._answer_within_s:g} s"
+                    " (the database is busy or locked)",
+                    retry_after_s=self._db.retry_after_s,
+                ),
+            )
+        self._watch_deadlines()
 
     def _fail(self, batch: Sequence[_Pending], error: StorageUnavailable) -> None:
         for item in batch:

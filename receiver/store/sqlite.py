@@ -72,6 +72,7 @@ class SqliteStore:
             batch_max=batch_max,
             on_batch=on_batch,
             on_committed=self._notify_committed,
+            answer_within_s=busy_timeout_s,
         )
         # Operator components: reads on the reader, writes on the same single writer as ingest.
         self.queries = EventQueries(self.db, clock=clock, settle=self.writer.settle)

@@ -93,6 +93,43 @@ async def test_database_locked_past_budget_is_503_then_recovers(make_harness: An
     assert (await resp.json())["status"] == "accepted"
 
 
+async def test_each_event_is_answered_within_the_budget_while_the_lock_is_held(
+    make_harness: Any,
+) -> None:
+    """Events queue behind a batch stuck on the lock; each still gets its 503 about one budget
+    after it arrived, not after the batches ahead of it failed one by one (2-4x the budget)."""
+    budget = 0.5
+    harness: Harness = await make_harness(storage={"busy_timeout_s": budget})
+    path = str(harness.receiver.config.settings.storage.path)
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(path, held, release), daemon=True)
+    holder.start()
+    assert await asyncio.to_thread(held.wait, 10)
+    loop = asyncio.get_running_loop()
+
+    async def deliver(i: int) -> tuple[int, float]:
+        await asyncio.sleep(i * 0.1)
+        body = event_body(f"queued{i}")
+        started = loop.time()
+        resp = await harness.post("sw", body, signed_headers(body, msg_id=f"queued{i}"))
+        return resp.status, loop.time() - started
+
+    try:
+        answers = await asyncio.gather(*(deliver(i) for i in range(15)))
+    finally:
+        release.set()
+        await asyncio.to_thread(holder.join, 10)
+    assert {status for status, _ in answers} == {503}
+    slowest = max(waited for _, waited in answers)
+    assert slowest < budget + 0.3, f"an answer took {slowest:.2f} s with a {budget} s budget"
+    # Whatever was written after the lock went, a redelivery now gets 200 and one row per key.
+    for i in range(15):
+        body = event_body(f"queued{i}")
+        resp = await harness.post("sw", body, signed_headers(body, msg_id=f"queued{i}"))
+        assert resp.status == 200
+    assert _rows(harness) == 15
+
+
 async def test_readiness_reports_a_locked_store(make_harness: Any, aiohttp_client: Any) -> None:
     harness: Harness = await make_harness(storage={"busy_timeout_s": 0.2})
     await harness.receiver.worker.start()
