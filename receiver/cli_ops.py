@@ -23,6 +23,7 @@ from typing import TypeVar
 import structlog
 
 from receiver.config import Config, default_config_path, load_config
+from receiver.errors import ReceiverError
 from receiver.store.filters import EventFilter, InvalidParameter, parse_event_filter, parse_limit
 from receiver.store.replay import ReplayReport
 from receiver.store.sqlite import SqliteStore
@@ -56,6 +57,11 @@ def _quiet_logs() -> Iterator[None]:
 
 def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[T]]) -> T:
     storage = config.settings.storage
+    if not storage.path.exists():  # opening it would create an empty one and report "nothing"
+        raise ReceiverError(
+            f"no database at {storage.path}: check storage.path in {config.path}"
+            " (receiver serve creates the database on its first start)"
+        )
 
     async def run() -> T:
         store = SqliteStore(

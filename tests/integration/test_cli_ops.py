@@ -210,3 +210,25 @@ async def test_subprocess_run_while_the_receiver_has_the_database_open(
     # The receiver keeps working on the same file.
     answer = await admin_cli.deliver("plain", {"id": "after-cli", "type": "t"})
     assert answer["status"] == "accepted"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["events", "list"], ["events", "show", "1"], ["replay", "1"], ["purge"]],
+)
+def test_a_missing_database_is_an_error_not_an_empty_one(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+) -> None:
+    from tests.support.factories import write_config
+
+    monkeypatch.setenv(SECRET_ENV, TEST_SECRET)
+    db = tmp_path / "misspelt" / "receiver.db"
+    config = write_config(tmp_path, storage={"path": str(db)})
+    assert main([*argv, "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"no database at {db}" in err
+    assert "storage.path" in err
+    assert not db.parent.exists()  # nothing created
