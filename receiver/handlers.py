@@ -163,7 +163,7 @@ class HttpTarget:
                 await response.read()  # drain, so the connection goes back to the pool
                 status = response.status
                 if 200 <= status < 300:
-                    return SUCCESS
+                    return Outcome(is_success=True, http_status=status)
                 return Outcome(
                     is_success=False,
                     error=f"HTTP {status} {response.reason or ''}".strip()[:_ERROR_CHARS],
@@ -268,7 +268,7 @@ class CommandTarget:
                     proc.kill()
         code = proc.returncode
         if code == 0:
-            return SUCCESS
+            return Outcome(is_success=True, exit_code=0)
         if code is not None and code < 0:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             return Outcome(is_success=False, error=f"killed by {name}", exit_code=code)

@@ -283,7 +283,7 @@ async def test_command_handler_gets_the_body_on_stdin_and_the_event_in_env(
         "RECEIVER_IS_REPLAY": "0",
     }
     assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
-    assert attempts_of(store, event_id)[0]["exit_code"] is None  # success stores no exit code
+    assert attempts_of(store, event_id)[0]["exit_code"] == 0  # the timeline shows how it ended
 
 
 async def test_command_handler_does_not_inherit_webhook_secrets(
@@ -337,7 +337,7 @@ async def test_fails_twice_then_succeeds_with_backoff_and_one_idempotency_key(
     assert clock.sleeps == [10.0, 20.0]  # base * 2 ** (n - 1), random() = 1.0
     rows = attempts_of(store, event_id)
     assert [r["outcome"] for r in rows] == ["retry", "retry", "succeeded"]
-    assert [r["http_status"] for r in rows] == [500, 502, None]
+    assert [r["http_status"] for r in rows] == [500, 502, 200]
     assert rows[0]["error"] == "HTTP 500 Internal Server Error"
     assert rows[1]["started_at"] - rows[0]["finished_at"] == 10.0
     assert rows[2]["started_at"] - rows[1]["finished_at"] == 20.0
