@@ -48,6 +48,9 @@ class ServerSettings(_Strict):
     port: Port = 8080
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     read_timeout_s: float = Field(default=30.0, gt=0)
+    # A connection that has not sent a whole request head (line and headers) this long after it
+    # opened or after its last answer is closed: idle keep-alives, and slow-header attacks.
+    idle_timeout_s: float = Field(default=15.0, gt=0)
     # The externally visible base URL (behind a proxy), for schemes that sign the URL.
     public_base_url: str | None = None
 

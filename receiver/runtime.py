@@ -142,6 +142,9 @@ class Receiver:
             auto_decompress=False,
             # After a 413/408 do not keep reading a hostile body for long.
             lingering_time=1.0,
+            # aiohttp closes a connection idle this long, also one that never finished its
+            # request head (its default is an hour: a slow-header client would hold a socket).
+            keepalive_timeout=self.config.settings.server.idle_timeout_s,
         )
         await runner.setup()
         self._runners.append(runner)

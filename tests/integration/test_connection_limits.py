@@ -1,0 +1,105 @@
+"""Connection-level protections of a running receiver (its real listeners, not a test client):
+a client that never finishes its request head does not keep its socket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from receiver.config import load_config
+from receiver.runtime import Receiver
+from tests.support import factories
+from tests.support.factories import event_body, signed_headers
+from tests.support.rawhttp import read_response, request_head
+
+IDLE_S = 0.5
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Receiver]:
+    path = factories.write_config(tmp_path, server={"idle_timeout_s": IDLE_S})
+    env = factories.test_environ()
+    receiver = Receiver(load_config(path, environ=env), environ=env)
+    await receiver.start()
+    try:
+        yield receiver
+    finally:
+        await receiver.stop()
+
+
+async def _closed_after(reader: asyncio.StreamReader, *, limit_s: float) -> float:
+    """Seconds until the server hangs up (read returns EOF or the connection resets)."""
+    started = time.monotonic()
+    async with asyncio.timeout(limit_s):
+        try:
+            while await reader.read(1024):
+                pass
+        except ConnectionError:
+            pass
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"POST /webhooks/sw HT", b"POST /webhooks/sw HTTP/1.1\r\nHost: x\r\n"],
+    ids=["nothing", "half a request line", "headers never ended"],
+)
+async def test_a_request_head_that_never_completes_is_closed(
+    running: Receiver, sent: bytes
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.ingest_port)
+    try:
+        writer.write(sent)
+        await writer.drain()
+        waited = await _closed_after(reader, limit_s=IDLE_S + 10)
+    finally:
+        writer.close()
+    assert waited < IDLE_S + 5  # aiohttp's own default would hold it for an hour
+
+
+async def test_headers_dripped_byte_by_byte_do_not_hold_the_socket(running: Receiver) -> None:
+    """Slowloris: each byte arrives well inside the timeout, the head never completes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.ingest_port)
+
+    async def drip() -> None:
+        for byte in b"POST /webhooks/sw HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000:
+            writer.write(bytes([byte]))
+            try:
+                await writer.drain()
+            except ConnectionError:
+                return
+            await asyncio.sleep(IDLE_S / 5)
+
+    dripping = asyncio.create_task(drip())
+    try:
+        waited = await _closed_after(reader, limit_s=IDLE_S + 10)
+    finally:
+        dripping.cancel()
+        writer.close()
+    assert waited < IDLE_S + 5
+
+
+async def test_a_kept_alive_connection_serves_requests_then_closes_when_idle(
+    running: Receiver,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.ingest_port)
+    try:
+        for n in range(2):
+            body = event_body(f"alive{n}")
+            headers = {
+                k.encode(): v.encode() for k, v in signed_headers(body, msg_id=f"a{n}").items()
+            }
+            headers[b"Content-Length"] = str(len(body)).encode()
+            writer.write(request_head(b"/webhooks/sw", headers) + body)
+            await writer.drain()
+            resp = await read_response(reader)
+            assert resp is not None and resp.status == 200
+            await asyncio.sleep(IDLE_S / 4)  # a pause shorter than the timeout keeps it
+        waited = await _closed_after(reader, limit_s=IDLE_S + 10)
+    finally:
+        writer.close()
+    assert waited < IDLE_S + 5
