@@ -10,6 +10,7 @@ __all__ = ["IngestResult", "IngestService", "Prepared", "Recorder"]
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -63,10 +64,16 @@ def _is_text(value: str) -> bool:
     return True
 
 
+# Surrogates are not text: undecodable header bytes (``\udc80``-``\udcff``, surrogateescape)
+# and halves of a pair that a JSON escape may carry alone (``"\ud800"``).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _as_text(value: str | None) -> str | None:
+    """``value`` storable as UTF-8: each surrogate becomes U+FFFD (metadata, not the key)."""
     if value is None or _is_text(value):
         return value
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _SURROGATE.sub("\ufffd", value)
 
 
 def _is_json_content(content_type: str | None) -> bool:

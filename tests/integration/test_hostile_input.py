@@ -187,6 +187,42 @@ async def test_distinct_overflowing_numeric_ids_are_not_one_event(make_harness: 
     assert not (first.status == second.status == 200) or second.json()["status"] == "accepted"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"id": "s1", "type": "\\ud800", "acct": "a"}', id="type"),
+        pytest.param(b'{"id": "s2", "type": "t", "acct": "\\udbff"}', id="serialize_by"),
+        pytest.param(b'{"id": "s3", "type": "x\\udc80\\ud800y", "acct": "a"}', id="mixed"),
+    ],
+)
+async def test_a_lone_surrogate_in_a_metadata_field_is_stored_replaced(
+    make_harness: Any, body: bytes
+) -> None:
+    """JSON may escape half a surrogate pair; a type or ordering key is metadata, kept with
+    U+FFFD in its place (an event ID is refused: the next test)."""
+    provider = {**SW_BY_JSON_ID, "event_type": "json:type", "serialize_by": "json:acct"}
+    harness: Harness = await make_harness(providers={"swj": provider})
+    resp = await _post_signed(harness, body, msg_id=b"m", provider=b"swj")
+    assert resp.status == 200, resp.body
+    with sqlite3.connect(harness.receiver.config.settings.storage.path) as conn:
+        row = conn.execute("SELECT event_type, serialize_key, body FROM events").fetchone()
+    conn.close()
+    event_type, serialize_key, stored = row
+    assert "\ud800" not in event_type and "\udbff" not in serialize_key
+    assert "\ufffd" in event_type + serialize_key
+    assert bytes(stored) == body  # the body itself is untouched
+
+
+async def test_a_lone_surrogate_in_the_event_id_is_400(make_harness: Any) -> None:
+    """Replacing it would make two different IDs one key: refused instead."""
+    harness: Harness = await make_harness(providers={"swj": SW_BY_JSON_ID})
+    resp = await _post_signed(harness, b'{"id": "evt_\\ud800"}', msg_id=b"m", provider=b"swj")
+    assert resp.status == 400
+    assert _error_code(resp) == "missing_event_id"
+    assert "UTF-8" in resp.json()["detail"]
+    assert _rows(harness) == 0
+
+
 # --- headers ------------------------------------------------------------------------------
 
 
