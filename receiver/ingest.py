@@ -65,15 +65,18 @@ def _is_text(value: str) -> bool:
 
 
 # Surrogates are not text: undecodable header bytes (``\udc80``-``\udcff``, surrogateescape)
-# and halves of a pair that a JSON escape may carry alone (``"\ud800"``).
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# and halves of a pair that a JSON escape may carry alone (``"\ud800"``). Control characters
+# (tab aside) cannot travel in the HTTP header or environment variable a handler gets.
+_NOT_TEXT = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def _as_text(value: str | None) -> str | None:
-    """``value`` storable as UTF-8: each surrogate becomes U+FFFD (metadata, not the key)."""
-    if value is None or _is_text(value):
+    """Metadata (a type, an ordering key, a header) made storable and deliverable: each
+    surrogate or control character becomes U+FFFD. Never used for the key."""
+    if value is None or (value.isascii() and value.isprintable()):
         return value
-    return _SURROGATE.sub("\ufffd", value)
+    return _NOT_TEXT.sub("\ufffd", value)
 
 
 def _is_json_content(content_type: str | None) -> bool:
@@ -176,6 +179,10 @@ class IngestService:
             raise MissingEventId(f"the event ID is longer than {_MAX_KEY_CHARS} characters")
         if not _is_text(event_id):
             raise MissingEventId("the event ID is not valid UTF-8 text")
+        if _CONTROL.search(event_id):
+            # Handlers get the key as a header and an environment variable: it could never
+            # reach them, so it is refused here instead of failing every attempt later.
+            raise MissingEventId("the event ID contains control characters")
         event_type = _as_text(
             provider.event_type.extract(document) if provider.event_type else None
         )

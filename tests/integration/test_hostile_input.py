@@ -193,13 +193,14 @@ async def test_distinct_overflowing_numeric_ids_are_not_one_event(make_harness: 
         pytest.param(b'{"id": "s1", "type": "\\ud800", "acct": "a"}', id="type"),
         pytest.param(b'{"id": "s2", "type": "t", "acct": "\\udbff"}', id="serialize_by"),
         pytest.param(b'{"id": "s3", "type": "x\\udc80\\ud800y", "acct": "a"}', id="mixed"),
+        pytest.param(b'{"id": "s4", "type": "a\\r\\nb\\u0000", "acct": "a"}', id="control"),
     ],
 )
-async def test_a_lone_surrogate_in_a_metadata_field_is_stored_replaced(
+async def test_a_metadata_field_that_is_not_text_is_stored_replaced(
     make_harness: Any, body: bytes
 ) -> None:
-    """JSON may escape half a surrogate pair; a type or ordering key is metadata, kept with
-    U+FFFD in its place (an event ID is refused: the next test)."""
+    """JSON may escape half a surrogate pair, or a control character; a type or ordering key is
+    metadata, kept with U+FFFD in its place (an event ID is refused: the next test)."""
     provider = {**SW_BY_JSON_ID, "event_type": "json:type", "serialize_by": "json:acct"}
     harness: Harness = await make_harness(providers={"swj": provider})
     resp = await _post_signed(harness, body, msg_id=b"m", provider=b"swj")
@@ -208,18 +209,32 @@ async def test_a_lone_surrogate_in_a_metadata_field_is_stored_replaced(
         row = conn.execute("SELECT event_type, serialize_key, body FROM events").fetchone()
     conn.close()
     event_type, serialize_key, stored = row
-    assert "\ud800" not in event_type and "\udbff" not in serialize_key
+    assert event_type.isprintable() and serialize_key.isprintable()
     assert "\ufffd" in event_type + serialize_key
     assert bytes(stored) == body  # the body itself is untouched
 
 
-async def test_a_lone_surrogate_in_the_event_id_is_400(make_harness: Any) -> None:
-    """Replacing it would make two different IDs one key: refused instead."""
+@pytest.mark.parametrize(
+    ("event_id", "detail"),
+    [
+        (b"evt_\\ud800", "UTF-8"),
+        (b"evt_\\nX", "control characters"),
+        (b"evt_\\u0000X", "control characters"),
+        (b"evt_\\r\\nX-Injected: 1", "control characters"),
+        (b"evt_\x7fX", "control characters"),
+    ],
+)
+async def test_an_event_id_that_is_not_printable_text_is_400(
+    make_harness: Any, event_id: bytes, detail: str
+) -> None:
+    """Replacing such characters would make two different IDs one key, and the key travels to
+    handlers as a header and an environment variable: refused at once instead."""
     harness: Harness = await make_harness(providers={"swj": SW_BY_JSON_ID})
-    resp = await _post_signed(harness, b'{"id": "evt_\\ud800"}', msg_id=b"m", provider=b"swj")
+    body = b'{"id": "' + event_id + b'"}'
+    resp = await _post_signed(harness, body, msg_id=b"m", provider=b"swj")
     assert resp.status == 400
     assert _error_code(resp) == "missing_event_id"
-    assert "UTF-8" in resp.json()["detail"]
+    assert detail in resp.json()["detail"]
     assert _rows(harness) == 0
 
 
