@@ -30,7 +30,7 @@ from receiver.errors import ReceiverError
 from receiver.models import EventStatus
 
 _TEXT_LIMITS = {"provider": 64, "type": 200, "key": 600, "q": 500, "cause": 64}
-_RELATIVE = re.compile(r"^\s*\d+(?:\.\d+)?\s*[smhdw]\s*$")
+_RELATIVE = re.compile(r"^\s*\d+(?:\.\d+)?\s*[smhdw]\s*$", re.ASCII)
 
 
 class InvalidParameter(ReceiverError):
@@ -79,6 +79,9 @@ def parse_time(parameter: str, value: object, *, now_s: float) -> float | None:
         seconds: float = now_s - parse_duration(value)
     else:
         try:
+            # ASCII only: float() also reads other scripts' digits (FULLWIDTH ONE as 1).
+            if isinstance(value, str) and not value.isascii():
+                raise ValueError(value)
             seconds = float(value)
         except ValueError:
             seconds = _iso_seconds(parameter, str(value))
@@ -106,8 +109,12 @@ def parse_limit(value: object, *, default: int, maximum: int, parameter: str = "
         return default
     if isinstance(value, bool):
         raise InvalidParameter(parameter, "must be a positive integer")
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+    if isinstance(value, str):
+        digits = value.strip()
+        if not (digits.isascii() and digits.isdigit()):  # isdigit() takes "²" too
+            raise InvalidParameter(parameter, "must be a positive integer")
+        # Past nine digits it is above any maximum: capped without making a huge int.
+        value = int(digits) if len(digits) <= 9 else maximum
     if not isinstance(value, int) or value < 1:
         raise InvalidParameter(parameter, "must be a positive integer")
     return min(value, maximum)

@@ -121,6 +121,10 @@ async def test_fts_index_is_built_and_follows_purges(admin_harness: AdminHarness
         ({"since": "200", "until": "100"}, "until"),
         ({"limit": "0"}, "limit"),
         ({"limit": "ten"}, "limit"),
+        ({"limit": "\u00b2"}, "limit"),  # a digit to str.isdigit(), not to int()
+        ({"limit": "\u0661"}, "limit"),  # ARABIC-INDIC DIGIT ONE
+        ({"since": "\uff11"}, "since"),  # FULLWIDTH DIGIT ONE
+        ({"since": "\u0662h"}, "since"),
         ({"cursor": "not-a-cursor"}, "cursor"),
         ({"cursor": base64.urlsafe_b64encode(b"r1:5").decode()}, "cursor"),
         ({"q": "x" * 501}, "q"),
@@ -141,6 +145,7 @@ async def test_invalid_filters_are_400_naming_the_parameter(
 async def test_limit_above_the_cap_is_capped(admin_harness: AdminHarness) -> None:
     await _seed(admin_harness)
     assert len(await _ids(admin_harness, limit="1000000")) == 5
+    assert len(await _ids(admin_harness, limit="9" * 5000)) == 5  # no 4300-digit int error
 
 
 async def test_pagination_is_stable_while_new_events_arrive(admin_harness: AdminHarness) -> None:

@@ -139,6 +139,7 @@ async def test_the_reason_is_optional(admin_harness: AdminHarness) -> None:
         ({"reason": "r"}, "filter"),
         ({"reason": "r", "status": "zombie"}, "status"),
         ({"reason": "r", "status": "dead", "limit": 0}, "limit"),
+        ({"reason": "r", "status": "dead", "limit": "\u00b2"}, "limit"),
         ({"reason": "r", "since": "whenever"}, "since"),
         ({"reason": "r" * 501, "status": "dead"}, "reason"),
         (["reason"], "body"),
