@@ -119,6 +119,14 @@ class BodyTimeout(RequestRejected):
     status = 408
 
 
+class ClientDisconnected(RequestRejected):
+    """The client hung up before its body arrived: nobody reads the answer, but the delivery is
+    counted and logged like any refused one (not as a server error)."""
+
+    code = "client_disconnected"
+    status = 400
+
+
 class KeyConflict(RequestRejected):
     code = "key_conflict"
     status = 409

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from receiver.errors import BodyTimeout, PayloadTooLarge, RequestRejected, StorageUnavailable
+from receiver.errors import (
+    BodyTimeout,
+    ClientDisconnected,
+    PayloadTooLarge,
+    RequestRejected,
+    StorageUnavailable,
+)
 from receiver.ingest import IngestResult, IngestService
 from receiver.metrics import Metrics
 from receiver.models import Accepted, HandshakeReply, InboundRequest, IngestOutcome
@@ -66,6 +72,10 @@ async def read_body(request: web.Request, limits: IngestLimits) -> bytes:
                     )
     except TimeoutError:
         raise BodyTimeout(f"the body did not arrive within {limits.read_timeout_s:g} s") from None
+    except ConnectionError:  # aiohttp's "Connection lost" when the client closes mid-body
+        raise ClientDisconnected(
+            f"the client closed the connection after {len(buffer)} bytes of the body"
+        ) from None
     return bytes(buffer)
 
 

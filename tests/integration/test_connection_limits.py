@@ -1,9 +1,12 @@
-"""Connection-level protections of a running receiver (its real listeners, not a test client):
-a client that never finishes its request head does not keep its socket."""
+"""Connection-level protections of a running receiver (its real listeners, not a test client,
+which cancels a handler whose client went away): a client that never finishes its request head
+does not keep its socket, and one that hangs up mid-body is a quiet rejection."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -103,3 +106,25 @@ async def test_a_kept_alive_connection_serves_requests_then_closes_when_idle(
     finally:
         writer.close()
     assert waited < IDLE_S + 5
+
+
+@pytest.mark.parametrize("abort", [False, True], ids=["FIN", "RST"])
+async def test_a_client_that_hangs_up_mid_body_is_a_quiet_rejection(
+    running: Receiver, capsys: pytest.CaptureFixture[str], abort: bool
+) -> None:
+    """Anyone can do this: it must not write an error with a traceback each time."""
+    _reader, writer = await asyncio.open_connection("127.0.0.1", running.ingest_port)
+    writer.write(request_head(b"/webhooks/sw", {b"Content-Length": b"100"}) + b'{"a": 1}')
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the route is reading the body now
+    if abort:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+    rejections = running.metrics.rejections.labels("sw", "client_disconnected")
+    async with asyncio.timeout(10):
+        while rejections._value.get() < 1:
+            await asyncio.sleep(0.02)
+    out = capsys.readouterr().out
+    assert "client_disconnected" in out
+    assert "unhandled_error" not in out and "Traceback" not in out
