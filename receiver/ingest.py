@@ -95,6 +95,9 @@ class IngestService:
         self._recorder = recorder
         self._clock = clock
 
+    def has_provider(self, name: str) -> bool:
+        return name in self._providers
+
     def provider(self, name: str) -> Provider:
         try:
             return self._providers[name]

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from receiver.errors import (
     BodyTimeout,
@@ -30,7 +30,7 @@ from receiver.errors import (
 from receiver.ingest import IngestResult, IngestService
 from receiver.metrics import Metrics
 from receiver.models import Accepted, HandshakeReply, InboundRequest, IngestOutcome
-from receiver.server.responses import error_response, json_response
+from receiver.server.responses import error_json, error_response, json_response
 from receiver.store.rejections import RejectionJournal
 
 # The request log, bound when the routes are added (after logging is configured): a bound
@@ -191,6 +191,25 @@ async def receive(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue``: invite the body only when the route will read it. A request
+    the route refuses before reading (an unknown provider, a declared size over the cap) gets
+    that answer at once instead of a ``100`` that asks for a body nobody will take."""
+    if request.version != HttpVersion11:
+        return None  # HTTP/1.0 has no 100 Continue: the body comes anyway
+    expect = request.headers.get("Expect", "")
+    if expect.lower() != "100-continue":
+        return error_json(417, "expectation_failed", "only Expect: 100-continue is understood")
+    declared = request.content_length
+    is_refused = not request.app[INGEST].has_provider(request.match_info["provider"]) or (
+        declared is not None and declared > request.app[INGEST_LIMITS].max_body_bytes
+    )
+    if not is_refused:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer itself has not started
+    return None  # the route answers (and logs and counts) as for any request
+
+
 def add_ingest_routes(app: web.Application) -> None:
     app[REQUEST_LOG] = structlog.get_logger("receiver.ingest").bind()
-    app.router.add_post("/webhooks/{provider}", receive)
+    app.router.add_post("/webhooks/{provider}", receive, expect_handler=expect_continue)

@@ -305,6 +305,65 @@ async def test_many_headers_totalling_64_kib_are_not_a_5xx(harness: Harness) -> 
         assert _error_code(resp) in {"missing_signature", "bad_request"}
 
 
+# --- Expect: 100-continue ------------------------------------------------------------------
+
+
+async def _expecting(port: int, path: bytes, headers: dict[bytes, bytes]) -> RawResponse | None:
+    """Send only the head with ``Expect: 100-continue``; the first answer to it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request_head(path, {b"Expect": b"100-continue", **headers}))
+        await writer.drain()
+        async with asyncio.timeout(10):
+            return await read_response(reader)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "length", "status", "code"),
+    [
+        (b"/webhooks/nope", b"10", 404, "unknown_provider"),
+        (b"/webhooks/sw", b"99999999", 413, "payload_too_large"),
+    ],
+)
+async def test_a_request_refused_before_its_body_gets_no_100_continue(
+    harness: Harness, path: bytes, length: bytes, status: int, code: str
+) -> None:
+    resp = await _expecting(_port(harness), path, {b"Content-Length": length})
+    assert resp is not None and resp.status == status  # not 100: no body is wanted
+    assert _error_code(resp) == code
+
+
+async def test_an_unknown_expectation_is_417_json(harness: Harness) -> None:
+    head = request_head(b"/webhooks/sw", {b"Expect": b"200-ok", b"Content-Length": b"2"})
+    resp = await exchange(_port(harness), head + b"{}")
+    assert resp is not None and resp.status == 417
+    assert _error_code(resp) == "expectation_failed"
+
+
+async def test_100_continue_invites_the_body_of_a_request_that_will_be_read(
+    harness: Harness,
+) -> None:
+    body = event_body("expect")
+    headers = {k.encode(): v.encode() for k, v in signed_headers(body, msg_id="ex").items()}
+    headers[b"Content-Length"] = str(len(body)).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", _port(harness))
+    try:
+        writer.write(request_head(b"/webhooks/sw", {b"Expect": b"100-continue", **headers}))
+        await writer.drain()
+        async with asyncio.timeout(10):
+            interim = await reader.readuntil(b"\r\n\r\n")
+            assert interim.startswith(b"HTTP/1.1 100")
+            writer.write(body)
+            await writer.drain()
+            resp = await read_response(reader)
+    finally:
+        writer.close()
+    assert resp is not None and resp.status == 200
+    assert resp.json()["status"] == "accepted"
+
+
 # --- provider names -----------------------------------------------------------------------
 
 
