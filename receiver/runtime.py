@@ -25,6 +25,7 @@ from receiver.server.admin_routes import AdminServices
 from receiver.server.app import build_admin_app, build_ingest_app
 from receiver.server.health_routes import Readiness
 from receiver.server.ingest_routes import IngestLimits
+from receiver.server.protocol_log import route_aiohttp_server_log
 from receiver.store.jobs import JobQueue
 from receiver.store.retention import PurgeReport, PurgeTask, RetentionPolicy
 from receiver.store.sqlite import SqliteStore
@@ -155,6 +156,7 @@ class Receiver:
 
     async def start(self) -> None:
         self._check_admin_exposure()
+        route_aiohttp_server_log()
         for warning in self.config.warnings:
             log.warning("config_warning", message=warning)
         await self.store.open()

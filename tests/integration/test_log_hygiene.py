@@ -229,6 +229,40 @@ async def test_serve_log_file_never_holds_the_secret_a_body_or_a_signature(
     _assert_clean(text, sent)
 
 
+@pytest.mark.timeout(60)
+async def test_malformed_http_is_logged_as_one_line_without_its_bytes(tmp_path: Path) -> None:
+    """aiohttp refuses these before any route and reports them with the raw bytes in the
+    message: what reaches the log is the error's class and status, no traceback."""
+    server = ServeProcess(serve_config(tmp_path), serve_env(), tmp_path / "s.log")
+    server.start()
+    port = int(server.settings["server"]["port"])
+    signature = b"v1," + MARKER.encode()
+    garbage = [
+        request_head(b"/webhooks/sw", {b"webhook-signature": signature})[:-2]
+        + b"BadHeader "
+        + signature
+        + b"\r\n\r\n",
+        request_head(b"/webhooks/sw", {b"X-Long": signature + b"a" * 9000}),
+        request_head(b"/webhooks/sw", {b"Transfer-Encoding": b"chunked"})
+        + b"zz"
+        + BODY_MARKER.encode()
+        + b"\r\n",
+    ]
+    try:
+        statuses = []
+        for raw in garbage:
+            resp = await exchange(port, raw)
+            statuses.append(None if resp is None else resp.status)
+        server.terminate()
+    finally:
+        server.kill()
+    assert all(status is None or 400 <= status < 500 for status in statuses), statuses
+    text = server.log_path.read_text(encoding="utf-8", errors="replace")
+    _assert_clean(text, [])
+    assert "Traceback" not in text and "Error handling request" not in text
+    assert text.count('"http_protocol_error"') == len(garbage)
+
+
 async def test_handler_failures_log_neither_the_secret_nor_the_body(
     make_receiver: Any, json_logs: io.StringIO, tmp_path: Path
 ) -> None:
