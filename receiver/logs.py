@@ -6,7 +6,7 @@ ever receives a secret, a signature or a body: callers log ``body_bytes`` and a 
 
 from __future__ import annotations
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "unfiltered_logger"]
 
 import json
 import logging
@@ -83,3 +83,13 @@ def configure_logging(
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # aiosqlite logs every statement with its parameters (bodies, headers) at DEBUG: never that.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
+
+
+def unfiltered_logger(name: str) -> Any:
+    """A logger that ignores the configured level, for the few lines an operator must see at
+    every start whatever it is (a provider whose deliveries are not verified)."""
+    return structlog.wrap_logger(
+        None,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        logger_factory_args=(name,),
+    )

@@ -19,6 +19,7 @@ from aiohttp import web
 from receiver.config import Config
 from receiver.errors import ReceiverError
 from receiver.ingest import IngestService
+from receiver.logs import unfiltered_logger
 from receiver.metrics import Metrics
 from receiver.server.admin_auth import AdminTokens
 from receiver.server.admin_routes import AdminServices
@@ -157,8 +158,9 @@ class Receiver:
     async def start(self) -> None:
         self._check_admin_exposure()
         route_aiohttp_server_log()
+        startup_log = unfiltered_logger("receiver")  # shown even with logging.level: error
         for warning in self.config.warnings:
-            log.warning("config_warning", message=warning)
+            startup_log.warning("config_warning", message=warning)
         await self.store.open()
         self.purger.start()
         await self.worker.start()

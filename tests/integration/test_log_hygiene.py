@@ -327,3 +327,25 @@ async def test_handler_failures_log_neither_the_secret_nor_the_body(
     finally:
         await receiver.worker.stop()
         await runner.cleanup()
+
+
+async def test_an_unverified_provider_is_warned_about_at_every_start_whatever_the_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from receiver.config import load_config
+    from receiver.runtime import Receiver
+
+    providers = {"open": {"scheme": "none", "event_id": "json:id"}}
+    path = write_config(tmp_path, providers=providers)
+    env = factories.test_environ()
+    with capture_json_logs(monkeypatch, "error") as buffer:
+        for _ in range(2):
+            receiver = Receiver(load_config(path, environ=env), environ=env)
+            await receiver.start()
+            await receiver.stop()
+        lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    warnings = [line for line in lines if line["event"] == "config_warning"]
+    assert len(warnings) == 2
+    assert warnings[0]["level"] == "warning"
+    assert "provider open uses scheme 'none'" in warnings[0]["message"]
+    assert not [line for line in lines if line["event"] == "receiver_started"]  # info: filtered
