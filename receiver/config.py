@@ -223,11 +223,26 @@ def _salvage(raw: dict[str, Any]) -> Settings:
     raw_providers = raw.get("providers")
     if isinstance(raw_providers, dict):
         for name, entry in raw_providers.items():
-            try:
-                providers[str(name)] = ProviderSettings.model_validate(entry)
-            except ValidationError:
-                continue
+            provider = _salvage_provider(entry)
+            if provider is not None:
+                providers[str(name)] = provider
     return Settings(**sections, providers=providers)
+
+
+def _salvage_provider(entry: object) -> ProviderSettings | None:
+    """A provider entry without its invalid keys (already reported), so the rest of it is still
+    checked: a misspelt key must not hide an unset secret variable in the same run."""
+    try:
+        return ProviderSettings.model_validate(entry)
+    except ValidationError as exc:
+        if not isinstance(entry, dict):
+            return None
+        wrong = {e["loc"][0] for e in exc.errors() if e["loc"]}
+        rest = {key: value for key, value in entry.items() if key not in wrong}
+    try:
+        return ProviderSettings.model_validate(rest)
+    except ValidationError:
+        return None
 
 
 def parse_settings(raw: object) -> tuple[Settings, list[ConfigProblem]]:

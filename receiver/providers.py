@@ -149,6 +149,7 @@ def _resolve_one(
         problems.append(
             ConfigProblem(prefix, "provider names use letters, digits, '-', '_' and '.' only")
         )
+    secrets = _read_secrets(name, ps, env, problems)  # unset variables count with any scheme
     scheme = get_scheme(ps.scheme)
     if scheme is None:
         known = ", ".join(all_schemes())
@@ -156,7 +157,6 @@ def _resolve_one(
             ConfigProblem(f"{prefix}.scheme", f"unknown scheme {ps.scheme!r}; known: {known}")
         )
         return None
-    secrets = _read_secrets(name, ps, env, problems)
     if scheme.needs_secret and not ps.secret_envs and not ps.secret_files:
         problems.append(
             ConfigProblem(

@@ -84,6 +84,22 @@ providers:
     assert len(problems) >= 3
 
 
+def test_a_provider_with_one_problem_still_has_its_others_reported(tmp_path: Path) -> None:
+    """One run names everything: a bad scheme or a misspelt key does not hide an unset
+    variable of the same provider until the first problem is fixed."""
+    text = """
+providers:
+  github: {scheme: githubb, secret_envs: [UNSET_A]}
+  typo: {scheme: stripe, secret_envs: [UNSET_B], secrets_env: [X], tolerance_s: soon}
+"""
+    problems = _problems(tmp_path, text, env={})
+    assert "unknown scheme 'githubb'" in problems["providers.github.scheme"]
+    assert "UNSET_A is not set" in problems["providers.github.secret_envs.0"]
+    assert "unknown key" in problems["providers.typo.secrets_env"]
+    assert "providers.typo.tolerance_s" in problems
+    assert "UNSET_B is not set" in problems["providers.typo.secret_envs.0"]
+
+
 def test_provider_problems_name_their_keys(tmp_path: Path) -> None:
     text = """
 providers:
