@@ -244,6 +244,14 @@ _SCHEMAS: dict[str, Any] = {
                     "ready": {"type": "integer"},
                     "running": {"type": "integer"},
                     "depth": {"type": "integer"},
+                    "oldest_ready_age_s": {
+                        "type": "number",
+                        "description": "How long the oldest due job has waited for a worker",
+                    },
+                    "waiting_for_a_handler": {
+                        "type": "integer",
+                        "description": "Jobs of providers with no handler configured",
+                    },
                 },
             },
             "rejections": {"type": "object"},

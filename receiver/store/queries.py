@@ -18,7 +18,7 @@ __all__ = [
 
 import base64
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -209,9 +209,12 @@ class EventQueries:
         *,
         clock: Callable[[], float],
         settle: Callable[[], Awaitable[None]] | None = None,
+        handled: Collection[str] | None = None,
     ) -> None:
         self._db = db
         self.clock = clock
+        # The providers with a handler: only their jobs are a queue the worker drains (None: all).
+        self._handled = None if handled is None else frozenset(handled)
         # Waits for duplicate counts still held in memory, so operators read what was answered.
         self._settle = settle
         self._fts_ready: bool | None = None
@@ -323,13 +326,15 @@ class EventQueries:
             )
             jobs = await _rows(
                 conn,
-                "SELECT status, COUNT(*) AS n, SUM(run_at <= ?) AS ready FROM jobs GROUP BY status",
-                (now,),
+                "SELECT provider, status, COUNT(*) AS n, SUM(run_at <= ?) AS ready,"
+                " MIN(CASE WHEN run_at <= ? THEN run_at END) AS oldest_due FROM jobs"
+                " GROUP BY provider, status",
+                (now, now),
             )
             rejections = await _rows(
                 conn, "SELECT cause, COUNT(*) AS n FROM rejections GROUP BY cause", ()
             )
-        return _stats_json(events, jobs, rejections)
+        return _stats_json(events, jobs, rejections, handled=self._handled, now=now)
 
 
 def _job_json(row: aiosqlite.Row) -> dict[str, object]:
@@ -386,6 +391,9 @@ def _stats_json(
     events: Sequence[aiosqlite.Row],
     jobs: Sequence[aiosqlite.Row],
     rejections: Sequence[aiosqlite.Row],
+    *,
+    handled: frozenset[str] | None,
+    now: float,
 ) -> dict[str, object]:
     totals = _Counts()
     providers: dict[str, _Counts] = {}
@@ -393,16 +401,29 @@ def _stats_json(
         totals.add(row)
         providers.setdefault(row["provider"], _Counts()).add(row)
     queue = {"queued": 0, "ready": 0, "running": 0}
+    unhandled = 0  # jobs of providers without a handler: they wait for one to be configured
+    oldest_due = now
     for row in jobs:
-        if row["status"] == "queued":
-            queue["queued"] = row["n"]
-            queue["ready"] = int(row["ready"] or 0)
-        elif row["status"] == "running":
-            queue["running"] = row["n"]
+        if row["status"] not in ("queued", "running"):
+            continue
+        if handled is not None and row["provider"] not in handled:
+            unhandled += row["n"]
+        elif row["status"] == "queued":
+            queue["queued"] += row["n"]
+            queue["ready"] += int(row["ready"] or 0)
+            if row["oldest_due"] is not None:
+                oldest_due = min(oldest_due, float(row["oldest_due"]))
+        else:
+            queue["running"] += row["n"]
     causes = {row["cause"]: row["n"] for row in rejections}
     return {
         "totals": totals.as_json(),
         "providers": {name: c.as_json() for name, c in sorted(providers.items())},
-        "queue": {**queue, "depth": queue["queued"] + queue["running"]},
+        "queue": {
+            **queue,
+            "depth": queue["queued"] + queue["running"],
+            "oldest_ready_age_s": round(now - oldest_due, 3),
+            "waiting_for_a_handler": unhandled,
+        },
         "rejections": {"journaled": sum(causes.values()), "by_cause": dict(sorted(causes.items()))},
     }

@@ -75,7 +75,9 @@ class SqliteStore:
             answer_within_s=busy_timeout_s,
         )
         # Operator components: reads on the reader, writes on the same single writer as ingest.
-        self.queries = EventQueries(self.db, clock=clock, settle=self.writer.settle)
+        self.queries = EventQueries(
+            self.db, clock=clock, settle=self.writer.settle, handled=handled_providers
+        )
         self.replayer = Replayer(
             self.db,
             self.queries,

@@ -285,7 +285,14 @@ async def test_stats_counts_providers_statuses_and_retention(admin_harness: Admi
     assert data["totals"]["conflicts"] == 1
     assert data["providers"]["plain"]["events"] == 3
     assert data["providers"]["short"]["by_status"] == {"received": 2}
-    assert data["queue"]["queued"] == 5
+    # Only plain has a handler: short's jobs wait for one, outside the queue's depth.
+    assert data["queue"]["queued"] == data["queue"]["depth"] == 3
+    assert data["queue"]["waiting_for_a_handler"] == 2
+    waited = data["queue"]["oldest_ready_age_s"]
+    assert waited > 0  # plain:a1 has waited since it was seeded
+    h.clock.advance(90)
+    later = await (await h.get("/admin/stats")).json()
+    assert later["queue"]["oldest_ready_age_s"] == waited + 90
     assert data["rejections"]["by_cause"] == {"invalid_body": 1}
     assert data["retention"]["short"] == {
         "payload_retention_s": 3600.0,
