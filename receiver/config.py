@@ -30,7 +30,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from receiver.durations import parse_duration
 from receiver.errors import ConfigError, ConfigProblem
@@ -53,6 +60,17 @@ class ServerSettings(_Strict):
     idle_timeout_s: float = Field(default=15.0, gt=0)
     # The externally visible base URL (behind a proxy), for schemes that sign the URL.
     public_base_url: str | None = None
+    # All request bodies held in memory at once; a body that would pass it is answered 503.
+    body_memory_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+
+    @model_validator(mode="after")
+    def _one_body_fits(self) -> ServerSettings:
+        if self.body_memory_bytes < self.max_body_bytes:
+            raise ValueError(
+                "body_memory_bytes must be at least max_body_bytes (else a body at the cap "
+                "could never be taken)"
+            )
+        return self
 
 
 class AdminSettings(_Strict):

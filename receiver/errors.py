@@ -13,8 +13,11 @@ Hierarchy::
     │   ├── MissingEventId             400 missing_event_id
     │   ├── InvalidBody                400 invalid_body
     │   ├── BodyTimeout                408 request_timeout
+    │   ├── ClientDisconnected         (400) client_disconnected: nobody reads the answer
     │   └── KeyConflict                409 key_conflict
-    ├── StorageUnavailable             the store cannot commit now (503 with Retry-After)
+    ├── Unavailable                    not now: 503 with Retry-After
+    │   ├── StorageUnavailable         storage_unavailable: the store cannot commit now
+    │   └── ServerBusy                 server_busy: too many request bodies held at once
     └── PermanentError                 raised by a user's python handler: do not retry this event
 
 The HTTP layer maps these to statuses with one table; the CLI turns them into exit codes.
@@ -24,9 +27,10 @@ Expected outcomes (a duplicate delivery) are values, not exceptions.
 from __future__ import annotations
 
 __all__ = [
+    "BodyTimeout",
+    "ClientDisconnected",
     "ConfigError",
     "ConfigProblem",
-    "BodyTimeout",
     "InvalidBody",
     "InvalidSignature",
     "KeyConflict",
@@ -36,8 +40,10 @@ __all__ = [
     "PermanentError",
     "ReceiverError",
     "RequestRejected",
+    "ServerBusy",
     "StorageUnavailable",
     "TimestampOutOfTolerance",
+    "Unavailable",
     "UnknownProvider",
 ]
 
@@ -132,16 +138,28 @@ class KeyConflict(RequestRejected):
     status = 409
 
 
-class StorageUnavailable(ReceiverError):
-    """The store could not commit (disk full, locked past its budget, I/O error)."""
+class Unavailable(ReceiverError):
+    """Not now: the sender should retry after ``retry_after_s`` (503 with ``Retry-After``)."""
 
-    code = "storage_unavailable"
+    code = "unavailable"
     status = 503
 
     def __init__(self, detail: str, *, retry_after_s: int = 5) -> None:
         self.detail = detail
         self.retry_after_s = retry_after_s
         super().__init__(detail)
+
+
+class StorageUnavailable(Unavailable):
+    """The store could not commit (disk full, locked past its budget, I/O error)."""
+
+    code = "storage_unavailable"
+
+
+class ServerBusy(Unavailable):
+    """Taking this body would pass the memory held for request bodies at once."""
+
+    code = "server_busy"
 
 
 class PermanentError(ReceiverError):

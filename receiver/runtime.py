@@ -88,7 +88,9 @@ class Receiver:
         self.ingest_app = build_ingest_app(
             self.service,
             limits=IngestLimits(
-                max_body_bytes=s.server.max_body_bytes, read_timeout_s=s.server.read_timeout_s
+                max_body_bytes=s.server.max_body_bytes,
+                read_timeout_s=s.server.read_timeout_s,
+                body_memory_bytes=s.server.body_memory_bytes,
             ),
             metrics=self.metrics,
             readiness=self.readiness,

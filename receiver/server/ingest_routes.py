@@ -25,11 +25,13 @@ from receiver.errors import (
     ClientDisconnected,
     PayloadTooLarge,
     RequestRejected,
-    StorageUnavailable,
+    ServerBusy,
+    Unavailable,
 )
 from receiver.ingest import IngestResult, IngestService
 from receiver.metrics import Metrics
 from receiver.models import Accepted, HandshakeReply, InboundRequest, IngestOutcome
+from receiver.server.body_budget import BodyBudget, Reservation
 from receiver.server.responses import error_json, error_response, json_response
 from receiver.store.rejections import RejectionJournal
 
@@ -42,29 +44,40 @@ REQUEST_LOG = web.AppKey("request_log", structlog.typing.FilteringBoundLogger)
 class IngestLimits:
     max_body_bytes: int
     read_timeout_s: float
+    body_memory_bytes: int = 64 * 1024 * 1024  # all bodies held at once
 
 
 INGEST = web.AppKey("ingest", IngestService)
 INGEST_LIMITS = web.AppKey("ingest_limits", IngestLimits)
+BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
 METRICS = web.AppKey("metrics", Metrics)
 # The rejected-request journal (optional): record() only buffers, so it never slows an answer.
 REJECTIONS = web.AppKey("rejections", RejectionJournal)
 
 
-async def read_body(request: web.Request, limits: IngestLimits) -> bytes:
-    """The raw body, refused before reading when declared too large, and while reading."""
+async def read_body(
+    request: web.Request, limits: IngestLimits, reservation: Reservation | None = None
+) -> bytes:
+    """The raw body, refused before reading when declared too large, and while reading; with a
+    ``reservation``, also when the bodies held at once would pass their budget."""
     declared = request.content_length
     if declared is not None and declared > limits.max_body_bytes:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limits.max_body_bytes}")
+    if reservation is not None and declared is not None:
+        reservation.grow(declared)
     if request.content.is_eof():  # the whole body already arrived with the headers
         body = request.content.read_nowait()
         if len(body) > limits.max_body_bytes:
             raise PayloadTooLarge(f"the body exceeds the limit of {limits.max_body_bytes} bytes")
+        if reservation is not None and declared is None:
+            reservation.grow(len(body))
         return body
     buffer = bytearray()
     try:
         async with asyncio.timeout(limits.read_timeout_s):
             while chunk := await request.content.readany():
+                if reservation is not None and declared is None:  # chunked: as it arrives
+                    reservation.grow(len(chunk))
                 buffer += chunk
                 if len(buffer) > limits.max_body_bytes:
                     raise PayloadTooLarge(
@@ -98,15 +111,17 @@ def _outcome_json(outcome: IngestOutcome) -> dict[str, str]:
     return {"status": status, "id": str(outcome.id), "key": outcome.key}
 
 
-async def capture(request: web.Request, limits: IngestLimits) -> InboundRequest:
-    """The delivery as ingest sees it: the raw body (read under the cap) and the request line
+async def capture(
+    request: web.Request, limits: IngestLimits, reservation: Reservation | None = None
+) -> InboundRequest:
+    """The delivery as ingest sees it: the raw body (read under the caps) and the request line
     and headers, nothing parsed yet."""
     return InboundRequest(
         provider=request.match_info["provider"],
         method=request.method,
         url=_url(request),
         headers=_headers(request),
-        body=await read_body(request, limits),
+        body=await read_body(request, limits, reservation),
         remote=request.remote or "",
         query=dict(request.query) if request.query_string else {},
     )
@@ -130,9 +145,10 @@ async def receive(request: web.Request) -> web.StreamResponse:
     log = request.app[REQUEST_LOG]
     body_bytes = 0
     key: str | None = None
+    reservation = request.app[BODY_BUDGET].reservation()
     try:
         service.provider(name)  # 404 before reading anything
-        inbound = await capture(request, request.app[INGEST_LIMITS])
+        inbound = await capture(request, request.app[INGEST_LIMITS], reservation)
         body_bytes = len(inbound.body)
         result = await service.ingest(inbound)
     except RequestRejected as exc:
@@ -152,9 +168,12 @@ async def receive(request: web.Request) -> web.StreamResponse:
         event = "signature_rejected" if exc.status == 401 else "request_rejected"
         outcome, status = event, exc.status
         log_extra: dict[str, object] = {"cause": exc.code}
-    except StorageUnavailable as exc:
+    except Unavailable as exc:
         response = error_response(exc)
-        outcome, status = "storage_unavailable", 503
+        if isinstance(exc, ServerBusy):
+            response.force_close()  # do not read the body it was refused for
+            metrics.rejections.labels(name, exc.code).inc()
+        outcome, status = exc.code, exc.status
         log_extra = {"cause": exc.detail}
     else:
         log_extra = {}
@@ -175,6 +194,8 @@ async def receive(request: web.Request) -> web.StreamResponse:
                 series.duplicates.inc()
                 if o.is_conflict:
                     series.conflicts.inc()
+    finally:
+        reservation.release()  # the body is no longer held once ingest has answered
     elapsed = time.perf_counter() - started
     if outcome != "request_rejected" or status != 404:  # not an unknown provider's name
         metrics.ingest_for(name).latency.observe(elapsed)
@@ -212,4 +233,5 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
 
 def add_ingest_routes(app: web.Application) -> None:
     app[REQUEST_LOG] = structlog.get_logger("receiver.ingest").bind()
+    app[BODY_BUDGET] = BodyBudget(app[INGEST_LIMITS].body_memory_bytes)
     app.router.add_post("/webhooks/{provider}", receive, expect_handler=expect_continue)

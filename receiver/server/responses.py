@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from receiver.errors import RequestRejected, StorageUnavailable
+from receiver.errors import RequestRejected, Unavailable
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -44,9 +44,9 @@ def error_response(exc: BaseException) -> web.Response:
     """Map a receiver exception or an aiohttp HTTP error to a JSON error answer."""
     if isinstance(exc, RequestRejected):
         return error_json(exc.status, exc.code, exc.detail)
-    if isinstance(exc, StorageUnavailable):
+    if isinstance(exc, Unavailable):
         return error_json(
-            503, exc.code, exc.detail, headers={"Retry-After": str(exc.retry_after_s)}
+            exc.status, exc.code, exc.detail, headers={"Retry-After": str(exc.retry_after_s)}
         )
     if isinstance(exc, web.HTTPException):
         code = _HTTP_CODES.get(exc.status, "http_error")
@@ -65,7 +65,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         if exc.status < 400:
             raise
         return error_response(exc)
-    except (RequestRejected, StorageUnavailable) as exc:
+    except (RequestRejected, Unavailable) as exc:
         return error_response(exc)
     except Exception:
         import structlog

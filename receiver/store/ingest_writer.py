@@ -9,9 +9,10 @@ number of fsyncs per request falls as load rises.
 Dedupe is the UNIQUE constraint, never check-then-insert. A duplicate in the same batch as its
 original is answered after that batch commits; one in a later batch finds the committed row.
 
-Every event is answered within the storage budget (``busy_timeout_s``): one still waiting for
-its commit then is answered 503, whether its batch is stuck on a lock or queued behind batches
-that are. Its write is not withdrawn: if it commits later, the provider's retry is a duplicate.
+Every event is answered within ``answer_within_s`` (a little over the storage budget): one
+still waiting for its commit then is answered 503, whether its batch is stuck (on a lock, on a
+disk that does not return) or queued behind batches that are. Its write is not withdrawn: if it
+commits later, the provider's retry is a duplicate.
 """
 
 from __future__ import annotations

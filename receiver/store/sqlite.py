@@ -72,7 +72,9 @@ class SqliteStore:
             batch_max=batch_max,
             on_batch=on_batch,
             on_committed=self._notify_committed,
-            answer_within_s=busy_timeout_s,
+            # A quarter more than the lock wait: a batch stuck on the lock fails (and is
+            # answered) on its own first; this bounds the deliveries queued behind it.
+            answer_within_s=busy_timeout_s * 1.25,
         )
         # Operator components: reads on the reader, writes on the same single writer as ingest.
         self.queries = EventQueries(

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from receiver.server.ingest_routes import BODY_BUDGET
 from tests.integration.conftest import Harness
 from tests.support.factories import SECRET_ENV, event_body, signed_headers
 from tests.support.rawhttp import (
@@ -478,6 +479,43 @@ async def test_slow_body_is_cut_at_the_read_timeout_and_never_stored(make_harnes
         assert resp.headers.get("connection", "").lower() == "close"
     assert elapsed_s < 8  # cut at ~1 s, not after the 10 s the whole trickle would take
     assert _rows(harness) == 0
+
+
+async def test_bodies_held_at_once_are_capped_and_a_refused_one_is_503_with_retry_after(
+    make_harness: Any,
+) -> None:
+    """Nothing is verified before a body is read: many large bodies at once must not grow the
+    process without bound. A delivery past the budget is told to come back, before it is read."""
+    harness: Harness = await make_harness(
+        server={"max_body_bytes": 1000, "body_memory_bytes": 1500}
+    )
+    port = _port(harness)
+    # One delivery holds 1000 bytes of the budget while its body trickles in.
+    _slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", port)
+    slow_writer.write(request_head(b"/webhooks/sw", {b"Content-Length": b"1000"}) + b"{")
+    await slow_writer.drain()
+    await asyncio.sleep(0.2)
+    try:
+        declared = request_head(b"/webhooks/sw", {b"Content-Length": b"900"})
+        busy = await exchange(port, declared + b"x" * 900)
+        assert busy is not None and busy.status == 503
+        assert _error_code(busy) == "server_busy"
+        assert busy.headers["retry-after"] == "1"
+        chunked_head = request_head(b"/webhooks/sw", {b"Transfer-Encoding": b"chunked"})
+        busy = await exchange(port, chunked_head + chunked(b"x" * 600) + b"0\r\n\r\n")
+        assert busy is not None and busy.status == 503
+        assert _error_code(busy) == "server_busy"
+        small = event_body("fits")  # what is left of the budget still serves small bodies
+        assert len(small) < 500
+        resp = await harness.post("sw", small, signed_headers(small, msg_id="fits"))
+        assert resp.status == 200
+    finally:
+        slow_writer.close()
+    await asyncio.sleep(0.2)  # the slow one is gone: its share comes back
+    later = event_body("later", pad="p" * 600)
+    resp = await harness.post("sw", later, signed_headers(later, msg_id="later"))
+    assert resp.status == 200
+    assert harness.receiver.ingest_app[BODY_BUDGET].held_bytes == 0
 
 
 def _memory_kib(pid: int) -> dict[str, int]:

@@ -97,8 +97,9 @@ async def test_each_event_is_answered_within_the_budget_while_the_lock_is_held(
     make_harness: Any,
 ) -> None:
     """Events queue behind a batch stuck on the lock; each still gets its 503 about one budget
-    after it arrived, not after the batches ahead of it failed one by one (2-4x the budget)."""
-    budget = 0.5
+    after it arrived (1.25x at most), not after the batches ahead of it failed one by one
+    (2-4x the budget)."""
+    budget = 0.4
     harness: Harness = await make_harness(storage={"busy_timeout_s": budget})
     path = str(harness.receiver.config.settings.storage.path)
     held, release = threading.Event(), threading.Event()
@@ -115,19 +116,19 @@ async def test_each_event_is_answered_within_the_budget_while_the_lock_is_held(
         return resp.status, loop.time() - started
 
     try:
-        answers = await asyncio.gather(*(deliver(i) for i in range(15)))
+        answers = await asyncio.gather(*(deliver(i) for i in range(20)))
     finally:
         release.set()
         await asyncio.to_thread(holder.join, 10)
     assert {status for status, _ in answers} == {503}
     slowest = max(waited for _, waited in answers)
-    assert slowest < budget + 0.3, f"an answer took {slowest:.2f} s with a {budget} s budget"
+    assert slowest < 1.25 * budget + 0.2, f"an answer took {slowest:.2f} s (budget {budget} s)"
     # Whatever was written after the lock went, a redelivery now gets 200 and one row per key.
-    for i in range(15):
+    for i in range(20):
         body = event_body(f"queued{i}")
         resp = await harness.post("sw", body, signed_headers(body, msg_id=f"queued{i}"))
         assert resp.status == 200
-    assert _rows(harness) == 15
+    assert _rows(harness) == 20
 
 
 async def test_readiness_reports_a_locked_store(make_harness: Any, aiohttp_client: Any) -> None:

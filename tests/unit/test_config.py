@@ -176,3 +176,11 @@ def test_check_config_fails_with_every_problem(
     err = capsys.readouterr().err
     assert "worker.concurency: unknown key" in err
     assert "providers.billing.secret_envs.0: environment variable SW_SECRET is not set" in err
+
+
+def test_the_body_memory_budget_must_hold_one_body_at_the_cap(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "max_body_bytes: 1048576", "max_body_bytes: 1048576, body_memory_bytes: 1000"
+    )
+    problems = _problems(tmp_path, text)
+    assert "body_memory_bytes must be at least max_body_bytes" in problems["server"]
