@@ -88,9 +88,9 @@ class StandardVerifier:
     def verify(self, request: InboundRequest, *, now_s: float) -> None:
         msg_id = require_header(request, self.id_header)
         timestamp = require_header(request, self.timestamp_header)
-        entries = parse_kv_list(
-            require_header(request, self.signature_header), item_sep=" ", kv_sep=","
-        )
+        # A header sent twice arrives joined by ", " (entries never hold a space): one list.
+        presented = require_header(request, self.signature_header).replace(", ", " ")
+        entries = parse_kv_list(presented, item_sep=" ", kv_sep=",")
         v1 = [sig for version, sig in entries if version == "v1"]
         v1a = [sig for version, sig in entries if version == "v1a"]
         if not v1 and not v1a:

@@ -32,6 +32,16 @@ def test_multi_signature_header_with_one_valid_entry_passes(kit):
     kit.build("standard-webhooks", [kit.WHSEC[0]]).verify(kit.request(headers), now_s=kit.NOW)
 
 
+@pytest.mark.parametrize("good_first", [True, False])
+def test_a_signature_header_sent_twice_passes_whichever_copy_is_good(kit, good_first):
+    """HTTP joins a repeated header with ", ": each copy's entries still count."""
+    headers = _std_headers(kit, kit.WHSEC[0], kit.NOW)
+    bogus = "v1," + base64.b64encode(b"\0" * 32).decode()
+    good = headers["webhook-signature"]
+    headers["webhook-signature"] = f"{good}, {bogus}" if good_first else f"{bogus}, {good}"
+    kit.build("standard-webhooks", [kit.WHSEC[0]]).verify(kit.request(headers), now_s=kit.NOW)
+
+
 def test_mixed_v1_and_v1a_keys_accept_either_kind(kit):
     verifier = kit.build("standard-webhooks", [kit.WHSEC[0], kit.whpk(0)])
     verifier.verify(kit.request(_std_headers(kit, kit.WHSEC[0], kit.NOW)), now_s=kit.NOW)
