@@ -47,17 +47,17 @@ def _load(args: argparse.Namespace) -> Config:
 
 @command("serve")
 def _serve(args: argparse.Namespace) -> int:
-    from receiver.runtime import Receiver, run_until_signalled
+    from receiver.runtime import Receiver, serve
 
     config = _load(args)
     configure_logging(config.settings.logging.level, config.settings.logging.format)
     try:
         import uvloop
 
-        runner: Callable[..., object] = uvloop.run
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     except ImportError:  # uvloop is optional (not on Windows)
-        runner = asyncio.run
-    runner(run_until_signalled(Receiver(config)))
+        loop_factory = asyncio.new_event_loop
+    serve(Receiver(config), loop_factory=loop_factory)
     return EXIT_OK
 
 

@@ -38,7 +38,8 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -192,27 +193,97 @@ def load_target(target: str) -> Callable[..., object]:
     return fn  # type: ignore[no-any-return]  # a user's callable: its type is unknowable
 
 
+class _Exited(Exception):
+    """User code raised ``SystemExit`` or ``KeyboardInterrupt``: inside an asyncio task those
+    would stop the whole event loop, so they travel as an ordinary failure instead."""
+
+
+def _is_async_callable(fn: object) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = inspect.getattr_static(type(fn), "__call__", None)  # ``async def __call__``
+    return inspect.iscoroutinefunction(call)
+
+
+def _in_daemon_thread(fn: Callable[..., object], *args: object) -> asyncio.Future[object]:
+    """``fn(*args)`` on a thread of its own. Daemon, and not from a pool: a call that never
+    returns must neither take a pooled thread from the next handler nor hold the process at
+    exit. Its result is delivered to the loop unless the future was given up on."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[object] = loop.create_future()
+
+    def deliver(result: object, error: BaseException | None) -> None:
+        if future.done():  # timed out or cancelled meanwhile: nobody waits for it
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def target() -> None:
+        result: object = None
+        error: BaseException | None = None
+        try:
+            result = fn(*args)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            error = _Exited(summarize(exc))
+        except BaseException as exc:  # delivered to the awaiting coroutine, never lost
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed since
+            loop.call_soon_threadsafe(deliver, result, error)
+
+    threading.Thread(target=target, name="receiver-handler", daemon=True).start()
+    return future
+
+
+# Work given up on at its timeout: kept referenced until it ends, if it ever does.
+_OVERRUNNING: set[asyncio.Future[object]] = set()
+
+
+async def _within(work: Awaitable[object], timeout_s: float) -> object:
+    """``work``'s result within ``timeout_s``. At the timeout, or when the caller is cancelled,
+    ``work`` is cancelled but not waited for: user code that ignores cancellation (or a thread,
+    which cannot be stopped) must not hold a worker slot, a lease or the shutdown."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        _OVERRUNNING.add(task)
+        task.add_done_callback(_OVERRUNNING.discard)
+        raise TimeoutError
+    return task.result()
+
+
 class PythonTarget:
     def __init__(self, settings: PythonHandler) -> None:
         self._settings = settings
         self._fn = load_target(settings.target)
-        self._is_async = inspect.iscoroutinefunction(self._fn)
+        self._is_async = _is_async_callable(self._fn)
+
+    async def _call(self, event: HandlerEvent) -> None:
+        try:
+            if self._is_async:
+                result = self._fn(event)
+            else:
+                result = await _in_daemon_thread(self._fn, event)
+            if inspect.isawaitable(result):  # a sync wrapper (a decorator) around async code
+                await result
+        except (SystemExit, KeyboardInterrupt) as exc:
+            raise _Exited(summarize(exc)) from None
 
     async def run(self, event: HandlerEvent) -> Outcome:
         try:
-            async with asyncio.timeout(self._settings.timeout_s):
-                if self._is_async:
-                    result = self._fn(event)
-                    if inspect.isawaitable(result):
-                        await result
-                else:
-                    # A sync handler still running at its timeout cannot be stopped (threads
-                    # cannot be killed); its result is ignored and the attempt counts as failed.
-                    await asyncio.to_thread(self._fn, event)
+            await _within(self._call(event), self._settings.timeout_s)
         except TimeoutError:
             return Outcome(is_success=False, error=f"timed out after {self._settings.timeout_s:g}s")
         except PermanentError as exc:
             return Outcome(is_success=False, error=summarize(exc), is_permanent=True)
+        except _Exited as exc:
+            return Outcome(is_success=False, error=str(exc))
         except Exception as exc:  # any failure of user code is an attempt's outcome
             return Outcome(is_success=False, error=summarize(exc))
         return SUCCESS

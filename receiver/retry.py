@@ -71,7 +71,7 @@ def parse_retry_after(value: str | None, *, now_s: float) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # isdigit() alone also takes "²", which float() refuses
         return float(text)
     try:
         when = parsedate_to_datetime(text)

@@ -36,6 +36,8 @@ log = structlog.get_logger("receiver")
 
 # Allocations between two young-generation collections (Python's default is 700).
 _GC_YOUNG_THRESHOLD = 10_000
+# How long tasks still running after shutdown get to end before they are left behind.
+_LEFTOVER_GRACE_S = 1.0
 
 
 class StartupError(ReceiverError):
@@ -80,6 +82,7 @@ class Receiver:
             {name: provider.settings for name, provider in config.providers.items()},
             clock=clock,
             metrics=self.metrics,
+            withheld_env=[v for v in (s.admin.token_env, s.admin.read_token_env) if v],
         )
         self.store.on_committed(self.worker.wake)
         self.readiness = Readiness(
@@ -181,9 +184,8 @@ class Receiver:
         """Stop accepting, let in-flight requests finish their commits, stop the worker (running
         jobs get ``shutdown_timeout_s``, then go back to the queue), close the store."""
         runners, self._runners = self._runners, []
-        for runner in runners:
-            await runner.cleanup()
-        await self.worker.stop()
+        # Side by side: the listeners' grace and the running jobs' share one shutdown_timeout_s.
+        await asyncio.gather(*(runner.cleanup() for runner in runners), self.worker.stop())
         await self.purger.stop()
         await self.store.close()
         log.info("receiver_stopped")
@@ -197,6 +199,26 @@ def _settle_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
+def serve(receiver: Receiver, *, loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    """Run ``receiver`` until SIGTERM or SIGINT, like ``asyncio.run`` except at the end: once
+    the receiver has stopped (store closed), tasks still left are handler code given up on at
+    its timeout that ignores cancellation. They get a second cancellation and one second, and
+    are then left behind instead of awaited, so shutdown cannot hang on them."""
+    loop = loop_factory()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(run_until_signalled(receiver))
+        leftovers = asyncio.all_tasks(loop)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.wait(leftovers, timeout=_LEFTOVER_GRACE_S))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 async def run_until_signalled(receiver: Receiver) -> None:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import random as random_module
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -79,6 +79,7 @@ class Worker:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         random: Callable[[], float] = random_module.random,
         metrics: Metrics | None = None,
+        withheld_env: Collection[str] = (),
     ) -> None:
         self._queue = queue
         self._settings = settings
@@ -87,8 +88,10 @@ class Worker:
         self._random = random
         self._metrics = metrics
         self._http = HttpClient()
-        # Commands never inherit the variables that hold webhook secrets.
+        # Commands never inherit the variables that hold webhook secrets, nor ``withheld_env``
+        # (the admin tokens).
         withheld = frozenset(var for ps in providers.values() for var in ps.secret_envs)
+        withheld |= frozenset(withheld_env)
         self.routes: dict[str, Route] = {
             name: Route(
                 provider=name,

@@ -7,6 +7,7 @@ import asyncio
 import random
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.support.crash import (
@@ -47,3 +48,35 @@ async def test_sigterm_under_load_commits_every_2xx_and_exits_zero(tmp_path: Pat
     # During shutdown a request gets an answer (200, or 503 "shutting down") or none at all.
     assert set(report.statuses) <= {0, 200, 503}, report.statuses
     assert '"receiver_stopped"' in server.log_path.read_text()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("target", ["hang_sync", "deaf_forever"])
+async def test_a_handler_that_will_not_stop_cannot_hold_the_shutdown(
+    tmp_path: Path, target: str
+) -> None:
+    """A sync handler blocked in its thread, or async code that swallows every cancellation:
+    SIGTERM still ends the process within the shutdown budget (jobs go back to the queue)."""
+    handler = {"kind": "python", "target": f"tests.integration.handler_targets:{target}"}
+    config = serve_config(
+        tmp_path,
+        providers={"p": {"scheme": "none", "event_id": "json:id", "handler": handler}},
+        worker={"shutdown_timeout_s": 1},
+    )
+    server = ServeProcess(config, serve_env(), tmp_path / "serve.log")
+    server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            for n in range(3):
+                async with session.post(
+                    server.ingest_url + "/webhooks/p", json={"id": f"stuck{n}"}
+                ) as resp:
+                    assert resp.status == 200
+        await asyncio.sleep(0.5)  # the handlers are running (and will not return)
+        elapsed_s = await asyncio.to_thread(server.terminate, timeout_s=30)
+    finally:
+        server.kill()
+    log = server.log_path.read_text()
+    assert server.returncode == 0, log[-2000:]
+    assert elapsed_s < 6, log[-2000:]  # 1 s budget, 1 s for leftovers; not the 30 s it asks
+    assert '"receiver_stopped"' in log

@@ -5,6 +5,7 @@ before each test."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ class State:
     starts: list[tuple[str, int]] = field(default_factory=list)
     overlaps: list[str] = field(default_factory=list)
     max_parallel: int = 0
+    # Holds hung sync handlers' threads; set on reset() so none outlives its test for long.
+    release: threading.Event = field(default_factory=threading.Event)
 
 
 STATE = State()
@@ -31,6 +34,7 @@ not_callable = 42
 
 def reset() -> None:
     global STATE
+    STATE.release.set()
     STATE = State()
 
 
@@ -92,3 +96,57 @@ async def ordered(event: HandlerEvent) -> None:
     STATE.max_parallel = max(STATE.max_parallel, sum(STATE.running.values()))
     await asyncio.sleep(0.005 * (1 + n % 3))
     STATE.running[account] -= 1
+
+
+def exits(event: HandlerEvent) -> None:
+    """A library deep inside a handler calls sys.exit()."""
+    STATE.calls.append(event)
+    sys.exit(3)
+
+
+async def exits_async(event: HandlerEvent) -> None:
+    STATE.calls.append(event)
+    raise SystemExit(4)
+
+
+class AsyncCallable:
+    """An object whose ``__call__`` is ``async def``: a coroutine function only by its method."""
+
+    async def __call__(self, event: HandlerEvent) -> None:
+        STATE.calls.append(event)
+        raise RuntimeError("ran, and failed")
+
+
+async_callable = AsyncCallable()
+
+
+def returns_coroutine(event: HandlerEvent) -> object:
+    """A sync wrapper (as a decorator makes) around async code: its coroutine must be run."""
+    return record(event)
+
+
+def hang_sync(event: HandlerEvent) -> None:
+    """Blocks its thread (a socket read without a timeout) until the test is over."""
+    STATE.calls.append(event)
+    STATE.release.wait(30)
+
+
+async def deaf(event: HandlerEvent) -> None:
+    """Swallows cancellation, as ``except BaseException`` around an await does (for 2 s)."""
+    STATE.calls.append(event)
+    for _ in range(4):
+        try:
+            await asyncio.sleep(0.5)
+        except asyncio.CancelledError:
+            continue
+
+
+async def deaf_forever(event: HandlerEvent) -> None:
+    """Swallows every cancellation (for 30 s, so a test process is never held for good)."""
+    STATE.calls.append(event)
+    deadline = asyncio.get_running_loop().time() + 30
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            continue

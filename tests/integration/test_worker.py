@@ -803,3 +803,78 @@ async def test_a_command_timeout_kills_the_whole_process_group(
     pids = [int((tmp_path / name).read_text()) for name in ("parent.pid", "child.pid")]
     await asyncio.wait_for(_wait_for(lambda: not any(map(_is_alive, pids))), timeout=5)
     assert os.getpgid(os.getpid()) != pids[0], "the command ran in its own process group"
+
+
+def python_with(target: str, *, timeout_s: float, **extra: Any) -> dict[str, Any]:
+    handler = {"kind": "python", "target": f"{TARGETS}:{target}", "timeout_s": timeout_s}
+    return {"handler": handler, **extra}
+
+
+async def test_a_handler_that_exits_fails_its_attempt_not_the_receiver(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """SystemExit inside an asyncio task would stop the event loop: the whole receiver."""
+    worker = make_worker(
+        store,
+        clock,
+        {"s": python("exits", max_attempts=1), "a": python("exits_async", max_attempts=1)},
+    )
+    sync_id, async_id = await record(store, "s", 1), await record(store, "a", 2)
+    await worker.run(until_empty=True)
+    assert status_of(store, sync_id) == ("dead", "dead", 1)
+    assert status_of(store, async_id) == ("dead", "dead", 1)
+    assert attempts_of(store, sync_id)[0]["error"] == "SystemExit: 3"
+    assert attempts_of(store, async_id)[0]["error"] == "SystemExit: 4"
+
+
+async def test_async_code_behind_any_callable_shape_is_awaited(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """An object with ``async def __call__`` and a sync wrapper returning a coroutine: both
+    run (before, they counted as succeeded without running)."""
+    worker = make_worker(
+        store,
+        clock,
+        {"obj": python("async_callable", max_attempts=1), "wrapped": python("returns_coroutine")},
+    )
+    obj_id, wrapped_id = await record(store, "obj", 1), await record(store, "wrapped", 2)
+    await worker.run(until_empty=True)
+    assert status_of(store, obj_id) == ("dead", "dead", 1)
+    assert attempts_of(store, obj_id)[0]["error"] == "RuntimeError: ran, and failed"
+    assert status_of(store, wrapped_id) == ("succeeded", "succeeded", 1)
+    assert [c.key for c in targets.STATE.calls] == ["obj:evt_1", "wrapped:evt_2"]
+
+
+async def test_hung_sync_handlers_do_not_starve_the_others(store: SqliteStore) -> None:
+    """Each timed-out sync call keeps its thread (threads cannot be stopped); more of them than
+    a thread pool holds must not leave the next sync handler without a thread."""
+    worker = make_worker(
+        store,
+        time.time,
+        {
+            "hung": python_with("hang_sync", timeout_s=0.2, max_attempts=1),
+            "quick": python_with("record_sync", timeout_s=2.0),
+        },
+        concurrency=16,
+    )
+    hung = [await record(store, "hung", n) for n in range(12)]
+    quick = await record(store, "quick", 99)
+    await asyncio.wait_for(worker.run(until_empty=True), timeout=20)
+    assert status_of(store, quick) == ("succeeded", "succeeded", 1)
+    for event_id in hung:
+        assert status_of(store, event_id) == ("dead", "dead", 1)
+        assert attempts_of(store, event_id)[0]["error"] == "timed out after 0.2s"
+
+
+async def test_an_async_handler_that_ignores_cancellation_still_times_out(
+    store: SqliteStore,
+) -> None:
+    worker = make_worker(
+        store, time.time, {"p": python_with("deaf", timeout_s=0.2, max_attempts=1)}
+    )
+    event_id = await record(store, "p", 1)
+    started = time.monotonic()
+    await asyncio.wait_for(worker.run(until_empty=True), timeout=10)
+    assert time.monotonic() - started < 1.5  # not the 2 s it insists on
+    assert status_of(store, event_id) == ("dead", "dead", 1)
+    assert attempts_of(store, event_id)[0]["error"] == "timed out after 0.2s"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+import sys
+import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -165,3 +168,40 @@ async def test_a_dead_event_redelivered_after_being_remembered_is_queued_again(
     finally:
         await receiver.worker.stop()
         await receiver.store.close()
+
+
+async def test_commands_inherit_neither_webhook_secrets_nor_admin_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECEIVER_ADMIN_TOKEN", "admin-token-not-for-commands")
+    monkeypatch.setenv("RECEIVER_ADMIN_READ_TOKEN", "read-token-not-for-commands")
+    monkeypatch.setenv("SHOP_SECRET", "whsec_" + "A" * 44)
+    monkeypatch.setenv("SHOP_UNRELATED", "visible")
+    out = tmp_path / "env.json"
+    script = tmp_path / "dump-env"
+    script.write_text(
+        f"#!{sys.executable}\nimport json, os, sys\nsys.stdin.buffer.read()\n"
+        f"open({str(out)!r}, 'w').write(json.dumps(sorted(os.environ)))\n"
+    )
+    script.chmod(0o755)
+    providers = {
+        "shop": {
+            "scheme": "standard-webhooks",
+            "secret_envs": ["SHOP_SECRET"],
+            "event_id": "json:id",
+            "handler": {"kind": "command", "argv": [str(script)]},
+        }
+    }
+    path = write_config(
+        tmp_path, providers=providers, admin={"read_token_env": "RECEIVER_ADMIN_READ_TOKEN"}
+    )
+    receiver = Receiver(load_config(path))
+    await receiver.store.open()
+    try:
+        await receiver.store.record(factories.new_event("shop", 1, now=time.time()))
+        await receiver.worker.run(until_empty=True)
+    finally:
+        await receiver.store.close()
+    names = set(json.loads(out.read_text()))
+    assert "SHOP_UNRELATED" in names
+    assert not names & {"SHOP_SECRET", "RECEIVER_ADMIN_TOKEN", "RECEIVER_ADMIN_READ_TOKEN"}

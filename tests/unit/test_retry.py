@@ -156,6 +156,8 @@ def test_backoff_is_full_jitter_under_a_cap(attempt: int, random: float, expecte
         ("-5", None),
         ("1.5", None),
         ("tomorrow", None),
+        ("\u00b2", None),  # a digit to str.isdigit(), not to float(): was a crash
+        ("\u0661\u0662", None),  # ARABIC-INDIC digits
         ("", None),
         (None, None),
     ],
