@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -104,11 +106,44 @@ class LogSettings(_Strict):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+# Headers an http handler's config may not set: the framing of the request (a wrong
+# Content-Length would cut the body short), the connection's own, and receiver's.
+_RESERVED_HEADERS = frozenset(
+    {
+        "connection",
+        "content-length",
+        "content-type",
+        "expect",
+        "host",
+        "idempotency-key",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
 class HttpHandler(_Strict):
     kind: Literal["http"]
     url: str
     timeout_s: float = Field(default=10.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("headers")
+    @classmethod
+    def _settable(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            lowered = name.lower()
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if lowered in _RESERVED_HEADERS or lowered.startswith("receiver-"):
+                raise ValueError(f"{name} is set by receiver, not by the config")
+            if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+                raise ValueError(f"the value of {name} holds a control character")
+        return headers
 
 
 class PythonHandler(_Strict):

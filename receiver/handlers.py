@@ -6,10 +6,13 @@ the event body, never a configured header value, never a URL's credentials.
 
 - ``http`` POSTs the original body bytes with the original content type, plus
   ``Idempotency-Key`` (the event's dedupe key: the same on every attempt and replay),
-  ``Receiver-Event-Id``, ``Receiver-Attempt``, ``Receiver-Provider``, ``Receiver-Event-Type``
-  and the configured headers. 2xx is success. One shared ``ClientSession`` reuses connections.
-- ``python`` calls ``target`` (``pkg.mod:func``), sync in a thread or async; returning is
-  success, raising is failure, raising :class:`~receiver.errors.PermanentError` is "do not retry".
+  ``Receiver-Event-Id``, ``Receiver-Attempt``, ``Receiver-Provider``, ``Receiver-Replay``,
+  ``Receiver-Event-Type`` and the configured headers. 2xx is success. One shared
+  ``ClientSession`` reuses connections; at most 1 MiB of an answer is read.
+- ``python`` calls ``target`` (``pkg.mod:func``), sync on a thread of its own or async;
+  returning is success, raising (``SystemExit`` too) is failure, raising
+  :class:`~receiver.errors.PermanentError` is "do not retry". At its timeout the call is given
+  up on: cancelled, but not waited for.
 - ``command`` runs ``argv`` (no shell) in its own session with the body on stdin; exit 0 is
   success. On timeout or cancellation the whole process group is killed.
 """
@@ -128,6 +131,21 @@ class HttpClient:
             await session.close()
 
 
+# The most of a downstream's answer that is read (and dropped) to keep its connection for
+# reuse; a longer answer closes the connection instead of filling memory.
+_DRAIN_BYTES = 1024 * 1024
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    left = _DRAIN_BYTES
+    while left > 0:
+        chunk = await response.content.readany()
+        if not chunk:
+            return
+        left -= len(chunk)
+    response.close()
+
+
 class HttpTarget:
     def __init__(self, settings: HttpHandler, client: HttpClient) -> None:
         self._settings = settings
@@ -146,6 +164,7 @@ class HttpTarget:
                 "Receiver-Event-Id": str(event.id),
                 "Receiver-Attempt": str(event.attempt),
                 "Receiver-Provider": event.provider,
+                "Receiver-Replay": "true" if event.is_replay else "false",
             }
         )
         if event.type is not None:
@@ -161,7 +180,7 @@ class HttpTarget:
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as response:
-                await response.read()  # drain, so the connection goes back to the pool
+                await _drain(response)
                 status = response.status
                 if 200 <= status < 300:
                     return Outcome(is_success=True, http_status=status)
@@ -294,6 +313,21 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+async def _feed_and_wait(proc: asyncio.subprocess.Process, body: bytes) -> None:
+    """The body on stdin, then the exit. A command may exit (or close stdin) before reading it
+    all: that is for its exit code to judge, not a failure of ours (uvloop reports a write to
+    the closed pipe as ``RuntimeError``, asyncio as ``BrokenPipeError``)."""
+    stdin = proc.stdin
+    if stdin is not None:  # always: it is started with stdin=PIPE
+        try:
+            stdin.write(body)
+            await stdin.drain()
+            stdin.close()
+        except (BrokenPipeError, ConnectionResetError, RuntimeError):
+            pass
+    await proc.wait()
+
+
 class CommandTarget:
     def __init__(
         self, settings: CommandHandler, *, withheld_env: frozenset[str] = frozenset()
@@ -327,7 +361,7 @@ class CommandTarget:
             return Outcome(is_success=False, error=f"cannot start {s.argv[0]}: {exc.strerror}")
         try:
             async with asyncio.timeout(s.timeout_s):
-                await proc.communicate(event.body)
+                await _feed_and_wait(proc, event.body)
         except TimeoutError:
             _kill_group(proc)
             await proc.wait()
@@ -383,7 +417,11 @@ def check_handler(settings: HandlerSettings) -> list[str]:
     ``http``: the URL; ``python``: the target; ``command``: ``argv[0]``.
     """
     if isinstance(settings, HttpHandler):
-        parts = urlsplit(settings.url)
+        try:
+            parts = urlsplit(settings.url)
+            parts.port  # noqa: B018 - parsed on access: a port out of range raises here
+        except ValueError as exc:
+            return [f"is not a valid URL: {exc}"]
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return ["must be an http:// or https:// URL with a host"]
         return []

@@ -206,6 +206,7 @@ async def test_http_handler_posts_original_bytes_with_stable_headers(
         assert headers["Receiver-Event-Id"] == str(event_id)
         assert headers["Receiver-Attempt"] == "1"
         assert headers["Receiver-Provider"] == "shop"
+        assert headers["Receiver-Replay"] == "false"
         assert headers["Receiver-Event-Type"] == "order.created"
         assert headers["X-Sink-Token"] == "t0k"
     assert len({port for _, _, port in sink.requests}) == 1, "one pooled connection, reused"
@@ -214,6 +215,10 @@ async def test_http_handler_posts_original_bytes_with_stable_headers(
         [attempt] = attempts_of(store, event_id)
         assert attempt["outcome"] == "succeeded"
         assert attempt["number"] == 1
+    await store.replayer.replay_ids(ids[:1], actor="cli", reason=None)
+    await worker.run(until_empty=True)
+    replayed, _, _ = sink.requests[-1]
+    assert (replayed["Idempotency-Key"], replayed["Receiver-Replay"]) == ("shop:evt_0", "true")
 
 
 async def test_python_handlers_async_and_sync_get_a_frozen_event(
@@ -878,3 +883,34 @@ async def test_an_async_handler_that_ignores_cancellation_still_times_out(
     assert time.monotonic() - started < 1.5  # not the 2 s it insists on
     assert status_of(store, event_id) == ("dead", "dead", 1)
     assert attempts_of(store, event_id)[0]["error"] == "timed out after 0.2s"
+
+
+async def test_a_huge_answer_from_the_downstream_is_not_read_whole(
+    store: SqliteStore, clock: FakeClock, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> None:
+    """Past 1 MiB the rest of an answer is dropped with its connection, so memory does not grow
+    with what a downstream sends back (concurrency x answer size)."""
+    ports: list[int] = []
+
+    async def chatty(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        ports.append(peer[1] if peer else 0)
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(64 if len(ports) == 1 else 1):  # the first answer is 4 MiB
+            await response.write(b"z" * 65_536)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/hook", chatty)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    worker = make_worker(
+        store, clock, {"shop": http_handler(str(server.make_url("/hook")))}, concurrency=1
+    )
+    ids = [await record(store, "shop", n) for n in range(2)]
+    await worker.run(until_empty=True)
+    for event_id in ids:
+        assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
+    assert len(set(ports)) == 2, "the connection of the huge answer was dropped, not reused"

@@ -45,6 +45,8 @@ def test_unusable_handlers_are_config_problems_at_their_key_paths(tmp_path: Path
         {
             "ftp": {"kind": "http", "url": "ftp://127.0.0.1/hook"},
             "hostless": {"kind": "http", "url": "http:///hook"},
+            "ipv6": {"kind": "http", "url": "http://[::1/hook"},
+            "port": {"kind": "http", "url": "http://127.0.0.1:99999/hook"},
             "nomodule": {"kind": "python", "target": "receiver_no_such_module:handle"},
             "noattr": {"kind": "python", "target": f"{TARGETS}:no_such_function"},
             "notcallable": {"kind": "python", "target": f"{TARGETS}:not_callable"},
@@ -57,6 +59,8 @@ def test_unusable_handlers_are_config_problems_at_their_key_paths(tmp_path: Path
     assert set(problems) == {
         "providers.ftp.handler.url",
         "providers.hostless.handler.url",
+        "providers.ipv6.handler.url",
+        "providers.port.handler.url",
         "providers.nomodule.handler.target",
         "providers.noattr.handler.target",
         "providers.notcallable.handler.target",
@@ -65,12 +69,34 @@ def test_unusable_handlers_are_config_problems_at_their_key_paths(tmp_path: Path
         "providers.noexec.handler.argv.0",
     }
     assert "http:// or https://" in problems["providers.ftp.handler.url"]
+    assert "not a valid URL" in problems["providers.ipv6.handler.url"]
+    assert "not a valid URL" in problems["providers.port.handler.url"]
     assert "cannot import receiver_no_such_module" in problems["providers.nomodule.handler.target"]
     assert "no attribute no_such_function" in problems["providers.noattr.handler.target"]
     assert "not callable" in problems["providers.notcallable.handler.target"]
     assert "does not exist" in problems["providers.missing.handler.argv.0"]
     assert "not found on PATH" in problems["providers.notonpath.handler.argv.0"]
     assert "not executable" in problems["providers.noexec.handler.argv.0"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"Content-Length": "1"}, "Content-Length is set by receiver"),
+        ({"transfer-encoding": "chunked"}, "transfer-encoding is set by receiver"),
+        ({"Idempotency-Key": "mine"}, "Idempotency-Key is set by receiver"),
+        ({"Receiver-Attempt": "9"}, "Receiver-Attempt is set by receiver"),
+        ({"Bad Name": "x"}, "not a valid header name"),
+        ({"X-Token": "a\r\nX-Injected: 1"}, "control character"),
+    ],
+)
+def test_handler_headers_cannot_reframe_or_impersonate_the_request(
+    tmp_path: Path, headers: dict[str, str], message: str
+) -> None:
+    """A configured Content-Length used to cut the forwarded body short, silently."""
+    handler = {"kind": "http", "url": "http://127.0.0.1:9/hook", "headers": headers}
+    problems = _problems(tmp_path, {"p": handler})
+    assert message in problems["providers.p.handler.headers"], problems
 
 
 async def test_a_running_receiver_processes_what_it_acknowledges(tmp_path: Path) -> None:
