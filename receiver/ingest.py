@@ -205,7 +205,7 @@ class IngestService:
             event_type=event_type[:200] if event_type else None,
             body=body,
             headers=headers,
-            content_type=request.header("content-type"),
+            content_type=_as_text(request.header("content-type")),
             fingerprint=hashlib.sha256(body).hexdigest(),
             received_at_s=now,
             payload_expires_at_s=now + provider.payload_retention_s,

@@ -257,6 +257,21 @@ async def test_non_utf8_header_bytes_on_a_signed_delivery_are_not_5xx(
     assert resp.status < 500, resp.body
 
 
+async def test_a_content_type_with_bytes_that_are_not_utf8_is_stored_not_a_5xx(
+    harness: Harness,
+) -> None:
+    """The one header value stored in its own column: it used to fail the write (503)."""
+    body = event_body("ctype")
+    resp = await _post_signed(
+        harness, body, msg_id=b"ctype", content_type=b"application/json; charset=\xff"
+    )
+    assert resp.status == 200, resp.body
+    with sqlite3.connect(harness.receiver.config.settings.storage.path) as conn:
+        (stored,) = conn.execute("SELECT content_type FROM events").fetchone()
+    conn.close()
+    assert stored == "application/json; charset=\ufffd"
+
+
 async def test_a_bad_header_does_not_fail_its_batch_neighbours(harness: Harness) -> None:
     store = harness.receiver.store
     innocent = event_body("innocent")
