@@ -7,7 +7,6 @@ __all__ = ["Receiver", "StartupError", "run_until_signalled"]
 
 import asyncio
 import gc
-import ipaddress
 import os
 import signal
 import time
@@ -21,7 +20,7 @@ from receiver.errors import ReceiverError
 from receiver.ingest import IngestService
 from receiver.logs import unfiltered_logger
 from receiver.metrics import Metrics
-from receiver.server.admin_auth import AdminTokens
+from receiver.server.admin_auth import AdminTokens, is_loopback
 from receiver.server.admin_routes import AdminServices
 from receiver.server.app import build_admin_app, build_ingest_app
 from receiver.server.health_routes import Readiness
@@ -42,15 +41,6 @@ _LEFTOVER_GRACE_S = 1.0
 
 class StartupError(ReceiverError):
     """The receiver refuses to start (for a reason that is not a config file problem)."""
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Receiver:
@@ -134,7 +124,7 @@ class Receiver:
 
     def _check_admin_exposure(self) -> None:
         admin = self.config.settings.admin
-        if not _is_loopback(admin.host) and not self.environ.get(admin.token_env):
+        if not is_loopback(admin.host) and not self.environ.get(admin.token_env):
             raise StartupError(
                 f"the admin listener is on {admin.host}, which is not a loopback address, and "
                 f"{admin.token_env} is not set: set a token or bind admin to 127.0.0.1"

@@ -1,6 +1,9 @@
 """Bearer tokens for ``/admin``: a full-access token and an optional read-only one.
 
-* No token configured: access is open (the runtime refuses a non-loopback admin address then).
+* No token configured: access is open (the runtime refuses a non-loopback admin address then),
+  to callers on this machine only. A web page open in the operator's browser is on this machine
+  too, so an open API also refuses a ``Host`` that does not name this machine (DNS rebinding)
+  and a request whose ``Origin`` is another site (a cross-site form or fetch): 403.
 * Otherwise every ``/admin`` request needs ``Authorization: Bearer <token>``: a missing or wrong
   token is 401, the read-only token on a write (anything but GET/HEAD) is 403. If only the
   read-only token is set, nobody can write over HTTP (fail closed); the CLI still can.
@@ -11,9 +14,10 @@ data. Tokens are compared with :func:`hmac.compare_digest`, against both tokens 
 
 from __future__ import annotations
 
-__all__ = ["ADMIN_TOKENS", "Access", "AdminTokens", "admin_auth_middleware"]
+__all__ = ["ADMIN_TOKENS", "Access", "AdminTokens", "admin_auth_middleware", "is_loopback"]
 
 import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -76,11 +80,42 @@ def _is_admin_path(path: str) -> bool:
     return path == "/admin" or path.startswith("/admin/")
 
 
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback IP address (v4 or v6)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _authority_host(authority: str) -> str:
+    """The host of ``host[:port]``, ``[v6]:port`` or a URL's ``scheme://host[:port]``."""
+    authority = authority.partition("://")[2] or authority
+    if authority.startswith("["):
+        return authority[1:].partition("]")[0]
+    name, sep, port = authority.rpartition(":")
+    return name if sep and port.isdigit() else authority
+
+
+def _cross_site_problem(request: web.Request) -> str | None:
+    """Why an open (tokenless) API must refuse this request, if it must."""
+    if not is_loopback(_authority_host(request.headers.get("Host", ""))):
+        return "the admin API is open (no token): it answers only requests to this machine's name"
+    origin = request.headers.get("Origin")
+    if origin is not None and not is_loopback(_authority_host(origin)):
+        return "the admin API is open (no token): it refuses requests from other sites"
+    return None
+
+
 @web.middleware
 async def admin_auth_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
     if not _is_admin_path(request.path):
         return await handler(request)
     tokens = request.app.get(ADMIN_TOKENS) or AdminTokens()
+    if tokens.is_open and (problem := _cross_site_problem(request)) is not None:
+        return error_json(403, "forbidden", problem)
     access = tokens.access_for(request.headers.get("Authorization"))
     if access is None:
         return error_json(

@@ -32,6 +32,55 @@ async def admin_secured(admin_make_harness: MakeAdminHarness) -> AdminHarness:
     return h
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Host": "rebind.evil.example:8081"},  # DNS rebinding: a page's own name, our address
+        {"Host": "10.0.0.5:8081"},
+        {"Origin": "http://evil.example"},  # a cross-site form post or fetch
+        {"Origin": "null"},  # a sandboxed page
+    ],
+)
+async def test_an_open_admin_api_refuses_what_a_web_page_could_send(
+    admin_harness: AdminHarness, headers: dict[str, str]
+) -> None:
+    """Without a token the API trusts callers on this machine; a browser tab is one too."""
+    h = admin_harness
+    await h.deliver("plain", {"id": "x1", "type": "t"})
+    read = await h.admin.get("/admin/events/1", headers=headers)
+    assert read.status == 403
+    assert (await read.json())["error"] == "forbidden"
+    write = await h.admin.post(
+        "/admin/replay",
+        data=b'{"provider": "plain"}',
+        headers={"Content-Type": "text/plain;charset=UTF-8", **headers},
+    )
+    assert write.status == 403
+    assert (await h.get("/admin/stats")).status == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Host": "localhost:8081"},
+        {"Host": "[::1]:8081"},
+        {"Host": "127.0.0.2"},
+        {"Origin": "http://127.0.0.1:8081", "Host": "127.0.0.1:8081"},
+        {"Origin": "http://localhost:3000"},
+    ],
+)
+async def test_an_open_admin_api_serves_this_machine(
+    admin_harness: AdminHarness, headers: dict[str, str]
+) -> None:
+    assert (await admin_harness.admin.get("/admin/stats", headers=headers)).status == 200
+
+
+async def test_with_a_token_any_host_name_works(admin_secured: AdminHarness) -> None:
+    """Behind a proxy or a DNS name: the bearer token is what protects it then."""
+    headers = {"Host": "receiver.internal:443", "Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert (await admin_secured.admin.get("/admin/stats", headers=headers)).status == 200
+
+
 async def test_no_token_configured_means_open_access(admin_harness: AdminHarness) -> None:
     await admin_harness.deliver("plain", {"id": "x1", "type": "t"})
     for path in _READ_PATHS:
