@@ -3,12 +3,18 @@
 Signed content is ``{timestamp}{token}``, hex HMAC-SHA256 keyed with the webhook signing key;
 900 s either way, as in Mailgun's SDK. JSON bodies and legacy url-encoded forms (top-level
 ``timestamp``/``token``/``signature`` fields) are read; multipart bodies are not.
+
+The signature does not cover the body: one captured signature would carry any body for its
+900 s. As Mailgun advises, tokens are remembered: a token seen before is accepted again only
+with the same body (a redelivery of the same request), never with another.
 """
 
 from __future__ import annotations
 
-__all__ = ["MailgunVerifier", "read_signature"]
+__all__ = ["MailgunVerifier", "UsedTokens", "read_signature"]
 
+import hashlib
+from collections import OrderedDict
 from urllib.parse import parse_qs
 
 from receiver.errors import InvalidSignature, MissingSignature
@@ -58,10 +64,35 @@ def read_signature(body: bytes) -> tuple[str, str, str]:
     return fields[0], fields[1], fields[2]
 
 
+class UsedTokens:
+    """Tokens of verified deliveries with the body digest each came with, for as long as their
+    timestamp could still pass the window (in this process; bounded, oldest forgotten first)."""
+
+    def __init__(self, *, keep_s: float | None, max_tokens: int = 100_000) -> None:
+        self._keep_s = keep_s
+        self._max_tokens = max_tokens
+        self._seen: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def admits(self, token: str, digest: bytes, *, now_s: float) -> bool:
+        """True for a new token (now remembered) or a known one with the same body."""
+        while self._seen:
+            seen_at, _ = next(iter(self._seen.values()))
+            is_stale = self._keep_s is not None and seen_at < now_s - 2 * self._keep_s
+            if not is_stale and len(self._seen) < self._max_tokens:
+                break
+            self._seen.popitem(last=False)
+        known = self._seen.get(token)
+        if known is not None:
+            return known[1] == digest
+        self._seen[token] = (now_s, digest)
+        return True
+
+
 class MailgunVerifier:
     def __init__(self, keys: tuple[bytes, ...], *, tolerance_s: int | None) -> None:
         self.keys = keys
         self.tolerance_s = tolerance_s
+        self.used_tokens = UsedTokens(keep_s=tolerance_s)
 
     def verify(self, request: InboundRequest, *, now_s: float) -> None:
         timestamp, token, signature_hex = read_signature(request.body)
@@ -72,6 +103,9 @@ class MailgunVerifier:
         content = to_bytes(timestamp + token)
         if not matches_any([hmac_digest(k, content) for k in self.keys], [signature]):
             raise InvalidSignature("the signature does not match")
+        digest = hashlib.sha256(request.body).digest()
+        if not self.used_tokens.admits(token, digest, now_s=now_s):
+            raise InvalidSignature("this signature's token came before with another body: a replay")
 
 
 def _build(ctx: BuildContext) -> MailgunVerifier:

@@ -69,3 +69,31 @@ def test_no_sign_and_docs_say_why(kit):
     assert not isinstance(kit.build("mailgun", [kit.PLAIN[0]]), Signer)
     scheme = get_scheme("mailgun")
     assert scheme is not None and "body" in scheme.docs["signing"]
+
+
+def test_a_token_seen_before_passes_again_only_with_the_same_body(kit):
+    """The signature covers timestamp and token, not the body: without remembering tokens, one
+    captured signature would carry any forged event for its 900 s."""
+    verifier = kit.build("mailgun", [kit.PLAIN[0]])
+    original = kit.mailgun_body(kit.PLAIN[0], kit.NOW, event={"id": "ev1", "event": "delivered"})
+    verifier.verify(kit.request({}, original), now_s=kit.NOW)
+    verifier.verify(kit.request({}, original), now_s=kit.NOW + 5)  # the same request again
+    forged = json.loads(original)
+    forged["event-data"] = {"id": "FORGED", "event": "complained"}
+    with pytest.raises(InvalidSignature, match="replay"):
+        verifier.verify(kit.request({}, json.dumps(forged).encode()), now_s=kit.NOW + 10)
+    fresh = kit.mailgun_body(kit.PLAIN[0], kit.NOW, token="u" * 50, event={"id": "ev2"})
+    verifier.verify(kit.request({}, fresh), now_s=kit.NOW + 10)  # a new token is a new delivery
+
+
+def test_the_token_memory_is_bounded_and_forgets_what_the_window_refuses_anyway():
+    from receiver.signatures.mailgun import UsedTokens
+
+    tokens = UsedTokens(keep_s=900, max_tokens=3)
+    assert tokens.admits("a", b"1", now_s=0)
+    assert not tokens.admits("a", b"2", now_s=1)
+    for name in ("b", "c", "d"):  # a fourth token pushes the oldest out
+        assert tokens.admits(name, b"1", now_s=2)
+    assert tokens.admits("a", b"2", now_s=3)
+    assert not tokens.admits("d", b"2", now_s=1799)  # still within twice the window
+    assert tokens.admits("d", b"2", now_s=1803)  # past it: its timestamp could not pass
