@@ -38,6 +38,7 @@ import importlib
 import inspect
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -146,14 +147,25 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
     response.close()
 
 
+_URL = re.compile(r"""https?://[^\s'"<>]+""")
+
+
+def _shown_url(match: re.Match[str]) -> str:
+    """A URL as error texts may show it: no credentials, no query string (which often carries a
+    token), whatever form the client library quoted it in."""
+    try:
+        parts = urlsplit(match.group(0))
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "<url>"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
 class HttpTarget:
     def __init__(self, settings: HttpHandler, client: HttpClient) -> None:
         self._settings = settings
         self._client = client
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
-        parts = urlsplit(settings.url)
-        # For error texts: no credentials, no query string.
-        self._shown_url = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
     def _headers(self, event: HandlerEvent) -> dict[str, str]:
         headers = dict(self._settings.headers)
@@ -193,7 +205,7 @@ class HttpTarget:
         except TimeoutError:
             return Outcome(is_success=False, error=f"timed out after {self._settings.timeout_s:g}s")
         except aiohttp.ClientError as exc:
-            error = summarize(exc).replace(self._settings.url, self._shown_url)
+            error = _URL.sub(_shown_url, summarize(exc))
             return Outcome(is_success=False, error=error)
 
 

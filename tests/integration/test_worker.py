@@ -914,3 +914,31 @@ async def test_a_huge_answer_from_the_downstream_is_not_read_whole(
     for event_id in ids:
         assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
     assert len(set(ports)) == 2, "the connection of the huge answer was dropped, not reused"
+
+
+async def test_an_error_text_never_shows_the_urls_credentials_or_query(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """aiohttp quotes the URL without its userinfo, so the text must be cleaned by pattern."""
+
+    async def malformed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(malformed, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = f"http://user:CANARYpw@127.0.0.1:{port}/hook?token=CANARYquery"
+    worker = make_worker(store, clock, {"shop": http_handler(url, max_attempts=1)})
+    event_id = await record(store, "shop", 1)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await worker.run(until_empty=True)
+    finally:
+        server.close()
+        await server.wait_closed()
+    [attempt] = attempts_of(store, event_id)
+    assert attempt["error"]
+    assert "CANARY" not in attempt["error"] and "CANARY" not in repr(logs)
+    assert f"127.0.0.1:{port}/hook" in attempt["error"]
