@@ -17,6 +17,7 @@ from typing import Protocol
 
 import structlog
 
+from receiver.credentials import is_credential_header
 from receiver.errors import InvalidBody, KeyConflict, MissingEventId, UnknownProvider
 from receiver.keys import Document, json_array_items
 from receiver.models import (
@@ -196,7 +197,7 @@ class IngestService:
         headers = {
             name: value if value.isascii() else (_as_text(value) or "")
             for name, value in request.headers.items()
-            if name not in redacted
+            if name not in redacted and not is_credential_header(name)
         }
         return NewEvent(
             provider=provider.name,

@@ -24,13 +24,13 @@ from typing import Generic, TypeVar
 
 import aiosqlite
 
+from receiver.credentials import is_credential_header
 from receiver.store.base import StoredEvent
 from receiver.store.database import Database
 from receiver.store.filters import EventFilter, encode_cursor, iso_time
 
 T = TypeVar("T")
 
-_SENSITIVE_HEADER_PARTS = ("signature", "token", "secret", "auth", "cookie", "password", "api-key")
 REDACTED = "[redacted]"
 _TIMELINE_MAX = 200
 
@@ -81,8 +81,7 @@ def event_where(flt: EventFilter, *, has_fts: bool) -> tuple[list[str], list[obj
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Stored headers for display: anything that looks like a credential is masked."""
     return {
-        name: REDACTED if any(part in name.lower() for part in _SENSITIVE_HEADER_PARTS) else value
-        for name, value in headers.items()
+        name: REDACTED if is_credential_header(name) else value for name, value in headers.items()
     }
 
 
