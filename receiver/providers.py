@@ -6,8 +6,10 @@ from __future__ import annotations
 __all__ = ["ALWAYS_REDACTED_HEADERS", "Provider", "resolve_providers"]
 
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
@@ -58,6 +60,24 @@ class Provider:
         return self.settings.handler is not None
 
 
+_SECRET_FILE_MAX_BYTES = 64 * 1024
+
+
+def _read_secret_file(path: Path) -> str:
+    """A secret file's text, stripped: a regular file (not a FIFO or a device, which could
+    block or never end) of at most 64 KiB."""
+    if not stat.S_ISREG(path.stat().st_mode):  # before opening: opening a FIFO blocks
+        raise ValueError("not a regular file")
+    with path.open("rb") as file:
+        data = file.read(_SECRET_FILE_MAX_BYTES + 1)
+    if len(data) > _SECRET_FILE_MAX_BYTES:
+        raise ValueError(f"larger than {_SECRET_FILE_MAX_BYTES // 1024} KiB: not a secret")
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+
+
 def _read_secrets(
     name: str, ps: ProviderSettings, env: Mapping[str, str], problems: list[ConfigProblem]
 ) -> list[str]:
@@ -72,21 +92,23 @@ def _read_secrets(
                 )
             )
             continue
-        value = env.get(var)
+        # Stripped as secret files are: a stray newline would silently break every signature,
+        # and a blank value would key the HMAC with whitespace.
+        value = (env.get(var) or "").strip()
         if not value:
             problems.append(
                 ConfigProblem(
                     f"providers.{name}.secret_envs.{i}",
-                    f"environment variable {var} is not set (or is empty)",
+                    f"environment variable {var} is not set (or is empty or blank)",
                 )
             )
         else:
             secrets.append(value)
     for i, path in enumerate(ps.secret_files):
         try:
-            value = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            value = _read_secret_file(path)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
             problems.append(
                 ConfigProblem(f"providers.{name}.secret_files.{i}", f"cannot read {path}: {reason}")
             )

@@ -128,6 +128,54 @@ def test_secret_files_are_read_and_unreadable_ones_named(tmp_path: Path) -> None
     assert str(missing) in problems["providers.p.secret_files.0"]
 
 
+@pytest.mark.parametrize("kind", ["fifo", "directory", "huge", "not utf-8"])
+def test_a_secret_file_that_is_not_a_small_text_file_is_named_not_read(
+    tmp_path: Path, kind: str
+) -> None:
+    """A FIFO would block start-up and /dev/zero never ends: neither is read."""
+    import os
+
+    path = tmp_path / "odd.secret"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "huge":
+        path.write_bytes(b"a" * (65 * 1024))
+    else:
+        path.write_bytes(b"\xff\xfe secret")
+    text = f"providers:\n  p: {{scheme: standard-webhooks, secret_files: [{path}]}}\n"
+    problems = _problems(tmp_path, text, env={})
+    assert str(path) in problems["providers.p.secret_files.0"]
+
+
+@pytest.mark.parametrize("value", ["   ", "\n", "\t \n"])
+def test_a_blank_secret_variable_is_refused(tmp_path: Path, value: str) -> None:
+    text = "providers:\n  p: {scheme: github, secret_envs: [GH_SECRET]}\n"
+    problems = _problems(tmp_path, text, env={"GH_SECRET": value})
+    assert "GH_SECRET is not set (or is empty or blank)" in problems["providers.p.secret_envs.0"]
+
+
+def test_a_secret_variable_is_stripped_like_a_secret_file(tmp_path: Path) -> None:
+    text = "providers:\n  p: {scheme: github, secret_envs: [GH_SECRET]}\n"
+    config = load_config(_write(tmp_path, text), environ={"GH_SECRET": "s3cret\n"})
+    import hashlib
+    import hmac
+
+    from receiver.models import InboundRequest
+
+    body = b'{"zen": "x"}'
+    mac = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    request = InboundRequest(
+        provider="p",
+        method="POST",
+        url="http://127.0.0.1/webhooks/p",
+        headers={"x-hub-signature-256": f"sha256={mac}", "x-github-delivery": "d1"},
+        body=body,
+    )
+    config.providers["p"].verifier.verify(request, now_s=0)  # keyed without the newline
+
+
 def test_a_malformed_secret_is_an_error_that_does_not_echo_it(tmp_path: Path) -> None:
     text = "providers:\n  p: {scheme: standard-webhooks, secret_envs: [SW_SECRET]}\n"
     canary = "whsec_%%%not-base64-CANARY%%%"
