@@ -2,6 +2,7 @@
 # Build: docker build -t receiver .
 # Run:   docker run -p 8080:8080 -v receiver-data:/data \
 #          -v "$PWD/my-config.yaml:/etc/receiver/receiver.yaml:ro" -e STRIPE_WEBHOOK_SECRET=... receiver
+#   (or, with the built-in demo config: -e RECEIVER_DEMO_SECRET=whsec_...)
 
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -21,7 +22,6 @@ RUN groupadd --system --gid 10001 receiver \
  && mkdir -p /data /etc/receiver \
  && chown receiver:receiver /data
 COPY config/docker.yaml /etc/receiver/receiver.yaml
-COPY config/demo-webhook-secret /etc/receiver/demo-webhook-secret
 USER 10001:10001
 WORKDIR /data
 VOLUME ["/data"]

@@ -117,6 +117,12 @@ class Metrics:
 
     def _add_operations_metrics(self) -> None:
         r = self.registry
+        # Read when scraped (the runtime points it at the database's WAL file).
+        self.wal_bytes = Gauge(
+            "receiver_wal_bytes",
+            "Size of the database's write-ahead log; it grows while a reader holds a snapshot",
+            registry=r,
+        )
         self.purged_payloads = Counter(
             "receiver_purged_payloads_total",
             "Event payloads (bodies and headers) dropped after their payload retention",

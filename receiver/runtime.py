@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -43,6 +44,13 @@ class StartupError(ReceiverError):
     """The receiver refuses to start (for a reason that is not a config file problem)."""
 
 
+def _file_bytes(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # no WAL yet, or the last connection removed it
+        return 0
+
+
 class Receiver:
     def __init__(
         self,
@@ -65,6 +73,8 @@ class Receiver:
             on_batch=self.metrics.batch_size.observe,
             handled_providers=config.handled_providers,
         )
+        wal = Path(f"{s.storage.path}-wal")
+        self.metrics.wal_bytes.set_function(lambda: _file_bytes(wal))
         self.service = IngestService(config.providers, self.store, clock=clock)
         self.worker = Worker(
             JobQueue(self.store.db, on_dead=self.store.writer.recent.forget),

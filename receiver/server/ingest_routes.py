@@ -172,7 +172,7 @@ async def receive(request: web.Request) -> web.StreamResponse:
         response = error_response(exc)
         if isinstance(exc, ServerBusy):
             response.force_close()  # do not read the body it was refused for
-            metrics.rejections.labels(name, exc.code).inc()
+        metrics.received.labels(name, exc.code).inc()  # a configured provider: found above
         outcome, status = exc.code, exc.status
         log_extra = {"cause": exc.detail}
     else:

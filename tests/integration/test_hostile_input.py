@@ -531,6 +531,10 @@ async def test_bodies_held_at_once_are_capped_and_a_refused_one_is_503_with_retr
     resp = await harness.post("sw", later, signed_headers(later, msg_id="later"))
     assert resp.status == 200
     assert harness.receiver.ingest_app[BODY_BUDGET].held_bytes == 0
+    busy = harness.receiver.metrics.registry.get_sample_value(
+        "receiver_deliveries_total", {"provider": "sw", "outcome": "server_busy"}
+    )
+    assert busy == 2
 
 
 def _memory_kib(pid: int) -> dict[str, int]:

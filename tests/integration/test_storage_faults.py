@@ -4,6 +4,7 @@ by itself when the cause goes away (DESIGN guarantee 1)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from typing import Any
@@ -52,6 +53,12 @@ async def test_full_database_is_503_and_recovers_without_restart(make_harness: A
     assert refused > 0
     # Every acknowledged event is stored; nothing refused is.
     assert _rows(harness) == 1 + len(acked)
+    # The refusals show in the metrics, where an alert can see them.
+    registry = harness.receiver.metrics.registry
+    counted = registry.get_sample_value(
+        "receiver_deliveries_total", {"provider": "sw", "outcome": "storage_unavailable"}
+    )
+    assert counted == refused
 
     await _writer_pragma(harness, "PRAGMA max_page_count = 1073741823")
     late = event_body("after")
@@ -184,3 +191,14 @@ async def test_io_error_at_commit_is_503_and_nothing_is_half_written(
     with sqlite3.connect(harness.receiver.config.settings.storage.path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
+
+
+async def test_the_wal_size_is_a_metric(make_harness: Any) -> None:
+    """A reader that holds a snapshot stops checkpoints: the WAL's size is what shows it."""
+    harness: Harness = await make_harness()
+    registry = harness.receiver.metrics.registry
+    body = event_body("wal")
+    assert (await harness.post("sw", body, signed_headers(body, msg_id="wal"))).status == 200
+    wal = f"{harness.receiver.config.settings.storage.path}-wal"
+    size = await asyncio.to_thread(os.path.getsize, wal)
+    assert registry.get_sample_value("receiver_wal_bytes") == size > 0

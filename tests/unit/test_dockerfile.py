@@ -33,3 +33,17 @@ def test_the_image_config_points_the_database_at_the_volume() -> None:
     config = yaml.safe_load(Path("config/docker.yaml").read_text())
     assert config["storage"]["path"].startswith("/data/")
     assert config["server"]["host"] == "0.0.0.0"  # noqa: S104 - inside the container, on purpose
+
+
+def test_the_image_accepts_nothing_signed_with_a_published_secret() -> None:
+    """The baked-in provider reads its secret from the environment: no secret file from this
+    repository is copied into the image, so a bare `docker run` fails closed at start."""
+    import yaml
+
+    config = yaml.safe_load(Path("config/docker.yaml").read_text())
+    for provider in config["providers"].values():
+        assert provider["scheme"] != "none"
+        assert provider.get("secret_envs") and not provider.get("secret_files")
+    assert "demo-webhook-secret" not in DOCKERFILE.read_text()
+    # docker stop kills 10 s after SIGTERM: the whole shutdown fits before that.
+    assert config["worker"]["shutdown_timeout_s"] < 10
