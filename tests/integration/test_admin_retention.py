@@ -78,9 +78,16 @@ async def test_purge_works_in_small_batches(admin_harness: AdminHarness) -> None
     h = admin_harness
     for i in range(23):
         await h.deliver("short", {"id": f"b{i}", "type": "t"})
-    retention = Retention(h.receiver.store.db, clock=h.clock, batch_size=5)
+    rests: list[float] = []
+
+    async def rest(seconds: float) -> None:
+        rests.append(seconds)
+
+    retention = Retention(h.receiver.store.db, clock=h.clock, batch_size=5, sleep=rest)
     h.clock.advance(HOUR_S)
     assert (await retention.purge_once()).payloads_purged == 23
+    # Four full batches, each followed by a rest as long as it took (the fifth is the last).
+    assert len(rests) == 4 and all(seconds > 0 for seconds in rests)
     h.clock.advance(HOUR_S)
     assert (await retention.purge_once()).events_deleted == 23
 
