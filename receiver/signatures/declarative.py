@@ -303,8 +303,15 @@ class HmacOptions(BaseModel):
         if self.prefix and self.format != "plain":
             raise ValueError("prefix applies only to format 'plain'")
         parts = parse_template(self.signed_content)
-        if ("timestamp", "") in parts and self.timestamp_source in ("none", "json"):
+        is_signed = ("timestamp", "") in parts
+        if is_signed and self.timestamp_source in ("none", "json"):
             raise ValueError("{timestamp} in signed_content needs a header or kv timestamp")
+        if not is_signed and self.timestamp_source in ("header", "kv"):
+            # Checked against the window but not signed: anyone could put a fresh one on an old
+            # signature, and the window would protect nothing.
+            raise ValueError(
+                f"timestamp_source {self.timestamp_source!r} needs {{timestamp}} in signed_content"
+            )
         return self
 
     def to_spec(self) -> HmacSpec:

@@ -292,6 +292,10 @@ def test_configured_header_is_declared_secret(kit):
             "timestamp_json_path": "ts",
             "signed_content": "{timestamp}{body}",
         },
+        # A timestamp read from a header (or the kv list) but not signed: a fresh one could be
+        # put on any old signature, so the window would protect nothing.
+        {"header": "X", "timestamp_source": "header", "timestamp_header": "X-Ts"},
+        {"header": "X", "format": "kv_list", "timestamp_source": "kv"},
     ],
 )
 def test_inconsistent_options_are_refused(kit, options):
