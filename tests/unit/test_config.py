@@ -232,3 +232,12 @@ def test_the_body_memory_budget_must_hold_one_body_at_the_cap(tmp_path: Path) ->
     )
     problems = _problems(tmp_path, text)
     assert "body_memory_bytes must be at least max_body_bytes" in problems["server"]
+
+
+@pytest.mark.parametrize("text", ["? [a, b]\n: 1\n", "providers:\n  ? {x: 1}\n  : 2\n"])
+def test_a_list_or_mapping_as_a_key_is_a_config_error(tmp_path: Path, text: str) -> None:
+    """Not a raw TypeError traceback: the file is named and check-config exits 2."""
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text), environ={})
+    assert "not valid YAML" in str(info.value) and "plain value" in str(info.value)
+    assert main(["check-config", "--config", str(tmp_path / "receiver.yaml")]) == 2
