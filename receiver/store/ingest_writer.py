@@ -23,6 +23,7 @@ import asyncio
 import functools
 import itertools
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -42,6 +43,10 @@ _EVENT_COLUMNS = (
     "payload_expires_at, dedupe_expires_at"
 )
 _EVENT_PLACEHOLDERS = "(" + ",".join("?" * 16) + ")"
+
+
+# How long a failed group commit keeps readiness off without a successful one since.
+_FAILING_FOR_S = 10.0
 
 
 @dataclass(slots=True)
@@ -96,6 +101,7 @@ class IngestWriter:
         self._pending: list[_Pending] = []
         self._committing: Sequence[_Pending] = ()
         self._deadline_timer: asyncio.TimerHandle | None = None
+        self._failed_at: float | None = None  # the last commit failed for the storage, then
         self._flusher: asyncio.Task[None] | None = None
         self._is_closed = False
         self.recent = RecentKeys(recent_max)
@@ -119,6 +125,13 @@ class IngestWriter:
         # The future only reports: a cancelled caller cancels it, never the batch's commit (the
         # flusher is its own task and skips futures that are already done).
         return await future
+
+    @property
+    def is_failing(self) -> bool:
+        """The last group commit failed for the storage (disk full, locked, I/O), less than
+        ``_FAILING_FOR_S`` ago. Bounded, so that readiness turned off for lack of traffic does
+        not stay off: after that the readiness probe's own write decides again."""
+        return self._failed_at is not None and time.monotonic() - self._failed_at < _FAILING_FOR_S
 
     async def settle(self) -> None:
         """Wait until duplicate counts answered from memory so far are written (for readers
@@ -204,6 +217,7 @@ class IngestWriter:
             # increments, never an event.
             written = await self._db.transaction_sync(write, is_flushed=bool(batch))
         except StorageUnavailable as exc:
+            self._failed_at = time.monotonic()
             self._fail(batch, exc)
             return
         except Exception:
@@ -218,6 +232,7 @@ class IngestWriter:
         except BaseException:
             self._fail(batch, StorageUnavailable("the receiver is shutting down", retry_after_s=1))
             raise
+        self._failed_at = None
         if not batch:
             return
         if self._on_batch is not None:

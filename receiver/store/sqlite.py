@@ -136,4 +136,6 @@ class SqliteStore:
         return row_to_event(row) if row is not None else None
 
     async def check_writable(self) -> bool:
-        return await self.db.check_writable()
+        """Ready to store: ingest's last commit did not just fail, and a write commits now (the
+        probe alone can pass on a full disk: one page still fits in the WAL)."""
+        return not self.writer.is_failing and await self.db.check_writable()

@@ -59,12 +59,15 @@ async def test_full_database_is_503_and_recovers_without_restart(make_harness: A
         "receiver_deliveries_total", {"provider": "sw", "outcome": "storage_unavailable"}
     )
     assert counted == refused
+    # Readiness says so too (its own probe rewrites one page, which still fits: not enough).
+    assert not await harness.receiver.store.check_writable()
 
     await _writer_pragma(harness, "PRAGMA max_page_count = 1073741823")
     late = event_body("after")
     resp = await harness.post("sw", late, signed_headers(late, msg_id="after"))
     assert resp.status == 200
     assert (await resp.json())["status"] == "accepted"
+    assert await harness.receiver.store.check_writable()
 
 
 def _hold_write_lock(path: str, held: threading.Event, release: threading.Event) -> None:
