@@ -7,6 +7,8 @@ An expression is one of
 - ``form:NAME``            a field of an ``application/x-www-form-urlencoded`` body
 - ``query:NAME``           a query-string parameter
 - ``body_sha256``          the hex SHA-256 of the raw body
+- ``form_sha256``          the hex SHA-256 of a form body's parameters, sorted as Twilio signs
+                           them (the raw body's when it is not a form)
 - a template               ``"{header:X-Hook}:{json:id}"``; a part ending in ``?``
                            (``{header:X-Hook?}``) may be absent and then reads as empty
 
@@ -195,6 +197,24 @@ def _body_sha256(doc: Document) -> str:
     return hashlib.sha256(doc.request.body).hexdigest()
 
 
+_FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def _form_sha256(doc: Document) -> str:
+    """SHA-256 of a form body's parameters as Twilio signs them: names sorted, each name's
+    distinct values sorted, concatenated. Any order, encoding or repetition of the same
+    parameters (which one signature covers alike) is one event. Not a form: the raw body's."""
+    if _FORM_TYPE not in (doc.request.header("content-type") or "").lower():
+        return _body_sha256(doc)
+    try:
+        text = doc.request.body.decode("utf-8", "replace")  # decoded as the signature check does
+        params = parse_qs(text, keep_blank_values=True, max_num_fields=10_000)
+    except ValueError:
+        return _body_sha256(doc)
+    signed = "".join(name + value for name in sorted(params) for value in sorted(set(params[name])))
+    return hashlib.sha256(signed.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 _KINDS: dict[str, Callable[[str], Extractor]] = {
     "header": _header,
     "json": _json_path,
@@ -207,11 +227,13 @@ _TEMPLATE_PART = re.compile(r"\{([^{}]*)\}")
 def _simple(expr: str) -> Extractor:
     if expr == "body_sha256":
         return _body_sha256
+    if expr == "form_sha256":
+        return _form_sha256
     kind, sep, arg = expr.partition(":")
     if not sep or kind not in _KINDS:
         raise SourceSyntaxError(
-            f"{expr!r} is not header:NAME, json:PATH, form:NAME, query:NAME, body_sha256 "
-            "or a {…} template"
+            f"{expr!r} is not header:NAME, json:PATH, form:NAME, query:NAME, body_sha256, "
+            "form_sha256 or a {…} template"
         )
     if not arg:
         raise SourceSyntaxError(f"{expr!r} names no {kind}")

@@ -139,7 +139,9 @@ register(
         summary="Twilio: X-Twilio-Signature base64 HMAC-SHA1/256 of URL + sorted form params.",
         build=_build,
         # No event id is documented for Messaging/Voice callbacks; a retry repeats the body.
-        event_id="body_sha256",
+        # The key is what the signature covers (the sorted parameters), not the raw bytes:
+        # reordered or re-encoded parameters carry the same signature and are the same event.
+        event_id="form_sha256",
         event_type=None,
         default_tolerance_s=None,
         dedupe_retention_s=DAY_S,  # at most a few connection retries within 15 s
@@ -147,7 +149,7 @@ register(
         secret_headers=frozenset({"x-twilio-signature"}),
         docs={
             "headers": "X-Twilio-Signature (base64), X-Twilio-Webhooks-Signature-Settings",
-            "event_id": "SHA-256 of the body (no documented event id)",
+            "event_id": "SHA-256 of the sorted form parameters (no documented event id)",
             "tolerance": "none (no signed timestamp)",
             "dedupe": "1 day (connection retries within 15 s)",
             "url": "public_url, exactly as configured in Twilio (query string from the request)",

@@ -166,3 +166,35 @@ def test_any_array_splits_into_its_elements(
     assert [value for value, _ in found] == expected
     for value, raw in found:  # each element's bytes parse to that element alone
         assert json.loads(raw, parse_float=Decimal) == value
+
+
+_FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        b"MessageSid=SM1&Body=pay+10&From=%2B15550001",
+        b"From=%2B15550001&Body=pay+10&MessageSid=SM1",  # reordered
+        b"MessageSid=%53M1&Body=pay%2010&From=%2b15550001",  # encoded otherwise
+        b"MessageSid=SM1&Body=pay+10&From=%2B15550001&Body=pay+10",  # a value repeated
+    ],
+)
+def test_form_sha256_is_the_same_for_every_form_of_the_same_parameters(variant: bytes) -> None:
+    """Twilio signs the sorted parameters, not the bytes: one signature covers all of these,
+    so they must be one event, not a new key per variant of a captured request."""
+    reference = b"MessageSid=SM1&Body=pay+10&From=%2B15550001"
+    extract = parse_source("form_sha256").extract
+    assert extract(_doc(variant, _FORM)) == extract(_doc(reference, _FORM))
+
+
+def test_form_sha256_tells_different_parameters_apart_and_falls_back_for_other_bodies() -> None:
+    extract = parse_source("form_sha256").extract
+    assert extract(_doc(b"MessageSid=SM1&Body=a", _FORM)) != extract(
+        _doc(b"MessageSid=SM1&Body=b", _FORM)
+    )
+    json_body = b'{"MessageSid": "SM1"}'  # JSON mode: bound by the body's own hash
+    headers = {"content-type": "application/json"}
+    assert extract(_doc(json_body, headers)) == parse_source("body_sha256").extract(
+        _doc(json_body, headers)
+    )
