@@ -256,9 +256,7 @@ def _in_daemon_thread(fn: Callable[..., object], *args: object) -> asyncio.Futur
         error: BaseException | None = None
         try:
             result = fn(*args)
-        except (SystemExit, KeyboardInterrupt) as exc:
-            error = _Exited(summarize(exc))
-        except BaseException as exc:  # delivered to the awaiting coroutine, never lost
+        except BaseException as exc:  # raised in the awaiting coroutine (SystemExit too)
             error = exc
         with contextlib.suppress(RuntimeError):  # the loop has closed since
             loop.call_soon_threadsafe(deliver, result, error)
