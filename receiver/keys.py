@@ -18,7 +18,7 @@ a missing or non-scalar value extracts as ``None``.
 
 from __future__ import annotations
 
-__all__ = ["Document", "SourceSyntaxError", "ValueSource", "parse_source"]
+__all__ = ["Document", "SourceSyntaxError", "ValueSource", "form_signing_text", "parse_source"]
 
 import hashlib
 import json
@@ -211,8 +211,15 @@ def _form_sha256(doc: Document) -> str:
         params = parse_qs(text, keep_blank_values=True, max_num_fields=10_000)
     except ValueError:
         return _body_sha256(doc)
-    signed = "".join(name + value for name in sorted(params) for value in sorted(set(params[name])))
+    signed = form_signing_text(params)
     return hashlib.sha256(signed.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def form_signing_text(params: Mapping[str, list[str]]) -> str:
+    """Form parameters as Twilio signs them (after the URL): names sorted, each name's distinct
+    values sorted, all concatenated. Shared with the Twilio verifier, so a key is always
+    exactly what a signature covers."""
+    return "".join(name + value for name in sorted(params) for value in sorted(set(params[name])))
 
 
 _KINDS: dict[str, Callable[[str], Extractor]] = {

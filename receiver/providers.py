@@ -3,7 +3,7 @@ value sources parsed, retention decided. Problems are collected, never raised on
 
 from __future__ import annotations
 
-__all__ = ["ALWAYS_REDACTED_HEADERS", "Provider", "resolve_providers"]
+__all__ = ["Provider", "resolve_providers"]
 
 import re
 import stat
@@ -29,10 +29,6 @@ from receiver.signatures.registry import all_schemes, get_scheme
 if TYPE_CHECKING:
     from receiver.config import ProviderSettings, Settings
 
-# Credentials that are never stored, whatever the scheme.
-ALWAYS_REDACTED_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
-)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # The key each handler kind's check is about, for the problem's path.
@@ -239,8 +235,9 @@ def _resolve_one(
         serialize_by=serialize_by,
         payload_retention_s=payload_s,
         dedupe_retention_s=dedupe_s,
-        redacted_headers=ALWAYS_REDACTED_HEADERS
-        | scheme.secret_headers
+        # The scheme's own signature headers, whatever their names; any header named like a
+        # credential is dropped as well (receiver.credentials).
+        redacted_headers=scheme.secret_headers
         | (verifier.secret_headers if isinstance(verifier, DeclaresSecretHeaders) else frozenset()),
         handshaker=verifier if isinstance(verifier, Handshaker) else None,
     )

@@ -18,6 +18,7 @@ import hmac
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from receiver.errors import InvalidSignature
+from receiver.keys import form_signing_text
 from receiver.models import InboundRequest
 from receiver.signatures.base import BuildContext, Scheme
 from receiver.signatures.common import (
@@ -41,10 +42,7 @@ _MAX_FIELDS = 10_000
 
 
 def signed_string(url: str, params: dict[str, list[str]]) -> str:
-    parts = [url]
-    for name in sorted(params):
-        parts.extend(name + value for value in sorted(set(params[name])))
-    return "".join(parts)
+    return url + form_signing_text(params)
 
 
 def _url_variants(url: str) -> list[str]:

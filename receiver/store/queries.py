@@ -18,7 +18,7 @@ __all__ = [
 
 import base64
 import re
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -208,12 +208,12 @@ class EventQueries:
         *,
         clock: Callable[[], float],
         settle: Callable[[], Awaitable[None]] | None = None,
-        handled: Collection[str] | None = None,
+        handled: frozenset[str] | None = None,
     ) -> None:
         self._db = db
         self.clock = clock
         # The providers with a handler: only their jobs are a queue the worker drains (None: all).
-        self._handled = None if handled is None else frozenset(handled)
+        self._handled = handled
         # Waits for duplicate counts still held in memory, so operators read what was answered.
         self._settle = settle
         self._fts_ready: bool | None = None

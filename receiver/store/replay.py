@@ -106,7 +106,7 @@ class Replayer:
         clock: Callable[[], float],
         on_committed: Callable[[], None] | None = None,
         on_replayed: Callable[[str, int], None] | None = None,
-        handled: Collection[str] | None = None,
+        handled: frozenset[str] | None = None,
         batch_size: int = 100,
         pause_s: float = 0.01,
     ) -> None:
@@ -116,7 +116,7 @@ class Replayer:
         self._on_committed = on_committed
         self.on_replayed = on_replayed
         # The providers with a handler configured (None: not known here, so any).
-        self._handled = None if handled is None else frozenset(handled)
+        self._handled = handled
         self._batch_size = batch_size
         self._pause_s = pause_s
 

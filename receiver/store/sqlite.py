@@ -66,6 +66,7 @@ class SqliteStore:
             retry_after_s=retry_after_s,
         )
         self._on_committed: list[Callable[[], None]] = []
+        handled = None if handled_providers is None else frozenset(handled_providers)
         self.writer = IngestWriter(
             self.db,
             clock=clock,
@@ -78,14 +79,14 @@ class SqliteStore:
         )
         # Operator components: reads on the reader, writes on the same single writer as ingest.
         self.queries = EventQueries(
-            self.db, clock=clock, settle=self.writer.settle, handled=handled_providers
+            self.db, clock=clock, settle=self.writer.settle, handled=handled
         )
         self.replayer = Replayer(
             self.db,
             self.queries,
             clock=clock,
             on_committed=self._notify_committed,
-            handled=handled_providers,
+            handled=handled,
         )
         self.retention = Retention(self.db, clock=clock)
         self.rejections = RejectionJournal(self.db, clock=clock)
