@@ -104,7 +104,8 @@ def _sign(args: argparse.Namespace) -> int:
     event_id = args.event_id or f"msg_{secrets.token_hex(12)}"
     headers = verifier.sign(body, now_s=time.time(), event_id=event_id, url=url)
     if args.curl:
-        parts = ["curl", "-sS", "-X", "POST", url, "-H", "Content-Type: application/json"]
+        content_type = f"Content-Type: {provider.scheme.content_type}"
+        parts = ["curl", "-sS", "-X", "POST", url, "-H", content_type]
         for name, value in headers.items():
             parts += ["-H", f"{name}: {value}"]
         parts += ["--data-binary", f"@{args.body}" if args.body not in (None, "-") else "@-"]

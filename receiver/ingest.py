@@ -162,7 +162,9 @@ class IngestService:
             raise InvalidBody("the body must be a non-empty JSON array of events")
         # Each element is stored with its own bytes as sent, and keyed from its exact parse.
         return [
-            self._new_event(provider, request, Document(request, json_value=item), body, now)
+            self._new_event(
+                provider, request, Document(request, json_value=item, body=body), body, now
+            )
             for item, body in items
         ]
 

@@ -7,10 +7,13 @@ An expression is one of
 - ``form:NAME``            a field of an ``application/x-www-form-urlencoded`` body
 - ``query:NAME``           a query-string parameter
 - ``body_sha256``          the hex SHA-256 of the raw body
-- ``form_sha256``          the hex SHA-256 of a form body's parameters, sorted as Twilio signs
-                           them (the raw body's when it is not a form)
+- ``form_sha256``          the hex SHA-256 of what a Twilio signature covers past the endpoint's
+                           own URL: the query string as sent, then the form parameters sorted
+                           as Twilio signs them (the raw body instead when it is not a form)
 - a template               ``"{header:X-Hook}:{json:id}"``; a part ending in ``?``
                            (``{header:X-Hook?}``) may be absent and then reads as empty
+- alternatives             ``"header:Idempotency-Key || body_sha256"``: the first one that
+                           yields a value (for a field only some senders or versions send)
 
 Parsing happens once, at config load; extraction is cheap and never raises for bad input:
 a missing or non-scalar value extracts as ``None``.
@@ -47,10 +50,14 @@ class Document:
     every number exact, only when a value read for a key turns out to be such a float.
     """
 
-    __slots__ = ("_exact", "_form", "_json", "request")
+    __slots__ = ("_exact", "_form", "_json", "body", "request")
 
-    def __init__(self, request: InboundRequest, json_value: object = _MISSING) -> None:
+    def __init__(
+        self, request: InboundRequest, json_value: object = _MISSING, body: bytes | None = None
+    ) -> None:
         self.request = request
+        # The event's own bytes: the request body, or one element's bytes in a batch.
+        self.body = request.body if body is None else body
         self._json = json_value
         self._exact = json_value
         self._form: dict[str, list[str]] | None = None
@@ -194,25 +201,29 @@ def _query(name: str) -> Extractor:
 
 
 def _body_sha256(doc: Document) -> str:
-    return hashlib.sha256(doc.request.body).hexdigest()
+    return hashlib.sha256(doc.body).hexdigest()
 
 
 _FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 def _form_sha256(doc: Document) -> str:
-    """SHA-256 of a form body's parameters as Twilio signs them: names sorted, each name's
-    distinct values sorted, concatenated. Any order, encoding or repetition of the same
-    parameters (which one signature covers alike) is one event. Not a form: the raw body's."""
+    """SHA-256 of what a Twilio signature covers after the endpoint's own URL: the query string
+    as sent, then a form body's parameters as Twilio signs them (names sorted, each name's
+    distinct values sorted, concatenated). Any order, encoding or repetition of the same
+    parameters (which one signature covers alike) is one event; the same parameters sent to
+    another query string are another. Not a form: the query string and the raw body."""
+    query = doc.request.url.partition("?")[2]
+    signed_query = f"?{query}".encode() if query else b""
     if _FORM_TYPE not in (doc.request.header("content-type") or "").lower():
-        return _body_sha256(doc)
+        return hashlib.sha256(signed_query + doc.request.body).hexdigest()
     try:
         text = doc.request.body.decode("utf-8", "replace")  # decoded as the signature check does
         params = parse_qs(text, keep_blank_values=True, max_num_fields=10_000)
     except ValueError:
-        return _body_sha256(doc)
+        return hashlib.sha256(signed_query + doc.request.body).hexdigest()
     signed = form_signing_text(params)
-    return hashlib.sha256(signed.encode("utf-8", "surrogatepass")).hexdigest()
+    return hashlib.sha256(signed_query + signed.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def form_signing_text(params: Mapping[str, list[str]]) -> str:
@@ -289,9 +300,27 @@ class ValueSource:
     extract: Extractor
 
 
+def _alternatives(extractors: list[Extractor]) -> Extractor:
+    def extract(doc: Document) -> str | None:
+        for fn in extractors:
+            value = fn(doc)
+            if value is not None:
+                return value
+        return None
+
+    return extract
+
+
+def _one(expr: str) -> Extractor:
+    if not expr:
+        raise SourceSyntaxError("an alternative of an || expression is empty")
+    return _template(expr) if "{" in expr else _simple(expr)
+
+
 def parse_source(expr: str) -> ValueSource:
     expr = expr.strip()
     if not expr:
         raise SourceSyntaxError("empty expression")
-    fn = _template(expr) if "{" in expr else _simple(expr)
+    parts = [part.strip() for part in expr.split("||")]
+    fn = _one(parts[0]) if len(parts) == 1 else _alternatives([_one(p) for p in parts])
     return ValueSource(expression=expr, extract=fn)

@@ -96,5 +96,7 @@ class Scheme:
     is_batch: bool = False
     # Header names (lower-case) never stored, beyond the common credential headers.
     secret_headers: frozenset[str] = frozenset()
+    # What the provider's deliveries are (``receiver sign --curl`` sends it).
+    content_type: str = "application/json"
     # Free-form notes for the README/`check-config` summary: header names, id source.
     docs: Mapping[str, str] = field(default_factory=dict)

@@ -101,7 +101,7 @@ register(
         name="gitlab",
         summary="GitLab: X-Gitlab-Token compare, or Standard Webhooks signing (whsec_ token).",
         build=_build,
-        event_id="header:Idempotency-Key",
+        event_id="header:Idempotency-Key || body_sha256",  # the header: GitLab 17.4+
         event_type="header:X-Gitlab-Event",
         default_tolerance_s=_TOLERANCE_S,
         dedupe_retention_s=7 * DAY_S,  # manual resend from the hook's recent deliveries
@@ -110,7 +110,10 @@ register(
         secret_headers=frozenset({"x-gitlab-token", "webhook-signature"}),
         docs={
             "headers": "X-Gitlab-Token, or webhook-id/webhook-timestamp/webhook-signature",
-            "event_id": "Idempotency-Key header (same across retries; = webhook-id)",
+            "event_id": (
+                "Idempotency-Key header (same across retries; = webhook-id; GitLab 17.4+),"
+                " else SHA-256 of the body"
+            ),
             "tolerance": "300 s both ways when signed; none for the plain token",
             "dedupe": "7 days (manual resends)",
             "secret": "the secret token, and/or the whsec_ signing token",

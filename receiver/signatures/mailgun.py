@@ -118,14 +118,15 @@ register(
         name="mailgun",
         summary="Mailgun: body signature {timestamp, token, signature}, HMAC-SHA256 hex.",
         build=_build,
-        event_id="json:event-data.id",
-        event_type="json:event-data.event",
+        # JSON webhooks carry event-data.id; legacy form webhooks do not: keyed on their bytes.
+        event_id="json:event-data.id || body_sha256",
+        event_type="json:event-data.event || form:event",
         default_tolerance_s=_TOLERANCE_S,
         dedupe_retention_s=2 * DAY_S,  # retried for 8 h
         payload_retention_s=7 * DAY_S,
         docs={
             "headers": "none: signature.timestamp/token/signature in the body",
-            "event_id": "body event-data.id",
+            "event_id": "body event-data.id, else SHA-256 of the body (legacy forms)",
             "tolerance": "900 s both ways (Mailgun SDK default)",
             "dedupe": "2 days (retries for 8 h)",
             "signing": "HMAC-SHA256 hex of timestamp+token with the signing key, written into "

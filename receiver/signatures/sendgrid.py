@@ -86,7 +86,7 @@ register(
         name="sendgrid",
         summary="SendGrid Event Webhook: ECDSA P-256 signature over timestamp+body; batches.",
         build=_build,
-        event_id="json:sg_event_id",
+        event_id="json:sg_event_id || body_sha256",  # an element without one: its own bytes
         event_type="json:event",
         default_tolerance_s=_TOLERANCE_S,
         dedupe_retention_s=3 * DAY_S,  # retried for up to 24 h
@@ -98,7 +98,7 @@ register(
                 "X-Twilio-Email-Event-Webhook-Signature (base64 DER), "
                 "X-Twilio-Email-Event-Webhook-Timestamp"
             ),
-            "event_id": "sg_event_id of each array element",
+            "event_id": "sg_event_id of each array element, else SHA-256 of the element",
             "tolerance": "2 days both ways (retries for up to 24 h)",
             "dedupe": "3 days",
             "secret": "the verification key from SendGrid: base64 DER public key",

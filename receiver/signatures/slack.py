@@ -40,15 +40,17 @@ register(
         name="slack",
         summary="Slack: X-Slack-Signature v0=<hex> HMAC over v0:timestamp:body; url_verification.",
         build=spec_builder(SLACK, default_tolerance_s=_TOLERANCE_S, verifier=SlackVerifier),
-        event_id="json:event_id",
-        event_type="json:event.type",
+        # Events API deliveries carry event_id; slash commands and interactivity (forms, never
+        # retried) and app_rate_limited callbacks do not: keyed on their bytes.
+        event_id="json:event_id || body_sha256",
+        event_type="json:event.type || form:command || json:type",
         default_tolerance_s=_TOLERANCE_S,
         dedupe_retention_s=HOUR_S,  # retries at ~0 s, +1 min, +5 min
         payload_retention_s=7 * DAY_S,
         secret_headers=frozenset({"x-slack-signature"}),
         docs={
             "headers": "X-Slack-Signature (v0=hex), X-Slack-Request-Timestamp",
-            "event_id": "body event_id (same on retries)",
+            "event_id": "body event_id (same on retries), else SHA-256 of the body (forms)",
             "tolerance": "300 s both ways",
             "dedupe": "1 hour (3 retries within ~6 min)",
             "handshake": 'url_verification -> {"challenge": …}',

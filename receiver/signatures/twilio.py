@@ -137,17 +137,19 @@ register(
         summary="Twilio: X-Twilio-Signature base64 HMAC-SHA1/256 of URL + sorted form params.",
         build=_build,
         # No event id is documented for Messaging/Voice callbacks; a retry repeats the body.
-        # The key is what the signature covers (the sorted parameters), not the raw bytes:
-        # reordered or re-encoded parameters carry the same signature and are the same event.
+        # The key is what the signature covers past the endpoint's URL (the query string and the
+        # sorted parameters), not the raw bytes: reordered or re-encoded parameters carry the
+        # same signature and are the same event; the same ones on another query are not.
         event_id="form_sha256",
         event_type=None,
         default_tolerance_s=None,
         dedupe_retention_s=DAY_S,  # at most a few connection retries within 15 s
         payload_retention_s=7 * DAY_S,
         secret_headers=frozenset({"x-twilio-signature"}),
+        content_type="application/x-www-form-urlencoded",
         docs={
             "headers": "X-Twilio-Signature (base64), X-Twilio-Webhooks-Signature-Settings",
-            "event_id": "SHA-256 of the sorted form parameters (no documented event id)",
+            "event_id": "SHA-256 of the query string and sorted form parameters (no event id)",
             "tolerance": "none (no signed timestamp)",
             "dedupe": "1 day (connection retries within 15 s)",
             "url": "public_url, exactly as configured in Twilio (query string from the request)",

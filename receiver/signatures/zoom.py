@@ -43,7 +43,9 @@ register(
         name="zoom",
         summary="Zoom: x-zm-signature v0=<hex> HMAC over v0:timestamp:body; URL validation.",
         build=spec_builder(ZOOM, default_tolerance_s=None, verifier=ZoomVerifier),
-        event_id="{json:event}:{json:event_ts}:{json:payload.object.id?}",
+        # Zoom documents no event ID, and event:event_ts:object id is shared by distinct events
+        # (two participants joining in one millisecond); a retry resends the same body.
+        event_id="body_sha256",
         event_type="json:event",
         default_tolerance_s=None,
         dedupe_retention_s=DAY_S,  # 3 retries over ~85 min
@@ -51,7 +53,7 @@ register(
         secret_headers=frozenset({"x-zm-signature"}),
         docs={
             "headers": "x-zm-signature (v0=hex), x-zm-request-timestamp",
-            "event_id": "event:event_ts:payload.object.id (Zoom documents no event id)",
+            "event_id": "SHA-256 of the body (Zoom documents no event id)",
             "tolerance": "none by default (unknown whether retries are re-signed); settable",
             "dedupe": "1 day (retries over ~85 min)",
             "handshake": "endpoint.url_validation -> {plainToken, encryptedToken}",

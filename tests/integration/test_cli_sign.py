@@ -66,3 +66,31 @@ def test_unknown_provider_is_a_usage_error(
     config = write_config(tmp_path)
     assert main(["sign", "--config", str(config), "--provider", "nope", "--body", "-"]) == 2
     assert "no provider named 'nope'" in capsys.readouterr().err
+
+
+async def test_a_form_provider_is_signed_with_its_own_content_type(
+    make_harness: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Twilio posts forms: a curl line that said ``application/json`` was refused 400."""
+    from tests.support.factories import test_environ
+
+    token = "twilio-auth-token-for-tests"
+    harness: Harness = await make_harness(
+        environ=test_environ(TW_TOKEN=token),
+        providers={"tw": {"scheme": "twilio", "secret_envs": ["TW_TOKEN"]}},
+    )
+    body_file = tmp_path / "call.form"
+    body_file.write_bytes(b"CallSid=CA1&Digits=1")
+    url = str(harness.client.make_url("/webhooks/tw"))
+    config = str(harness.receiver.config.path)
+    argv = ["sign", "--config", config, "--provider", "tw", "--body", str(body_file)]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TW_TOKEN", token)
+        code = main([*argv, "--url", url, "--curl"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    argv = shlex.split(captured.out)
+    headers = dict(argv[i + 1].split(": ", 1) for i, a in enumerate(argv) if a == "-H")
+    assert headers["Content-Type"] == "application/x-www-form-urlencoded"
+    resp = await harness.post("tw", body_file.read_bytes(), headers)
+    assert resp.status == 200, await resp.text()

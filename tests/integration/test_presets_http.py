@@ -3,10 +3,12 @@ keyed, a redelivery is a duplicate, and a tampered or wrongly signed copy is a 4
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -213,3 +215,133 @@ async def test_a_url_signing_scheme_checks_the_url_exactly_as_sent(make_harness:
     response = await exchange(port, head + body)
     assert response is not None and response.status == 200, response
     assert response.json()["status"] == "accepted"
+
+
+def _case(case_id: str) -> Case:
+    return next(c for c in CASES if c.id == case_id)
+
+
+def _slash_command(ts: int) -> tuple[bytes, dict[str, str]]:
+    body = b"command=%2Fdeploy&text=prod&trigger_id=13345224609.738474920.8088930838d88f008e"
+    return body, {**_case("slack").sign(0, body, ts).headers, "Content-Type": _FORM_TYPE}
+
+
+def _legacy_mailgun_form(ts: int) -> tuple[bytes, dict[str, str]]:
+    from tests.support.provider_cases import PLAIN, hmac_hex
+
+    token = f"legacy{ts}".ljust(50, "t")
+    fields = {
+        "timestamp": str(ts),
+        "token": token,
+        "signature": hmac_hex(PLAIN[0], f"{ts}{token}".encode()),
+        "event": "delivered",
+        "Message-Id": "<20260101.1@mg.example>",
+    }
+    return urlencode(fields).encode(), {"Content-Type": _FORM_TYPE}
+
+
+def _gitlab_before_17_4(ts: int) -> tuple[bytes, dict[str, str]]:
+    headers = {"X-Gitlab-Token": _case("gitlab-token").secret(0), "X-Gitlab-Event": "Push Hook"}
+    return RICH_BODY, {**headers, "Content-Type": "application/json"}
+
+
+_FORM_TYPE = "application/x-www-form-urlencoded"
+_WITHOUT_AN_ID = {
+    "slack": ("slack", _slash_command, "/deploy"),
+    "mailgun": ("mailgun", _legacy_mailgun_form, "delivered"),
+    "gitlab-token": ("gitlab-token", _gitlab_before_17_4, "Push Hook"),
+}
+
+
+@pytest.mark.parametrize("name", list(_WITHOUT_AN_ID))
+async def test_a_genuine_delivery_without_the_id_field_is_keyed_on_its_bytes(
+    make_harness: Any, name: str
+) -> None:
+    """GitLab before 17.4 sends no Idempotency-Key, Slack's slash commands have no event_id,
+    Mailgun's legacy forms no event-data: each was verified and then refused 400 for ever
+    (every retry too). They are stored, keyed on their exact bytes; a resend is a duplicate."""
+    case_id, make, expected_type = _WITHOUT_AN_ID[name]
+    harness = await _harness(make_harness, _case(case_id))
+    body, headers = make(int(time.time()))
+    first = await harness.post("p", body, headers)
+    assert first.status == 200, await first.text()
+    answer = await first.json()
+    assert (answer["status"], answer["key"]) == (
+        "accepted",
+        f"p:{hashlib.sha256(body).hexdigest()}",
+    )
+    again = await harness.post("p", body, headers)
+    assert (await again.json())["status"] == "duplicate"
+    stored = await harness.receiver.store.get_event(int(answer["id"]))
+    assert stored is not None and stored.event_type == expected_type
+
+
+async def test_a_sendgrid_element_without_sg_event_id_is_stored_with_the_rest(
+    make_harness: Any,
+) -> None:
+    """SendGrid's ID is present "for every event where sg_event_id is present": one element
+    without it used to refuse the whole batch, whose retries SendGrid drops after a day."""
+    case = _case("sendgrid")
+    harness = await _harness(make_harness, case)
+    bare = b'{"event":"processed","email":"a@example.com"}'
+    body = b'[{"sg_event_id":"sg_1","event":"delivered"},' + bare + b"]"
+    signed = case.sign(0, body, int(time.time()))
+    headers = {**signed.headers, "Content-Type": "application/json"}
+    resp = await harness.post("p", signed.body, headers)
+    assert resp.status == 200, await resp.text()
+    keys = [e["key"] for e in (await resp.json())["events"]]
+    assert keys == ["p:sg_1", f"p:{hashlib.sha256(bare).hexdigest()}"]
+    again = await harness.post("p", signed.body, headers)
+    assert [e["status"] for e in (await again.json())["events"]] == ["duplicate", "duplicate"]
+
+
+async def test_two_zoom_events_in_one_millisecond_are_two_events(make_harness: Any) -> None:
+    """Zoom has no event ID; two participants joining one meeting in the same millisecond share
+    event, event_ts and the meeting's object id, and were stored as one (the second lost)."""
+    case = _case("zoom")
+    harness = await _harness(make_harness, case)
+    now = int(time.time())
+    answers = []
+    for who in ("alice", "bob"):
+        body = json.dumps(
+            {
+                "event": "meeting.participant_joined",
+                "event_ts": 1_764_300_000_123,
+                "payload": {"object": {"id": "8351", "participant": {"user_name": who}}},
+            }
+        ).encode()
+        signed = case.sign(0, body, now)
+        headers = {**signed.headers, "Content-Type": "application/json"}
+        answers.append(await (await harness.post("p", body, headers)).json())
+        retry = case.sign(0, body, now + 300)  # Zoom's first retry, re-signed
+        again = await harness.post("p", body, {**retry.headers, "Content-Type": "application/json"})
+        assert (await again.json())["id"] == answers[-1]["id"]
+    assert [a["status"] for a in answers] == ["accepted", "accepted"]
+    assert answers[0]["id"] != answers[1]["id"]
+
+
+async def test_the_same_twilio_parameters_on_another_query_string_are_another_event(
+    make_harness: Any,
+) -> None:
+    """Twilio signs the URL with its query: two menu steps where the caller pressed 1 both
+    times are two signed requests and two events, not a duplicate."""
+    from twilio.request_validator import RequestValidator
+
+    case = _case("twilio")
+    harness = await _harness(make_harness, case)
+    keys = []
+    for menu in ("main", "billing", "main"):
+        query = f"?menu={menu}"
+        signature = RequestValidator(case.secret(0)).compute_signature(
+            URL + query, {"CallSid": "CA1", "Digits": "1"}
+        )
+        resp = await harness.client.post(
+            f"/webhooks/p{query}",
+            data=b"CallSid=CA1&Digits=1",
+            headers={"X-Twilio-Signature": signature, "Content-Type": _FORM_TYPE},
+        )
+        assert resp.status == 200, await resp.text()
+        answer = await resp.json()
+        keys.append((answer["status"], answer["key"]))
+    assert [status for status, _ in keys] == ["accepted", "accepted", "duplicate"]
+    assert keys[0][1] != keys[1][1] and keys[2][1] == keys[0][1]

@@ -198,3 +198,59 @@ def test_form_sha256_tells_different_parameters_apart_and_falls_back_for_other_b
     assert extract(_doc(json_body, headers)) == parse_source("body_sha256").extract(
         _doc(json_body, headers)
     )
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "expected"),
+    [
+        ({"idempotency-key": "idem-1"}, b'{"id": "e1"}', "idem-1"),  # the first one present
+        ({}, b'{"id": "e1"}', "e1"),  # the next one
+        ({}, b"{}", hashlib.sha256(b"{}").hexdigest()),  # the last resort
+    ],
+)
+def test_alternatives_take_the_first_value_found(
+    headers: dict[str, str], body: bytes, expected: str
+) -> None:
+    source = parse_source("header:Idempotency-Key || json:id || body_sha256")
+    assert source.extract(_doc(body, headers)) == expected
+
+
+def test_alternatives_that_all_miss_extract_as_none() -> None:
+    assert parse_source("header:A || {json:b}:{json:c}").extract(_doc(b'{"b": 1}')) is None
+
+
+@pytest.mark.parametrize("expr", ["header:A ||", "|| body_sha256", "header:A || || json:b"])
+def test_an_empty_alternative_is_refused(expr: str) -> None:
+    with pytest.raises(SourceSyntaxError):
+        parse_source(expr)
+
+
+def test_body_sha256_of_a_batch_element_is_the_elements_own_bytes() -> None:
+    request = _doc(b'[{"a": 1}, {"a": 2}]').request
+    items = json_array_items(request.body)
+    assert items is not None
+    extract = parse_source("json:sg_event_id || body_sha256").extract
+    keys = [extract(Document(request, json_value=value, body=raw)) for value, raw in items]
+    assert keys == [hashlib.sha256(raw).hexdigest() for _, raw in items]
+
+
+def _form_doc(query: str) -> Document:
+    request = InboundRequest(
+        provider="p",
+        method="POST",
+        url=f"http://127.0.0.1/webhooks/p{query}",
+        headers=_FORM,
+        body=b"MessageSid=SM1&Digits=1",
+    )
+    return Document(request)
+
+
+def test_form_sha256_covers_the_query_string_as_twilio_signs_it() -> None:
+    """The same parameters posted to two query strings carry two different signatures (Twilio
+    signs the URL): two events, not one answered as a duplicate of the other."""
+    extract = parse_source("form_sha256").extract
+    main, billing = extract(_form_doc("?menu=main")), extract(_form_doc("?menu=billing"))
+    assert main != billing
+    assert extract(_form_doc("?menu=main")) == main
+    # Without a query string the key is what it always was: the sorted parameters alone.
+    assert extract(_form_doc("")) == hashlib.sha256(b"Digits1MessageSidSM1").hexdigest()
