@@ -65,6 +65,10 @@ class ConfigProblem:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
+class StartupError(ReceiverError):
+    """The receiver refuses to start (for a reason that is not a config file problem)."""
+
+
 class ConfigError(ReceiverError):
     """The configuration cannot be used. Carries every problem found, not just the first."""
 

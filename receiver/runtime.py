@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 
 from receiver.config import Config
-from receiver.errors import ReceiverError
+from receiver.errors import StartupError
 from receiver.ingest import IngestService
 from receiver.logs import unfiltered_logger
 from receiver.metrics import Metrics
@@ -38,10 +38,6 @@ log = structlog.get_logger("receiver")
 _GC_YOUNG_THRESHOLD = 10_000
 # How long tasks still running after shutdown get to end before they are left behind.
 _LEFTOVER_GRACE_S = 1.0
-
-
-class StartupError(ReceiverError):
-    """The receiver refuses to start (for a reason that is not a config file problem)."""
 
 
 def _file_bytes(path: Path) -> int:
@@ -226,9 +222,12 @@ async def run_until_signalled(receiver: Receiver) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await receiver.start()
-    _settle_garbage_collector()
     try:
+        # Inside the try: a start that fails half-way (a port in use, a database that breaks
+        # at the first read) still closes what it opened, or the store's threads would keep
+        # the process alive after it reported the error.
+        await receiver.start()
+        _settle_garbage_collector()
         await stop.wait()
         log.info("shutdown_requested")
     finally:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from receiver.errors import StorageUnavailable
+from receiver.errors import StartupError, StorageUnavailable
 
 T = TypeVar("T")
 _Coalesced = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[object]"]
@@ -84,7 +84,9 @@ def _migrations() -> dict[int, str]:
 def storage_error(exc: BaseException, *, retry_after_s: int) -> StorageUnavailable:
     """A driver error in plain words, without SQL or values."""
     text = str(exc).lower()
-    if "full" in text:
+    if "malformed" in text or "not a database" in text:
+        detail = "the database file is damaged (not a SQLite database, or corrupt)"
+    elif "full" in text:
         detail = "the database is full"
     elif "locked" in text or "busy" in text:
         detail = "the database is locked by another writer"
@@ -145,10 +147,15 @@ class Database:
                 self._reader = await self._connect()
                 await self._reader.execute("PRAGMA query_only = ON")
             except BaseException:
-                await writer.close()
+                self._writer = writer
+                await self.close()  # both connections: their threads would outlive the error
                 raise
         except sqlite3.Error as exc:
-            raise storage_error(exc, retry_after_s=self.retry_after_s) from exc
+            detail = storage_error(exc, retry_after_s=self.retry_after_s).detail
+            # The path, for the operator: this runs at start only, never in an answer.
+            raise StorageUnavailable(
+                f"{detail}: {self.path}", retry_after_s=self.retry_after_s
+            ) from exc
         self._writer = writer
 
     async def _probe_fts(self, conn: aiosqlite.Connection) -> bool:
@@ -164,9 +171,9 @@ class Database:
             row = await cur.fetchone()
         current = int(row[0]) if row else 0
         if current > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"database schema version {current} is newer than this receiver "
-                f"({SCHEMA_VERSION}); upgrade receiver"
+            raise StartupError(
+                f"the database {self.path} has schema version {current}, newer than this"
+                f" receiver's ({SCHEMA_VERSION}): upgrade receiver"
             )
         for version, script in sorted(_migrations().items()):
             if version <= current:

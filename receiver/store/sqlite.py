@@ -101,7 +101,11 @@ class SqliteStore:
 
     async def open(self) -> None:
         await self.db.open()
-        await self._warm_recent_keys()
+        try:
+            await self._warm_recent_keys()
+        except BaseException:
+            await self.db.close()
+            raise
 
     async def _warm_recent_keys(self) -> None:
         """After a restart, redeliveries of the newest events (a provider's retry storm) are

@@ -1,0 +1,97 @@
+"""A ``receiver serve`` that cannot start exits with status 1 and says why: it never hangs.
+
+A supervisor (systemd, a container runtime) restarts or reports a unit that exits; one that
+stays alive doing nothing keeps the database open and looks healthy to it.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.serve import ServeProcess, serve_config, serve_env
+
+_EXIT_WITHIN_S = 15
+
+
+def _serve(config: Path, log: Path) -> subprocess.CompletedProcess[bytes]:
+    with log.open("wb") as out:
+        return subprocess.run(
+            [sys.executable, "-m", "receiver", "serve", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=serve_env(),
+            cwd=config.parent,
+            timeout=_EXIT_WITHIN_S,
+            check=False,
+        )
+
+
+@pytest.mark.timeout(60)
+def test_a_port_already_in_use_exits_1_after_opening_the_database(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        config = serve_config(tmp_path, server={"port": holder.getsockname()[1]})
+        result = _serve(config, tmp_path / "serve.log")
+    output = (tmp_path / "serve.log").read_text()
+    assert result.returncode == 1, output
+    assert "address already in use" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.timeout(90)
+def test_a_second_instance_on_the_same_ports_exits_1_and_the_first_serves_on(
+    tmp_path: Path,
+) -> None:
+    config = serve_config(tmp_path)
+    first = ServeProcess(config, serve_env(), tmp_path / "first.log")
+    first.start()
+    try:
+        result = _serve(config, tmp_path / "second.log")
+        assert result.returncode == 1, (tmp_path / "second.log").read_text()
+        assert first.returncode is None
+    finally:
+        first.terminate()
+
+
+def _break_newer_schema(db: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA user_version = 99")
+
+
+def _break_not_a_database(db: Path) -> None:
+    db.write_bytes(b"this is not a database file " * 200)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "says"),
+    [
+        (_break_newer_schema, "schema version 99, newer than this receiver's"),
+        (_break_not_a_database, "the database file is damaged"),
+    ],
+    ids=["newer-schema", "not-a-database"],
+)
+@pytest.mark.timeout(60)
+def test_a_database_that_cannot_be_used_is_one_error_line_naming_it(
+    tmp_path: Path, breakage: Callable[[Path], None], says: str
+) -> None:
+    config = serve_config(tmp_path)
+    db = tmp_path / "receiver.db"
+    first = ServeProcess(config, serve_env(), tmp_path / "first.log")
+    first.start()
+    first.terminate()
+    breakage(db)
+    result = _serve(config, tmp_path / "serve.log")
+    output = (tmp_path / "serve.log").read_text()
+    assert result.returncode == 1, output
+    assert says in output and str(db) in output
+    assert "Traceback" not in output
