@@ -12,6 +12,7 @@ __all__ = ["SCHEMA_VERSION", "WAL_SIZE_LIMIT_BYTES", "Database", "storage_error"
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -20,8 +21,11 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aiosqlite
+import structlog
 
 from receiver.errors import StartupError, StorageUnavailable
+
+log = structlog.get_logger("receiver.store")
 
 T = TypeVar("T")
 _Coalesced = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[object]"]
@@ -122,6 +126,8 @@ class Database:
         self._coalesce_queue: list[_Coalesced] = []
         self._coalescer: asyncio.Task[None] | None = None
         self._has_urgent = asyncio.Event()
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self.lost: str | None = None  # why the file opened is no longer at ``path``
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout_s)
@@ -157,6 +163,29 @@ class Database:
                 f"{detail}: {self.path}", retry_after_s=self.retry_after_s
             ) from exc
         self._writer = writer
+        self._identity = _identity(self.path)
+
+    def check_file(self) -> None:
+        """Raise when the file at ``path`` is no longer the one opened (deleted, moved or
+        replaced while serving): SQLite keeps writing to the open file, which nobody will find
+        again, so nothing may be acknowledged from here on. Once seen, it stays so until a
+        restart opens whatever is at ``path`` then."""
+        if self.lost is None and self._identity is not None:
+            try:
+                now = _identity(self.path)
+            except OSError:
+                now = None
+            if now != self._identity:
+                self.lost = (
+                    f"the database file {self.path} was deleted, moved or replaced while the"
+                    " receiver was running: restart it"
+                )
+                log.error("database_file_lost", path=str(self.path))
+        if self.lost is not None:
+            raise StorageUnavailable(
+                "the database file is gone; the receiver must be restarted",
+                retry_after_s=self.retry_after_s,
+            )
 
     async def _probe_fts(self, conn: aiosqlite.Connection) -> bool:
         try:
@@ -281,6 +310,7 @@ class Database:
     async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         async with self._write_lock:
             conn = self._require(self._writer)
+            self.check_file()
             try:
                 await conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -288,6 +318,7 @@ class Database:
             try:
                 result = await work(conn)
                 await conn.execute("COMMIT")
+                self.check_file()
             except BaseException as exc:
                 await self._rollback(conn)
                 if isinstance(exc, sqlite3.Error):
@@ -307,6 +338,7 @@ class Database:
     ) -> T:
         async with self._write_lock:
             conn = self._require(self._writer)
+            self.check_file()
             try:
                 # aiosqlite runs each call on the connection's thread; ``_execute`` is the one
                 # entry point that takes a whole function rather than one statement.
@@ -341,8 +373,10 @@ class Database:
         return result
 
     def _commit(self, raw: sqlite3.Connection) -> None:
-        """COMMIT on the writer thread: the fsync, where a failing disk surfaces."""
+        """COMMIT on the writer thread: the fsync, where a failing disk surfaces. Then the file
+        must still be the one at ``path``, or the caller may not acknowledge what it wrote."""
         raw.execute("COMMIT")
+        self.check_file()
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -361,6 +395,11 @@ class Database:
         except Exception:  # any failure means "not ready"; the reason is logged by the caller
             return False
         return True
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
 
 
 async def _rewrite_header(conn: aiosqlite.Connection) -> None:

@@ -114,6 +114,8 @@ class IngestWriter:
     async def record(self, event: NewEvent) -> IngestOutcome:
         if self._is_closed:
             raise StorageUnavailable("the receiver is shutting down", retry_after_s=1)
+        if self._db.lost is not None:  # what memory knows was committed to a file now gone
+            self._db.check_file()
         known = self.recent.duplicate(event.key, event.fingerprint, now_s=self._clock())
         if known is not None:
             self._start_flusher()  # writes the duplicate count soon, off the answer's path

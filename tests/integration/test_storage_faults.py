@@ -205,3 +205,30 @@ async def test_the_wal_size_is_a_metric(make_harness: Any) -> None:
     wal = f"{harness.receiver.config.settings.storage.path}-wal"
     size = await asyncio.to_thread(os.path.getsize, wal)
     assert registry.get_sample_value("receiver_wal_bytes") == size > 0
+
+
+async def test_a_database_file_removed_while_serving_is_never_acknowledged_again(
+    make_harness: Any, aiohttp_client: Any
+) -> None:
+    """SQLite keeps writing to a file that was deleted (or moved, or replaced) under it, and
+    a restart then starts from whatever is at the path: every 200 given meanwhile would be
+    lost. From the first commit that sees it, deliveries (redeliveries answered from memory
+    too) are 503 and readiness is off, until a restart."""
+    harness: Harness = await make_harness()
+    await harness.receiver.worker.start()
+    admin = await aiohttp_client(harness.receiver.admin_app)
+    body = event_body("before")
+    assert (await harness.post("sw", body, signed_headers(body, msg_id="before"))).status == 200
+    path = harness.receiver.config.settings.storage.path
+    os.replace(path, path.with_name("moved-away.db"))  # an operator's mistake, a cleanup job
+
+    answers = []
+    for i in range(3):
+        new = event_body(f"after{i}")
+        answers.append(await harness.post("sw", new, signed_headers(new, msg_id=f"after{i}")))
+    again = await harness.post("sw", body, signed_headers(body, msg_id="before"))
+    assert [r.status for r in [*answers, again]] == [503, 503, 503, 503]
+    assert (await answers[-1].json())["error"] == "storage_unavailable"
+    assert "Retry-After" in again.headers
+    assert (await admin.get("/readyz")).status == 503
+    await harness.receiver.worker.stop()
