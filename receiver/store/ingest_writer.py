@@ -154,12 +154,14 @@ class IngestWriter:
                 self._committing = batch
                 self._watch_deadlines()
                 try:
-                    await self._commit(batch)
+                    is_written = await self._commit(batch)
                 finally:
                     self._committing = ()
                     for waiter in waiters:
                         if not waiter.done():
                             waiter.set_result(None)
+                if not is_written and not self._pending:
+                    break  # the counts kept for later must not retry in a loop on a failing disk
         finally:
             if self._deadline_timer is not None:
                 self._deadline_timer.cancel()
@@ -208,7 +210,9 @@ class IngestWriter:
             if not item.future.done():
                 item.future.set_exception(error)
 
-    async def _commit(self, batch: Sequence[_Pending]) -> None:
+    async def _commit(self, batch: Sequence[_Pending]) -> bool:
+        """Write ``batch`` and the pending duplicate counts; False when nothing was written (the
+        counts are kept for the next commit, the batch's events answered 503)."""
         touches = self.recent.take_touches()  # duplicates answered from memory since the last one
         write = functools.partial(
             _write_batch, events=[item.event for item in batch], touches=touches, now=self._clock()
@@ -219,24 +223,26 @@ class IngestWriter:
             # increments, never an event.
             written = await self._db.transaction_sync(write, is_flushed=bool(batch))
         except StorageUnavailable as exc:
+            self.recent.give_back(touches)
             self._failed_at = time.monotonic()
             self._fail(batch, exc)
-            return
+            return False
         except Exception:
+            self.recent.give_back(touches)
             if len(batch) > 1:
                 # Not the storage but one event's data: commit each alone, so only it fails.
-                for item in batch:
-                    await self._commit([item])
-                return
+                results = [await self._commit([item]) for item in batch]
+                return any(results)
             log.exception("ingest_write_failed")
             self._fail(batch, StorageUnavailable("the database refused the write", retry_after_s=1))
-            return
+            return False
         except BaseException:
+            self.recent.give_back(touches)
             self._fail(batch, StorageUnavailable("the receiver is shutting down", retry_after_s=1))
             raise
         self._failed_at = None
         if not batch:
-            return
+            return True
         if self._on_batch is not None:
             self._on_batch(len(batch))
         for entry in written.committed_keys:  # on disk now: redeliveries may skip the store
@@ -248,6 +254,7 @@ class IngestWriter:
             isinstance(o, Accepted) or o.requeued for o in written.outcomes
         ):
             self._on_committed()
+        return True
 
     async def close(self) -> None:
         """Stop taking new events and wait for the pending ones to commit."""

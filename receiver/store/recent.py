@@ -79,3 +79,9 @@ class RecentKeys:
         touches = [(count, seen, event_id) for event_id, (count, seen) in self._touches.items()]
         self._touches.clear()
         return touches
+
+    def give_back(self, touches: list[tuple[int, float, int]]) -> None:
+        """Touches whose write failed: counted again, merged with any taken since."""
+        for count, seen, event_id in touches:
+            later, later_seen = self._touches.get(event_id, (0, seen))
+            self._touches[event_id] = (count + later, max(seen, later_seen))

@@ -232,3 +232,28 @@ async def test_a_database_file_removed_while_serving_is_never_acknowledged_again
     assert "Retry-After" in again.headers
     assert (await admin.get("/readyz")).status == 503
     await harness.receiver.worker.stop()
+
+
+async def test_duplicate_counts_whose_write_failed_are_written_later(make_harness: Any) -> None:
+    """Redeliveries are answered from memory and their count written afterwards; a write that
+    fails (the database locked past its budget) used to drop those counts for good."""
+    harness: Harness = await make_harness(storage={"busy_timeout_s": 0.2})
+    body = event_body("counted")
+    headers = signed_headers(body, msg_id="counted")
+    first = await (await harness.post("sw", body, headers)).json()
+    path = str(harness.receiver.config.settings.storage.path)
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(path, held, release), daemon=True)
+    holder.start()
+    assert await asyncio.to_thread(held.wait, 10)
+    try:
+        for _ in range(3):
+            resp = await harness.post("sw", body, headers)
+            assert (await resp.json())["status"] == "duplicate"
+        await asyncio.sleep(0.5)  # the write-back has tried, and failed on the lock
+    finally:
+        release.set()
+        await asyncio.to_thread(holder.join, 10)
+    assert (await (await harness.post("sw", body, headers)).json())["status"] == "duplicate"
+    stored = await harness.receiver.store.get_event(int(first["id"]))
+    assert stored is not None and stored.duplicate_count == 4
