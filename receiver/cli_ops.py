@@ -24,7 +24,14 @@ import structlog
 
 from receiver.config import Config, default_config_path, load_config
 from receiver.errors import ReceiverError
-from receiver.store.filters import EventFilter, InvalidParameter, parse_event_filter, parse_limit
+from receiver.store.filters import (
+    Cursor,
+    EventFilter,
+    InvalidParameter,
+    decode_cursor,
+    parse_event_filter,
+    parse_limit,
+)
 from receiver.store.replay import ReplayReport
 from receiver.store.sqlite import SqliteStore
 
@@ -81,9 +88,21 @@ def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[T]]) -> 
         return asyncio.run(run())
 
 
-def _filter(args: argparse.Namespace) -> EventFilter:
+def _filter(args: argparse.Namespace) -> tuple[EventFilter, Cursor | None, float]:
+    """The filters, the ``--cursor`` to continue from, and the clock relative times use (the
+    first run's, carried in the cursor)."""
+    cursor = decode_cursor("e", args.cursor)
+    now = cursor.now_s if cursor is not None and cursor.now_s is not None else time.time()
     values = {name: getattr(args, name) for name in _FILTER_FLAGS}
-    return parse_event_filter(values, now_s=time.time())
+    return parse_event_filter(values, now_s=now), cursor, now
+
+
+def _event_id(value: str) -> int:
+    """An event id argument: digits, within SQLite's integers (a 30-digit id is a usage error,
+    not an overflow inside the store)."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an event id")
+    return int(value)
 
 
 def _usage_error(exc: InvalidParameter) -> int:
@@ -105,12 +124,14 @@ def _table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
 
 def _events_list(args: argparse.Namespace) -> int:
     try:
-        flt = _filter(args)
+        flt, cursor, now = _filter(args)
         limit = parse_limit(args.limit, default=50, maximum=10_000)
     except InvalidParameter as exc:
         return _usage_error(exc)
+    before_id = cursor.before_id if cursor is not None else None
     page = _with_store(
-        _config(args), lambda store: store.queries.list_events(flt, before_id=None, limit=limit)
+        _config(args),
+        lambda store: store.queries.list_events(flt, before_id=before_id, limit=limit, now_s=now),
     )
     events = [e.as_json() for e in page.items]
     if args.json:
@@ -137,7 +158,7 @@ def _events_list(args: argparse.Namespace) -> int:
         )
     )
     if page.next_cursor:
-        print(f"(more: showing the newest {len(events)}; raise --limit or narrow the filters)")
+        print(f"(more match: continue with --cursor {page.next_cursor}, or narrow the filters)")
     return EXIT_OK
 
 
@@ -199,8 +220,8 @@ def _print_replay(report: ReplayReport, *, as_json: bool) -> None:
         print(f"  skipped {count}: {cause.replace('_', ' ')}")
     if report.sample:
         print("  ids: " + " ".join(str(i) for i in report.sample))
-    if report.has_more:
-        print("  more events match: run again (or raise --limit)")
+    if report.next_cursor:
+        print(f"  more events match: continue with --cursor {report.next_cursor}")
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -209,11 +230,11 @@ def _replay(args: argparse.Namespace) -> int:
         print("error: --reason is empty: leave it out, or say why you replay", file=sys.stderr)
         return EXIT_USAGE
     try:
-        flt = _filter(args)
+        flt, cursor, now = _filter(args)
         limit = parse_limit(args.limit, default=1000, maximum=10_000)
     except InvalidParameter as exc:
         return _usage_error(exc)
-    if args.ids and not flt.is_empty:
+    if args.ids and (not flt.is_empty or cursor is not None):
         print("error: give event ids or filters, not both", file=sys.stderr)
         return EXIT_USAGE
     if not args.ids and flt.is_empty:
@@ -229,7 +250,13 @@ def _replay(args: argparse.Namespace) -> int:
                 args.ids, actor=CLI_ACTOR, reason=reason, dry_run=args.dry_run
             )
         return await replayer.replay_matching(
-            flt, actor=CLI_ACTOR, reason=reason, dry_run=args.dry_run, limit=limit
+            flt,
+            actor=CLI_ACTOR,
+            reason=reason,
+            dry_run=args.dry_run,
+            limit=limit,
+            before_id=cursor.before_id if cursor is not None else None,
+            now_s=now,
         )
 
     report = _with_store(_config(args), work)
@@ -259,6 +286,7 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", help="ISO-8601 time, Unix seconds, or a duration ago (2h)")
     parser.add_argument("--until", help="ISO-8601 time, Unix seconds, or a duration ago")
     parser.add_argument("--q", help="text search over bodies")
+    parser.add_argument("--cursor", help="continue where the last run said (its --cursor)")
 
 
 def _hidden_config(parser: argparse.ArgumentParser) -> None:
@@ -277,13 +305,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     listing.add_argument("--limit", type=int, help="how many (default 50)")
     listing.add_argument("--json", action="store_true", help="JSON for scripts")
     show = actions.add_parser("show", help="one event: body, headers, attempts")
-    show.add_argument("id", type=int, help="event id")
+    show.add_argument("id", type=_event_id, help="event id")
     show.add_argument("--json", action="store_true", help="JSON for scripts")
     for parser in (listing, show):
         _hidden_config(parser)
 
     replay = sub.add_parser("replay", help="queue events again (by id, or by filter)")
-    replay.add_argument("ids", nargs="*", type=int, metavar="ID", help="event ids")
+    replay.add_argument("ids", nargs="*", type=_event_id, metavar="ID", help="event ids")
     _add_filters(replay)
     replay.add_argument("--reason", help="why (kept in the audit trail)")
     replay.add_argument("--dry-run", action="store_true", help="count and show, change nothing")

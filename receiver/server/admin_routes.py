@@ -20,6 +20,7 @@ from receiver.server.openapi import openapi_document
 from receiver.server.responses import error_json, json_response
 from receiver.store.database import Database
 from receiver.store.filters import (
+    Cursor,
     InvalidParameter,
     decode_cursor,
     parse_event_filter,
@@ -36,7 +37,7 @@ HTTP_ACTOR = "admin"
 _PAGE_DEFAULT, _PAGE_MAX = 50, 500
 _BULK_DEFAULT, _BULK_MAX = 1000, 10_000
 _FILTER_FIELDS = frozenset({"provider", "status", "type", "key", "since", "until", "q"})
-_BULK_FIELDS = _FILTER_FIELDS | {"reason", "dry_run", "limit"}
+_BULK_FIELDS = _FILTER_FIELDS | {"reason", "dry_run", "limit", "cursor"}
 _ONE_FIELDS = frozenset({"reason", "dry_run"})
 
 
@@ -112,14 +113,21 @@ def _dry_run(data: Mapping[str, object]) -> bool:
     return value
 
 
+def _cursor_clock(cursor: Cursor | None, clock: Callable[[], float]) -> float:
+    """The time relative filters (``since=2h``) are resolved against: the first page's."""
+    return cursor.now_s if cursor is not None and cursor.now_s is not None else clock()
+
+
 async def list_events(request: web.Request) -> web.Response:
     admin = request.app[ADMIN]
     query = request.query
-    flt = parse_event_filter(query, now_s=admin.clock())
+    cursor = decode_cursor("e", query.get("cursor"))
+    now = _cursor_clock(cursor, admin.clock)
     page = await admin.queries.list_events(
-        flt,
-        before_id=decode_cursor("e", query.get("cursor")),
+        parse_event_filter(query, now_s=now),
+        before_id=cursor.before_id if cursor else None,
         limit=parse_limit(query.get("limit"), default=_PAGE_DEFAULT, maximum=_PAGE_MAX),
+        now_s=now,
     )
     return json_response(
         {"events": [e.as_json() for e in page.items], "next_cursor": page.next_cursor}
@@ -171,14 +179,22 @@ async def replay_matching(request: web.Request) -> web.Response:
     admin = request.app[ADMIN]
     data = await _json_object(request, _BULK_FIELDS)
     reason, dry_run = _reason(data), _dry_run(data)
-    flt = parse_event_filter(data, now_s=admin.clock())
+    cursor = decode_cursor("e", data.get("cursor"))
+    now = _cursor_clock(cursor, admin.clock)
+    flt = parse_event_filter(data, now_s=now)
     if flt.is_empty:
         raise InvalidParameter(
             "filter", "name at least one of provider, status, type, key, since, until, q"
         )
     limit = parse_limit(data.get("limit"), default=_BULK_DEFAULT, maximum=_BULK_MAX)
     report = await admin.replayer.replay_matching(
-        flt, actor=HTTP_ACTOR, reason=reason, dry_run=dry_run, limit=limit
+        flt,
+        actor=HTTP_ACTOR,
+        reason=reason,
+        dry_run=dry_run,
+        limit=limit,
+        before_id=cursor.before_id if cursor else None,
+        now_s=now,
     )
     return json_response(report.as_json())
 
@@ -186,15 +202,21 @@ async def replay_matching(request: web.Request) -> web.Response:
 async def rejections(request: web.Request) -> web.Response:
     admin = request.app[ADMIN]
     query = request.query
-    now = admin.clock()
+    cursor = decode_cursor("r", query.get("cursor"))
+    now = _cursor_clock(cursor, admin.clock)
+    since = parse_time("since", query.get("since"), now_s=now)
+    until = parse_time("until", query.get("until"), now_s=now)
+    if since is not None and until is not None and until < since:
+        raise InvalidParameter("until", "is earlier than since")
     page = await list_rejections(
         admin.db,
         cause=parse_text("cause", query.get("cause")),
         provider=parse_text("provider", query.get("provider")),
-        since_s=parse_time("since", query.get("since"), now_s=now),
-        until_s=parse_time("until", query.get("until"), now_s=now),
-        before_id=decode_cursor("r", query.get("cursor")),
+        since_s=since,
+        until_s=until,
+        before_id=cursor.before_id if cursor else None,
         limit=parse_limit(query.get("limit"), default=_PAGE_DEFAULT, maximum=_PAGE_MAX),
+        now_s=now,
     )
     return json_response(
         {"rejections": [r.as_json() for r in page.items], "next_cursor": page.next_cursor}

@@ -195,6 +195,10 @@ _SCHEMAS: dict[str, Any] = {
             "reason": _REASON,
             "dry_run": {"type": "boolean", "default": False},
             "limit": {"type": "integer", "minimum": 1, "description": "At most 10000"},
+            "cursor": {
+                "type": "string",
+                "description": "A report's next_cursor: continue with the older matches",
+            },
         },
     },
     "ReplayReport": {
@@ -207,6 +211,10 @@ _SCHEMAS: dict[str, Any] = {
             "skipped": {"type": "object", "additionalProperties": {"type": "integer"}},
             "sample": {"type": "array", "items": {"type": "string"}},
             "has_more": {"type": "boolean"},
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "Send as cursor (same filters) to replay the older matches",
+            },
         },
     },
     "RejectionPage": {

@@ -6,6 +6,7 @@ parameter. Also the opaque keyset cursors and the ISO-8601 rendering of times.
 from __future__ import annotations
 
 __all__ = [
+    "Cursor",
     "EventFilter",
     "InvalidParameter",
     "decode_cursor",
@@ -120,24 +121,38 @@ def parse_limit(value: object, *, default: int, maximum: int, parameter: str = "
     return min(value, maximum)
 
 
-def encode_cursor(kind: str, last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"{kind}1:{last_id}".encode()).decode().rstrip("=")
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where the next page starts: below ``before_id``, with times like ``since=2h`` resolved
+    against the first page's clock (``now_s``), so a walk through the pages sees one window
+    instead of one that slides while it walks."""
+
+    before_id: int
+    now_s: float | None = None
 
 
-def decode_cursor(kind: str, value: object) -> int | None:
-    """The id a page continues below, or None for the first page."""
+def encode_cursor(kind: str, last_id: int, *, now_s: float) -> str:
+    text = f"{kind}2:{last_id}:{round(now_s * 1000)}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, value: object) -> Cursor | None:
+    """The cursor a page continues from, or None for the first page."""
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or len(value) > 64:
+    if not isinstance(value, str) or len(value) > 80:
         raise InvalidParameter("cursor", "is not a cursor returned by this API")
     try:
         text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
-    prefix, _, number = text.partition(":")
-    if prefix != f"{kind}1" or not number.isdigit() or len(number) > 18:
+    prefix, _, rest = text.partition(":")
+    number, _, now_ms = rest.partition(":")
+    is_v1 = prefix == f"{kind}1" and not now_ms  # from an earlier version: no clock
+    is_v2 = prefix == f"{kind}2" and now_ms.isdigit() and len(now_ms) <= 15
+    if not (is_v1 or is_v2) or not number.isdigit() or len(number) > 18:
         raise InvalidParameter("cursor", "is not a cursor returned by this API")
-    return int(number)
+    return Cursor(int(number), int(now_ms) / 1000 if is_v2 else None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

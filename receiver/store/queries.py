@@ -234,9 +234,10 @@ class EventQueries:
         return self._fts_ready
 
     async def list_events(
-        self, flt: EventFilter, *, before_id: int | None, limit: int
+        self, flt: EventFilter, *, before_id: int | None, limit: int, now_s: float
     ) -> Page[EventSummary]:
-        """Newest first. Keyset on id, so new arrivals never shift a page already handed out."""
+        """Newest first. Keyset on id, so new arrivals never shift a page already handed out;
+        ``now_s`` (what relative times were resolved against) travels in the next cursor."""
         if self._settle is not None:
             await self._settle()
         where, params = event_where(flt, has_fts=await self.has_fts_index())
@@ -253,7 +254,9 @@ class EventQueries:
         has_more = len(rows) > limit
         return Page(
             items=items,
-            next_cursor=encode_cursor("e", items[-1].id) if has_more and items else None,
+            next_cursor=(
+                encode_cursor("e", items[-1].id, now_s=now_s) if has_more and items else None
+            ),
         )
 
     async def get_detail(self, event_id: int) -> EventDetail | None:

@@ -173,6 +173,7 @@ async def list_rejections(
     until_s: float | None = None,
     before_id: int | None = None,
     limit: int = 50,
+    now_s: float,
 ) -> Page[Rejection]:
     """Newest first, keyset-paginated like events."""
     where: list[str] = []
@@ -208,5 +209,7 @@ async def list_rejections(
     last_id = items[-1].id if items else None
     return Page(
         items=items,
-        next_cursor=encode_cursor("r", last_id) if has_more and last_id is not None else None,
+        next_cursor=(
+            encode_cursor("r", last_id, now_s=now_s) if has_more and last_id is not None else None
+        ),
     )

@@ -25,7 +25,7 @@ import structlog
 
 from receiver.models import EventStatus, JobStatus
 from receiver.store.database import Database
-from receiver.store.filters import EventFilter
+from receiver.store.filters import EventFilter, encode_cursor
 from receiver.store.queries import EventQueries, event_where
 
 log = structlog.get_logger("receiver.replay")
@@ -49,6 +49,7 @@ class ReplayReport:
     skipped: dict[str, int] = field(default_factory=dict)
     sample: Sequence[int] = ()
     has_more: bool = False
+    next_cursor: str | None = None  # where the next run continues (older matches)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -58,6 +59,7 @@ class ReplayReport:
             "skipped": dict(self.skipped),
             "sample": [str(i) for i in self.sample],
             "has_more": self.has_more,
+            "next_cursor": self.next_cursor,
         }
 
 
@@ -160,16 +162,27 @@ class Replayer:
         )
 
     async def replay_matching(
-        self, flt: EventFilter, *, actor: str, reason: str | None, dry_run: bool, limit: int
+        self,
+        flt: EventFilter,
+        *,
+        actor: str,
+        reason: str | None,
+        dry_run: bool,
+        limit: int,
+        now_s: float,
+        before_id: int | None = None,
     ) -> ReplayReport:
-        """Replay up to ``limit`` events matching ``flt``, newest first."""
+        """Replay up to ``limit`` events matching ``flt``, newest first, below ``before_id``
+        (a cursor from an earlier run: it continues with the older matches instead of
+        replaying the newest again)."""
         where, params = event_where(flt, has_fts=await self._queries.has_fts_index())
-        async with self._db.reading() as conn:
-            rows = await conn.execute_fetchall("SELECT MAX(id) FROM events")
-        ceiling = next(iter(rows))[0]
-        if ceiling is None:
-            return ReplayReport(dry_run=dry_run, matched=0, replayed=0)
-        before_id = int(ceiling) + 1
+        if before_id is None:
+            async with self._db.reading() as conn:
+                rows = await conn.execute_fetchall("SELECT MAX(id) FROM events")
+            ceiling = next(iter(rows))[0]
+            if ceiling is None:
+                return ReplayReport(dry_run=dry_run, matched=0, replayed=0)
+            before_id = int(ceiling) + 1
         replayed, matched = 0, 0
         skipped: dict[str, int] = {}
         sample: list[int] = []
@@ -199,6 +212,7 @@ class Replayer:
             skipped=skipped,
             sample=sample,
             has_more=has_more,
+            next_cursor=encode_cursor("e", before_id, now_s=now_s) if has_more else None,
         )
 
     async def _matching_ids(

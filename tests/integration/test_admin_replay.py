@@ -177,6 +177,7 @@ async def test_bulk_replay_by_filter_in_paced_batches(admin_harness: AdminHarnes
         "skipped": {},
         "sample": [str(i) for i in reversed(dead_plain)],
         "has_more": False,
+        "next_cursor": None,
     }
     assert _count(h, "SELECT count(*) FROM jobs WHERE status = 'queued' AND is_replay = 1") == 7
     assert _count(h, "SELECT count(*) FROM events WHERE status = 'dead'") == 2
@@ -319,3 +320,24 @@ async def test_the_worker_runs_a_replay_again_with_the_same_key(
     detail = await (await h.get(f"/admin/events/{answer['id']}")).json()
     assert detail["status"] == "succeeded"
     assert [a["is_replay"] for a in detail["attempts"]] == [False, True]
+
+
+async def test_bulk_replay_continues_from_its_cursor_instead_of_starting_over(
+    admin_harness: AdminHarness,
+) -> None:
+    """Replaying by a filter that replay does not change (a type, not a status) with a limit:
+    "run again" replayed the same newest events twice and the older ones never. The report's
+    ``next_cursor`` continues with the older matches, each event once."""
+    h = admin_harness
+    ids = await _seed_dead(h, 5)
+    replayed: list[str] = []
+    body: dict[str, object] = {"type": "t", "limit": 2}
+    for _ in range(3):
+        report = await (await h.post("/admin/replay", body)).json()
+        replayed += report["sample"]
+        if report["next_cursor"] is None:
+            break
+        assert report["has_more"] is True
+        body = {"type": "t", "limit": 2, "cursor": report["next_cursor"]}
+    assert replayed == [str(i) for i in sorted(ids, reverse=True)]
+    assert _count(h, "SELECT count(*) FROM requeues WHERE cause = 'replay'") == 5

@@ -45,7 +45,10 @@ async def _run(
     capsys: pytest.CaptureFixture[str], h: AdminHarness, *argv: str
 ) -> tuple[int, str, str]:
     capsys.readouterr()  # drop the receiver's own log lines; keep only the command's output
-    code = await asyncio.to_thread(main, [*argv, "--config", str(h.config_path)])
+    try:
+        code = await asyncio.to_thread(main, [*argv, "--config", str(h.config_path)])
+    except SystemExit as exc:  # argparse's own usage errors (exit status 2)
+        code = int(exc.code or 0)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -144,6 +147,28 @@ async def test_replay_by_filter(
     assert (report["matched"], report["replayed"], report["sample"]) == (2, 2, ["3", "1"])
 
 
+async def test_replay_by_filter_continues_with_the_cursor_it_prints(
+    admin_cli: AdminHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A type filter stays true after a replay: "run again" replayed the newest event twice."""
+    argv = ["replay", "--type", "order.created", "--limit", "1"]
+    code, out, _ = await _run(capsys, admin_cli, *argv)
+    assert code == 0 and "ids: 3" in out
+    cursor = out.split("continue with --cursor ")[1].split()[0]
+    code, out, _ = await _run(capsys, admin_cli, *argv, "--cursor", cursor)
+    assert code == 0 and "ids: 1" in out and "more events match" not in out
+
+
+async def test_events_list_continues_with_the_cursor_it_prints(
+    admin_cli: AdminHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = await _run(capsys, admin_cli, "events", "list", "--limit", "2")
+    assert code == 0
+    cursor = out.split("continue with --cursor ")[1].split(",")[0]
+    code, out, _ = await _run(capsys, admin_cli, "events", "list", "--cursor", cursor)
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["1"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -151,6 +176,9 @@ async def test_replay_by_filter(
         (["replay", "1", "--provider", "plain", "--reason", "r"], "not both"),
         (["replay", "1", "--reason", "  "], "--reason"),
         (["replay", "--status", "dead", "--reason", "r", "--limit", "0"], "--limit"),
+        (["replay", "--status", "dead", "--cursor", "nonsense"], "--cursor"),
+        (["replay", "99999999999999999999999", "--dry-run"], "is not an event id"),
+        (["events", "show", "99999999999999999999999"], "is not an event id"),
     ],
 )
 async def test_replay_usage_errors(
