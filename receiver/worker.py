@@ -111,6 +111,7 @@ class Worker:
         self._loop_task: asyncio.Task[None] | None = None
         self._flights: dict[asyncio.Task[None], _Flight] = {}
         self._stats_due_at = float("-inf")
+        self._stats_task: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._log: structlog.typing.FilteringBoundLogger = log
         self._claim_batch = max(1, settings.concurrency // 2)
@@ -158,7 +159,7 @@ class Worker:
             while not self._is_stopping:
                 self._wake.clear()
                 await self._claim()
-                await self._refresh_stats()
+                self._refresh_stats_soon()
                 if until_empty and not self._flights:
                     due = await self._queue.next_change_at(list(self.routes), now=self._clock())
                     if due is None:
@@ -175,6 +176,10 @@ class Worker:
             keeper, self._keeper = self._keeper, None
             keeper.cancel()  # a renewal already queued still commits: the coalescer runs it
             await asyncio.wait({keeper})
+            counting, self._stats_task = self._stats_task, None
+            if counting is not None:
+                counting.cancel()
+                await asyncio.wait({counting})
             if until_empty:
                 await self._http.close()
 
@@ -254,18 +259,29 @@ class Worker:
             self._log.error("job_task_failed", error=summarize(task.exception() or Exception()))
         self._wake.set()
 
+    def _refresh_stats_soon(self) -> None:
+        """Count the queue for its gauges when due, beside the loop, not in it: the count shares
+        the reader connection with admin reads, and claiming must never wait behind those."""
+        if self._metrics is None or time.monotonic() < self._stats_due_at:
+            return
+        if self._stats_task is None or self._stats_task.done():
+            self._stats_task = asyncio.create_task(
+                self._refresh_stats(), name="receiver-queue-gauges"
+            )
+
     async def _refresh_stats(self) -> None:
         """The queue gauges, every ``poll_interval_s``, or less often when counting a deep
-        backlog gets expensive (the count reads every waiting job): at most 1 % of the time."""
-        started = time.monotonic()
-        if self._metrics is None or started < self._stats_due_at:
+        backlog gets expensive (the count reads every waiting job): at most 1 % of the time.
+        The cost is the count's own, not the wait for the reader before it."""
+        if self._metrics is None:
             return
+        started = time.monotonic()
         self._stats_due_at = started + self._settings.poll_interval_s
         try:
             stats = await self._queue.stats(list(self.routes), now=self._clock())
         except StorageUnavailable:
             return  # metrics are best effort; the next poll tries again
-        cost_s = time.monotonic() - started
+        cost_s = self._queue.last_stats_cost_s
         self._stats_due_at = max(self._stats_due_at, started + cost_s * _STATS_COST_FACTOR)
         for row in stats:
             self._metrics.queue_depth.labels(row.provider).set(row.queued)

@@ -21,6 +21,7 @@ __all__ = ["AttemptRecord", "ClaimedJob", "JobQueue", "QueueStats"]
 
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -99,10 +100,12 @@ def _in(names: Sequence[str]) -> tuple[str, dict[str, str]]:
 
 
 class JobQueue:
-    """Queue operations over a :class:`Database`. Times are passed in (``now``), never read."""
+    """Queue operations over a :class:`Database`. Times are passed in (``now``), never read;
+    only what a count costs is measured (``last_stats_cost_s``, for pacing the next one)."""
 
     def __init__(self, db: Database, *, on_dead: Callable[[int], None] | None = None) -> None:
         self._db = db
+        self.last_stats_cost_s = 0.0
         # Told about every event that goes dead (ingest's memory of committed keys must not
         # answer a redelivery of a dead event: that one re-queues it).
         self._on_dead = on_dead
@@ -272,6 +275,7 @@ class JobQueue:
             return []
         placeholders, params = _in(providers)
         async with self._db.reading() as conn:
+            started = time.monotonic()  # the reader is ours: a wait for it is not the cost
             rows = await conn.execute_fetchall(
                 "SELECT provider, SUM(status = 'queued'), SUM(status = 'running'),"
                 " MIN(CASE WHEN status = 'queued' AND run_at <= :now THEN run_at END)"
@@ -279,6 +283,7 @@ class JobQueue:
                 f" AND provider IN {placeholders} GROUP BY provider",
                 {"now": now, **params},
             )
+            self.last_stats_cost_s = time.monotonic() - started
         found = {
             row[0]: QueueStats(
                 provider=row[0],

@@ -231,3 +231,36 @@ async def test_commands_inherit_neither_webhook_secrets_nor_admin_tokens(
     names = set(json.loads(out.read_text()))
     assert "SHOP_UNRELATED" in names
     assert not names & {"SHOP_SECRET", "RECEIVER_ADMIN_TOKEN", "RECEIVER_ADMIN_READ_TOKEN"}
+
+
+async def test_a_slow_admin_read_holds_up_neither_the_worker_nor_its_queue_gauge(
+    tmp_path: Path,
+) -> None:
+    """The worker counted its queue on the reader connection inside its loop: behind a slow
+    admin read (``/admin/stats`` takes most of a second on a large database) it claimed
+    nothing, and took the wait for the count's own cost, leaving the gauge stale for a minute."""
+    providers = {
+        "shop": {
+            "scheme": "none",
+            "event_id": "json:id",
+            "handler": {"kind": "python", "target": f"{TARGETS}:record"},
+        }
+    }
+    path = write_config(tmp_path, providers=providers, worker={"poll_interval_s": 0.05})
+    env = factories.test_environ()
+    receiver = Receiver(load_config(path, environ=env), environ=env)
+    await receiver.start()
+    try:
+        await asyncio.sleep(0.2)  # the first count is done; the next is due at every poll
+        base = f"http://127.0.0.1:{receiver.ingest_port}/webhooks/shop"
+        async with receiver.store.db.reading():  # an admin read that takes a while
+            async with aiohttp.ClientSession() as session:
+                for i in range(3):
+                    async with session.post(base, data=f'{{"id": "e{i}"}}'.encode()) as resp:
+                        assert resp.status == 200
+            await asyncio.wait_for(_until(lambda: len(targets.STATE.calls) == 3), timeout=5)
+        gauge = receiver.metrics.queue_depth.labels("shop")
+        await asyncio.wait_for(_until(lambda: gauge._value.get() == 0), timeout=5)
+        assert receiver.worker._stats_due_at < time.monotonic() + 1
+    finally:
+        await receiver.stop()
