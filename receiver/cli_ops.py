@@ -33,6 +33,7 @@ from receiver.store.filters import (
     parse_limit,
 )
 from receiver.store.replay import ReplayReport
+from receiver.store.retention import policies_of
 from receiver.store.sqlite import SqliteStore
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -77,6 +78,7 @@ def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[T]]) -> 
             synchronous=storage.synchronous,
             retry_after_s=storage.retry_after_s,
             handled_providers=config.handled_providers,
+            retention_policies=policies_of(config.providers),
         )
         await store.open()
         try:

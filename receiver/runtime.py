@@ -28,7 +28,7 @@ from receiver.server.health_routes import Readiness
 from receiver.server.ingest_routes import IngestLimits
 from receiver.server.protocol_log import route_aiohttp_server_log
 from receiver.store.jobs import JobQueue
-from receiver.store.retention import PurgeReport, PurgeTask, RetentionPolicy
+from receiver.store.retention import PurgeReport, PurgeTask, policies_of
 from receiver.store.sqlite import SqliteStore
 from receiver.worker import Worker
 
@@ -68,6 +68,7 @@ class Receiver:
             retry_after_s=s.storage.retry_after_s,
             on_batch=self.metrics.batch_size.observe,
             handled_providers=config.handled_providers,
+            retention_policies=policies_of(config.providers),
         )
         wal = Path(f"{s.storage.path}-wal")
         self.metrics.wal_bytes.set_function(lambda: _file_bytes(wal))
@@ -102,13 +103,7 @@ class Receiver:
                 db=self.store.db,
                 queries=self.store.queries,
                 replayer=self.store.replayer,
-                policies={
-                    name: RetentionPolicy(
-                        payload_retention_s=p.payload_retention_s,
-                        dedupe_retention_s=p.dedupe_retention_s,
-                    )
-                    for name, p in config.providers.items()
-                },
+                policies=policies_of(config.providers),
                 clock=clock,
             ),
             tokens=AdminTokens.from_env(s.admin, self.environ),

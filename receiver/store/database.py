@@ -30,7 +30,7 @@ log = structlog.get_logger("receiver.store")
 T = TypeVar("T")
 _Coalesced = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[object]"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # How long a deferrable coalesced write (a job's completion) waits for an urgent one (a claim) to
 # share its transaction, when nothing urgent is queued yet.
 DEFER_S = 0.01
@@ -64,6 +64,15 @@ END;
 # names the provider (or reads them all), which ``jobs_provider_ready (provider, status, run_at)``
 # serves; the second index only cost each job three more index writes (queued, claimed, done).
 _DROP_JOBS_READY = "DROP INDEX IF EXISTS jobs_ready;"
+# Version 4: the retention windows last applied to each provider's stored events, so a changed
+# window is applied to the events already stored (once), not only to those received after.
+_RETENTION_APPLIED = """
+CREATE TABLE retention_applied (
+    provider            TEXT    PRIMARY KEY,
+    payload_retention_s REAL    NOT NULL,
+    dedupe_retention_s  REAL    NOT NULL
+);
+"""
 
 
 def _sqlite_has_fts5() -> bool:
@@ -82,7 +91,12 @@ def _migrations() -> dict[int, str]:
     """Forward migrations by target version. Version 1 is the whole schema."""
     schema = resources.files("receiver.store").joinpath("schema.sql").read_text("utf-8")
     # Without FTS5 version 2 is empty: text search falls back to LIKE (see store.queries).
-    return {1: schema, 2: _FTS_MIGRATION if _sqlite_has_fts5() else "", 3: _DROP_JOBS_READY}
+    return {
+        1: schema,
+        2: _FTS_MIGRATION if _sqlite_has_fts5() else "",
+        3: _DROP_JOBS_READY,
+        4: _RETENTION_APPLIED,
+    }
 
 
 def storage_error(exc: BaseException, *, retry_after_s: int) -> StorageUnavailable:

@@ -50,6 +50,12 @@ class RecentKeys:
             _, (oldest_id, _, _) = self._known.popitem(last=False)
             self._keys_by_id.pop(oldest_id, None)
 
+    def clear(self) -> None:
+        """Forget every key (their dedupe windows moved): the store answers until relearned.
+        Pending duplicate counts stay: they still have to be written."""
+        self._known.clear()
+        self._keys_by_id.clear()
+
     def forget(self, event_id: int) -> None:
         key = self._keys_by_id.pop(event_id, None)
         if key is not None:

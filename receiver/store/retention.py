@@ -5,6 +5,10 @@
 * After ``dedupe_expires_at`` the row (and its job, attempts, conflicts, requeues) is deleted, so
   a redelivery after that is a new event again.
 * The rejections table is cut back to its newest ``keep_rejections`` rows.
+* A provider's windows are fixed on each event when it is received; when the configured
+  windows change, the first purge after it moves the expiry of that provider's stored events
+  to the new windows (shorter or longer), so a shortened payload retention reaches the bodies
+  already stored. ``retention_applied`` remembers what was applied.
 
 Each step works in small batches, one short transaction each, and rests after each batch as
 long as the batch took: a large purge (hundreds of thousands of rows, the full-text index
@@ -14,13 +18,15 @@ waits behind at most one small batch. The clock is injected.
 
 from __future__ import annotations
 
-__all__ = ["PurgeReport", "PurgeTask", "Retention", "RetentionPolicy"]
+__all__ = ["PurgeReport", "PurgeTask", "Retention", "RetentionPolicy", "policies_of"]
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiosqlite
 import structlog
@@ -42,6 +48,10 @@ class RetentionPolicy:
     payload_retention_s: float
     dedupe_retention_s: float
 
+    @property
+    def windows(self) -> tuple[float, float]:
+        return (self.payload_retention_s, self.dedupe_retention_s)
+
     def as_json(self) -> dict[str, object]:
         return {
             "payload_retention_s": self.payload_retention_s,
@@ -49,6 +59,23 @@ class RetentionPolicy:
             "dedupe_retention_s": self.dedupe_retention_s,
             "dedupe_retention": format_duration(self.dedupe_retention_s),
         }
+
+
+class _HasRetention(Protocol):
+    @property
+    def payload_retention_s(self) -> float: ...
+    @property
+    def dedupe_retention_s(self) -> float: ...
+
+
+def policies_of(providers: Mapping[str, _HasRetention]) -> dict[str, RetentionPolicy]:
+    """Each configured provider's windows, as retention and the admin API use them."""
+    return {
+        name: RetentionPolicy(
+            payload_retention_s=p.payload_retention_s, dedupe_retention_s=p.dedupe_retention_s
+        )
+        for name, p in providers.items()
+    }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,18 +101,26 @@ class Retention:
         batch_size: int = 100,
         keep_rejections: int = DEFAULT_KEEP_REJECTIONS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        policies: Mapping[str, RetentionPolicy] | None = None,
+        on_policy_applied: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
         self._batch_size = batch_size
         self._keep_rejections = keep_rejections
         self._sleep = sleep
+        self._policies = dict(policies or {})
+        self._is_policy_applied = not self._policies
+        # Told when stored expiries moved (ingest's memory of keys holds the old ones).
+        self._on_policy_applied = on_policy_applied
 
     async def purge_once(self, *, is_stopping: Callable[[], bool] = lambda: False) -> PurgeReport:
         """Run every step until nothing more is due at the moment the run started.
 
         ``is_stopping`` is checked between batches, so a shutdown never waits for a long purge.
         """
+        if not self._is_policy_applied:
+            await self._apply_policies(is_stopping)
         now = self._clock()
         payloads = await self._in_batches(self._purge_payloads, now, is_stopping)
         events = await self._in_batches(self._delete_expired, now, is_stopping)
@@ -109,6 +144,38 @@ class Retention:
             await self._sleep(time.monotonic() - started)
         return total
 
+    async def _apply_policies(self, is_stopping: Callable[[], bool]) -> None:
+        """Move the stored expiries of every provider whose windows changed since they were last
+        applied (in id ranges, one short transaction each, resting like the purge)."""
+        async with self._db.reading() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT provider, payload_retention_s, dedupe_retention_s FROM retention_applied"
+            )
+        applied = {row[0]: (float(row[1]), float(row[2])) for row in rows}
+        moved = 0
+        for name, policy in sorted(self._policies.items()):
+            if applied.get(name) == policy.windows:
+                continue
+            after_id = 0
+            while True:
+                if is_stopping():
+                    return  # not recorded: the next run goes on from the start
+                started = time.monotonic()
+                last = await self._db.transaction(
+                    functools.partial(_reexpire, provider=name, policy=policy, after_id=after_id)
+                )
+                if last is None:
+                    break
+                after_id, count = last
+                moved += count
+                await self._sleep(time.monotonic() - started)
+            await self._db.transaction(functools.partial(_record, provider=name, policy=policy))
+            if moved:
+                log.info("retention_policy_applied", provider=name, events=moved)
+        self._is_policy_applied = True
+        if moved and self._on_policy_applied is not None:
+            self._on_policy_applied()
+
     async def _purge_payloads(self, conn: aiosqlite.Connection, now: float) -> int:
         cursor = await conn.execute(
             "UPDATE events SET body = NULL, headers = NULL, payload_purged_at = ?"
@@ -128,6 +195,45 @@ class Retention:
 
     async def _trim_rejections(self, conn: aiosqlite.Connection, now: float) -> int:
         return await trim_rejections(conn, keep=self._keep_rejections, limit=self._batch_size)
+
+
+_REEXPIRE_RANGE = 2000
+
+
+async def _reexpire(
+    conn: aiosqlite.Connection, *, provider: str, policy: RetentionPolicy, after_id: int
+) -> tuple[int, int] | None:
+    """The next id range of ``provider``'s events, their expiries moved to ``policy``: the
+    range's last id and how many events changed, or None when there is none left."""
+    rows = await conn.execute_fetchall(
+        "SELECT id FROM events WHERE provider = ? AND id > ? ORDER BY id LIMIT ?",
+        (provider, after_id, _REEXPIRE_RANGE),
+    )
+    ids = [int(row[0]) for row in rows]
+    if not ids:
+        return None
+    in_range = "provider = ? AND id > ? AND id <= ?"
+    payloads = await conn.execute(
+        "UPDATE events SET payload_expires_at = received_at + ?"
+        f" WHERE {in_range} AND body IS NOT NULL AND payload_expires_at != received_at + ?",
+        (policy.payload_retention_s, provider, after_id, ids[-1], policy.payload_retention_s),
+    )
+    keys = await conn.execute(
+        "UPDATE events SET dedupe_expires_at = received_at + ?"
+        f" WHERE {in_range} AND dedupe_expires_at != received_at + ?",
+        (policy.dedupe_retention_s, provider, after_id, ids[-1], policy.dedupe_retention_s),
+    )
+    return ids[-1], max(payloads.rowcount, 0) + max(keys.rowcount, 0)
+
+
+async def _record(conn: aiosqlite.Connection, *, provider: str, policy: RetentionPolicy) -> None:
+    await conn.execute(
+        "INSERT INTO retention_applied (provider, payload_retention_s, dedupe_retention_s)"
+        " VALUES (?, ?, ?) ON CONFLICT (provider) DO UPDATE SET"
+        " payload_retention_s = excluded.payload_retention_s,"
+        " dedupe_retention_s = excluded.dedupe_retention_s",
+        (provider, *policy.windows),
+    )
 
 
 class PurgeTask:

@@ -6,7 +6,7 @@ __all__ = ["SqliteStore", "row_to_event"]
 
 import json
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import aiosqlite
@@ -18,7 +18,7 @@ from receiver.store.ingest_writer import IngestWriter
 from receiver.store.queries import EventQueries
 from receiver.store.rejections import RejectionJournal
 from receiver.store.replay import Replayer
-from receiver.store.retention import Retention
+from receiver.store.retention import Retention, RetentionPolicy
 
 
 def row_to_event(row: aiosqlite.Row) -> StoredEvent:
@@ -57,6 +57,7 @@ class SqliteStore:
         retry_after_s: int = 5,
         on_batch: Callable[[int], None] | None = None,
         handled_providers: Collection[str] | None = None,
+        retention_policies: Mapping[str, RetentionPolicy] | None = None,
     ) -> None:
         self.clock = clock
         self.db = Database(
@@ -88,7 +89,12 @@ class SqliteStore:
             on_committed=self._notify_committed,
             handled=handled,
         )
-        self.retention = Retention(self.db, clock=clock)
+        self.retention = Retention(
+            self.db,
+            clock=clock,
+            policies=retention_policies,
+            on_policy_applied=self.writer.recent.clear,
+        )
         self.rejections = RejectionJournal(self.db, clock=clock)
 
     def on_committed(self, callback: Callable[[], None]) -> None:

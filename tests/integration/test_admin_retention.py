@@ -149,3 +149,39 @@ async def test_runtime_counts_purges_in_metrics(admin_harness: AdminHarness) -> 
     assert "receiver_purged_payloads_total 1.0" in text
     assert "receiver_purged_events_total 1.0" in text
     assert "receiver_purged_rejections_total 0.0" in text
+
+
+async def test_changed_windows_reach_the_events_already_stored(
+    admin_make_harness: Any,
+) -> None:
+    """Shortening payload retention (say, for privacy) used to apply only to events received
+    afterwards, while /admin/stats already showed the new window as the policy in force."""
+
+    def config(payload: str, dedupe: str) -> dict[str, Any]:
+        provider = {"scheme": "none", "event_id": "json:id"}
+        return {
+            "providers": {
+                "p": {**provider, "payload_retention": payload, "dedupe_retention": dedupe}
+            }
+        }
+
+    before = await admin_make_harness(**config("7d", "7d"))
+    stored = [await before.deliver("p", {"id": f"k{i}"}) for i in range(3)]
+    assert await before.receiver.store.retention.purge_once() == PurgeReport()
+    await before.receiver.store.close()
+
+    after = await admin_make_harness(**config("1h", "30d"))
+    after.clock.now_s = before.clock.now_s + 2 * HOUR_S
+    report = await after.receiver.store.retention.purge_once()
+    assert report == PurgeReport(payloads_purged=3)
+    with sqlite3.connect(after.receiver.config.settings.storage.path) as conn:
+        rows = conn.execute("SELECT dedupe_expires_at - received_at FROM events").fetchall()
+    assert [row[0] for row in rows] == [30 * 24 * HOUR_S] * 3
+    # Eight days on, past the old dedupe window: the events are still known (30 days now).
+    after.clock.advance(8 * 24 * HOUR_S)
+    assert (await after.receiver.store.retention.purge_once()).events_deleted == 0
+    again = await after.deliver("p", {"id": "k0"})
+    assert (again["status"], again["id"]) == ("duplicate", stored[0]["id"])
+    with sqlite3.connect(after.receiver.config.settings.storage.path) as conn:
+        applied = conn.execute("SELECT * FROM retention_applied").fetchall()
+    assert applied == [("p", HOUR_S, 30 * 24 * HOUR_S)]  # the next start compares with this
