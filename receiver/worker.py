@@ -156,6 +156,7 @@ class Worker:
         self._log = log.bind()
         self._keeper = asyncio.create_task(self._keep_leases(), name="receiver-lease-keeper")
         try:
+            await self._requeue_unclaimable()
             while not self._is_stopping:
                 self._wake.clear()
                 await self._claim()
@@ -182,6 +183,15 @@ class Worker:
                 await asyncio.wait({counting})
             if until_empty:
                 await self._http.close()
+
+    async def _requeue_unclaimable(self) -> None:
+        try:
+            count = await self._queue.requeue_unclaimable(list(self.routes), now=self._clock())
+        except StorageUnavailable as exc:
+            self._log.warning("worker_requeue_failed", error=exc.detail)
+            return
+        if count:
+            self._log.warning("jobs_without_a_handler_requeued", jobs=count)
 
     async def _wait(self) -> None:
         with contextlib.suppress(TimeoutError):

@@ -208,6 +208,44 @@ class JobQueue:
             self._on_dead(job.event_id)
         return is_buried
 
+    async def requeue_unclaimable(self, handled: Sequence[str], *, now: float) -> int:
+        """Jobs left running, their lease expired, by a provider with no handler now (removed
+        from the config, or its handler taken away): no worker would ever claim them again,
+        so they would show as processing for ever. They go back to queued (where
+        ``waiting_for_a_handler`` counts them), their open attempt closed as a lost lease."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            placeholders, params = _in(handled)
+            unhandled = f" AND provider NOT IN {placeholders}" if handled else ""
+            ids = [
+                int(row[0])
+                for row in conn.execute(
+                    "SELECT event_id FROM jobs WHERE status = 'running'"
+                    f" AND lease_expires_at <= :now{unhandled}",
+                    {"now": now, **params},
+                )
+            ]
+            for start in range(0, len(ids), 500):  # within SQLite's bound parameters
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(
+                    "UPDATE attempts SET finished_at = ?, outcome = 'retry', error = ?"
+                    f" WHERE event_id IN ({marks}) AND outcome IS NULL",
+                    (now, _LEASE_LOST, *chunk),
+                )
+                conn.execute(
+                    "UPDATE jobs SET status = 'queued', lease_token = NULL,"
+                    f" lease_expires_at = NULL, updated_at = ? WHERE event_id IN ({marks})",
+                    (now, *chunk),
+                )
+                conn.execute(
+                    f"UPDATE events SET status = ? WHERE id IN ({marks})",
+                    (str(EventStatus.QUEUED), *chunk),
+                )
+            return len(ids)
+
+        return await self._db.transaction_sync(work, is_flushed=False)
+
     async def release(self, job: ClaimedJob, *, now: float) -> bool:
         """Hand the job back without an outcome (shutdown): the attempt does not count."""
         return await self._finish(

@@ -943,3 +943,25 @@ async def test_an_error_text_never_shows_the_urls_credentials_or_query(
     assert attempt["error"]
     assert "CANARY" not in attempt["error"] and "CANARY" not in repr(logs)
     assert f"127.0.0.1:{port}/hook" in attempt["error"]
+
+
+async def test_jobs_left_running_by_a_provider_without_a_handler_now_are_queued_again(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """A worker killed mid-job, restarted with that provider removed from the config (or its
+    handler taken away): no one claims the job again, so it showed "processing" for ever."""
+    gone = await record(store, "gone", 1)
+    kept = await record(store, "p", 2)
+    [claimed] = await JobQueue(store.db).claim(
+        caps={"gone": None}, limit=1, now=clock(), lease_s=30
+    )
+    assert claimed.event_id == gone
+    clock.now += 60  # the crashed worker's lease ran out
+    worker = make_worker(store, clock, {"p": python("record")})
+    await worker.run(until_empty=True)
+    assert status_of(store, gone)[:2] == ("queued", "queued")
+    assert status_of(store, kept)[:2] == ("succeeded", "succeeded")
+    [(outcome, error)] = query(
+        store, "SELECT outcome, error FROM attempts WHERE event_id = ?", gone
+    )
+    assert outcome == "retry" and "lease expired" in error
