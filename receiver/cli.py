@@ -86,7 +86,8 @@ def _check_config(args: argparse.Namespace) -> int:
 
 @command("sign")
 def _sign(args: argparse.Namespace) -> int:
-    config = _load(args)
+    path = Path(args.config) if args.config else default_config_path()
+    config = load_config(path, only={args.provider})  # the other providers' secrets: not needed
     provider = config.providers.get(args.provider)
     if provider is None:
         print(f"error: no provider named {args.provider!r} in {config.path}", file=sys.stderr)

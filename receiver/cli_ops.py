@@ -24,6 +24,7 @@ import structlog
 
 from receiver.config import Config, default_config_path, load_config
 from receiver.errors import ReceiverError
+from receiver.providers import configured_windows
 from receiver.store.filters import (
     Cursor,
     EventFilter,
@@ -33,7 +34,7 @@ from receiver.store.filters import (
     parse_limit,
 )
 from receiver.store.replay import ReplayReport
-from receiver.store.retention import policies_of
+from receiver.store.retention import RetentionPolicy
 from receiver.store.sqlite import SqliteStore
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -45,8 +46,10 @@ _FILTER_FLAGS = ("provider", "status", "type", "key", "since", "until", "q")
 
 
 def _config(args: argparse.Namespace) -> Config:
+    """The config without any provider resolved: these commands read and write the store only,
+    so they run where the webhook secrets are not set (an operator's shell)."""
     path = Path(args.config) if args.config else default_config_path()
-    return load_config(path)
+    return load_config(path, only=())
 
 
 @contextmanager
@@ -78,7 +81,10 @@ def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[T]]) -> 
             synchronous=storage.synchronous,
             retry_after_s=storage.retry_after_s,
             handled_providers=config.handled_providers,
-            retention_policies=policies_of(config.providers),
+            retention_policies={
+                name: RetentionPolicy(payload_retention_s=payload_s, dedupe_retention_s=dedupe_s)
+                for name, (payload_s, dedupe_s) in configured_windows(config.settings).items()
+            },
         )
         await store.open()
         try:

@@ -25,7 +25,7 @@ __all__ = [
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -335,13 +335,17 @@ def read_yaml(path: Path) -> object:
         raise ConfigError([ConfigProblem("", f"{path} is not valid YAML: {exc}")]) from None
 
 
-def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, validate and resolve ``path``; raise ConfigError listing every problem."""
+def load_config(
+    path: Path, *, environ: Mapping[str, str] | None = None, only: Collection[str] | None = None
+) -> Config:
+    """Read, validate and resolve ``path``; raise ConfigError listing every problem. With
+    ``only``, just those providers are resolved (``sign`` needs one provider's secret, the
+    operations commands none)."""
     from receiver.providers import resolve_providers  # the provider layer builds verifiers
 
     env = dict(os.environ if environ is None else environ)
     settings, problems = parse_settings(read_yaml(path))
-    providers, provider_problems, warnings = resolve_providers(settings, env)
+    providers, provider_problems, warnings = resolve_providers(settings, env, only=only)
     problems += provider_problems
     if problems:
         raise ConfigError(problems)

@@ -7,7 +7,7 @@ __all__ = ["Provider", "resolve_providers"]
 
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -196,9 +196,7 @@ def _resolve_one(
     event_id = _source(event_id_expr, f"{prefix}.event_id", problems)
     event_type = _source(ps.event_type or scheme.event_type, f"{prefix}.event_type", problems)
     serialize_by = _source(ps.serialize_by, f"{prefix}.serialize_by", problems)
-    dedupe_s = ps.dedupe_retention or scheme.dedupe_retention_s
-    # A payload never outlives its key: the default payload window is capped by the dedupe one.
-    payload_s = ps.payload_retention or min(scheme.payload_retention_s, dedupe_s)
+    payload_s, dedupe_s = retention_windows(ps, scheme)
     if payload_s > dedupe_s:
         problems.append(
             ConfigProblem(
@@ -243,10 +241,30 @@ def _resolve_one(
     )
 
 
+def retention_windows(ps: ProviderSettings, scheme: Scheme) -> tuple[float, float]:
+    """``(payload, dedupe)`` retention in seconds: configured, else the scheme's."""
+    dedupe_s = ps.dedupe_retention or scheme.dedupe_retention_s
+    # A payload never outlives its key: the default payload window is capped by the dedupe one.
+    payload_s = ps.payload_retention or min(scheme.payload_retention_s, dedupe_s)
+    return payload_s, dedupe_s
+
+
+def configured_windows(settings: Settings) -> dict[str, tuple[float, float]]:
+    """Every provider's retention windows from the settings alone: no secret is read (for the
+    operations commands, run where the webhook secrets may not be set)."""
+    windows = {}
+    for name, ps in settings.providers.items():
+        scheme = get_scheme(ps.scheme)
+        if scheme is not None:
+            windows[name] = retention_windows(ps, scheme)
+    return windows
+
+
 def resolve_providers(
-    settings: Settings, env: Mapping[str, str]
+    settings: Settings, env: Mapping[str, str], *, only: Collection[str] | None = None
 ) -> tuple[dict[str, Provider], list[ConfigProblem], list[str]]:
-    """Resolve every provider; returns (providers, problems, warnings).
+    """Resolve every provider (or those named in ``only``: the others' secrets are not read);
+    returns (providers, problems, warnings).
 
     Paths (``secret_files``) are relative to the working directory, like ``storage.path``.
     """
@@ -254,6 +272,8 @@ def resolve_providers(
     warnings: list[str] = []
     providers: dict[str, Provider] = {}
     for name, ps in settings.providers.items():
+        if only is not None and name not in only:
+            continue
         provider = _resolve_one(name, ps, settings, env, problems, warnings)
         if provider is not None:
             providers[name] = provider

@@ -223,7 +223,9 @@ async def test_subprocess_run_while_the_receiver_has_the_database_open(
     admin_cli: AdminHarness,
 ) -> None:
     config = admin_cli.config_path
-    env: dict[str, Any] = {"PYTHONPATH": str(Path.cwd()), SECRET_ENV: TEST_SECRET, "PATH": ""}
+    # No webhook secret in the environment: an operator's shell has none, and these commands
+    # only read and write the store (the config names SECRET_ENV for its ``sw`` provider).
+    env: dict[str, Any] = {"PYTHONPATH": str(Path.cwd()), "PATH": ""}
     proc = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "receiver", "events", "list", "--json", "--config", str(config)],

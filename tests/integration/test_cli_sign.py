@@ -94,3 +94,23 @@ async def test_a_form_provider_is_signed_with_its_own_content_type(
     assert headers["Content-Type"] == "application/x-www-form-urlencoded"
     resp = await harness.post("tw", body_file.read_bytes(), headers)
     assert resp.status == 200, await resp.text()
+
+
+def test_signing_needs_only_that_providers_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.factories import write_config
+
+    monkeypatch.setenv(SECRET_ENV, TEST_SECRET)
+    monkeypatch.delenv("OTHER_PROVIDER_SECRET", raising=False)
+    config = write_config(
+        tmp_path,
+        providers={
+            "sw": {"scheme": "standard-webhooks", "secret_envs": [SECRET_ENV]},
+            "other": {"scheme": "stripe", "secret_envs": ["OTHER_PROVIDER_SECRET"]},
+        },
+    )
+    body = tmp_path / "b.json"
+    body.write_bytes(event_body(1))
+    code = main(["sign", "--config", str(config), "--provider", "sw", "--body", str(body)])
+    assert code == 0, capsys.readouterr().err
