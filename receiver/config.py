@@ -131,6 +131,15 @@ class HttpHandler(_Strict):
     url: str
     timeout_s: float = Field(default=10.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
+    # Header name -> the environment variable holding its value (a downstream's token): the
+    # secret stays out of the YAML like a webhook secret. Resolved at load into ``headers``.
+    header_envs: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("header_envs")
+    @classmethod
+    def _settable_names(cls, header_envs: dict[str, str]) -> dict[str, str]:
+        cls._settable(dict.fromkeys(header_envs, ""))
+        return header_envs
 
     @field_validator("headers")
     @classmethod

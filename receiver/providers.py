@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
+from receiver.config import HttpHandler
 from receiver.errors import ConfigProblem
 from receiver.handlers import check_handler
 from receiver.keys import SourceSyntaxError, ValueSource, parse_source
@@ -72,6 +73,29 @@ def _read_secret_file(path: Path) -> str:
         return data.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise ValueError("not UTF-8 text") from None
+
+
+def _with_header_secrets(
+    name: str, ps: ProviderSettings, env: Mapping[str, str], problems: list[ConfigProblem]
+) -> ProviderSettings:
+    """An http handler's ``header_envs`` read into its ``headers`` (an unset variable is a
+    problem naming it, as for webhook secrets)."""
+    handler = ps.handler
+    if not isinstance(handler, HttpHandler) or not handler.header_envs:
+        return ps
+    headers = dict(handler.headers)
+    for header, var in handler.header_envs.items():
+        value = env.get(var, "").strip()
+        if not value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            problems.append(
+                ConfigProblem(
+                    f"providers.{name}.handler.header_envs.{header}",
+                    f"environment variable {var} is not set, empty, or not one line of text",
+                )
+            )
+            continue
+        headers[header] = value
+    return ps.model_copy(update={"handler": handler.model_copy(update={"headers": headers})})
 
 
 def _read_secrets(
@@ -208,6 +232,7 @@ def _resolve_one(
     if ps.handler is not None:
         field = f"{prefix}.handler.{_HANDLER_FIELD[ps.handler.kind]}"
         problems.extend(ConfigProblem(field, message) for message in check_handler(ps.handler))
+        ps = _with_header_secrets(name, ps, env, problems)
     if len(problems) > before or not options_ok or event_id is None:
         return None
     try:

@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from receiver.config import load_config
 from receiver.errors import ConfigError
@@ -264,3 +266,51 @@ async def test_a_slow_admin_read_holds_up_neither_the_worker_nor_its_queue_gauge
         assert receiver.worker._stats_due_at < time.monotonic() + 1
     finally:
         await receiver.stop()
+
+
+def test_a_handler_header_secret_comes_from_the_environment(tmp_path: Path) -> None:
+    """A downstream's token must not have to sit in the YAML: ``header_envs`` names the
+    variable; unset, it is a problem naming the header, like an unset webhook secret."""
+    handler = {
+        "kind": "http",
+        "url": "http://127.0.0.1:9/hook",
+        "header_envs": {"Authorization": "DOWNSTREAM_AUTH_FOR_TESTS"},
+    }
+    problems = _problems(tmp_path, {"p": handler})
+    assert (
+        "DOWNSTREAM_AUTH_FOR_TESTS is not set"
+        in problems["providers.p.handler.header_envs.Authorization"]
+    )
+
+
+async def test_the_header_secret_reaches_the_downstream(
+    tmp_path: Path, aiohttp_server: Any
+) -> None:
+    seen: list[str | None] = []
+
+    async def downstream(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", downstream)
+    server = await aiohttp_server(app)
+    handler = {
+        "kind": "http",
+        "url": str(server.make_url("/hook")),
+        "header_envs": {"Authorization": "DOWNSTREAM_AUTH_FOR_TESTS"},
+    }
+    providers = {"p": {"scheme": "none", "event_id": "json:id", "handler": handler}}
+    path = write_config(tmp_path, providers=providers)
+    env = factories.test_environ(DOWNSTREAM_AUTH_FOR_TESTS="Bearer downstream-token")
+    receiver = Receiver(load_config(path, environ=env), environ=env)
+    await receiver.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{receiver.ingest_port}/webhooks/p"
+            async with session.post(url, data=b'{"id": "a1"}') as resp:
+                assert resp.status == 200
+        await asyncio.wait_for(_until(lambda: bool(seen)), timeout=10)
+    finally:
+        await receiver.stop()
+    assert seen == ["Bearer downstream-token"]
