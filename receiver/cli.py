@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from receiver import cli_ops
-from receiver.config import Config, default_config_path, load_config
+from receiver.config import Config, default_config_path, load_config, serving_problems
 from receiver.durations import format_duration
 from receiver.errors import ConfigError, ReceiverError
 from receiver.logs import configure_logging
@@ -41,8 +41,13 @@ cli_ops.register(command)  # events, replay, purge
 
 
 def _load(args: argparse.Namespace) -> Config:
+    """The config to serve with: every provider resolved, and nothing ``serve`` would refuse."""
     path = Path(args.config) if args.config else default_config_path()
-    return load_config(path)
+    config = load_config(path)
+    problems = serving_problems(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 @command("serve")

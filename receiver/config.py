@@ -36,6 +36,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     field_validator,
     model_validator,
@@ -45,25 +46,29 @@ from receiver.durations import parse_duration
 from receiver.errors import ConfigError, ConfigProblem
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-Port = Annotated[int, Field(ge=0, le=65535)]
+# Numbers and switches as YAML writes them: ``true`` is not the number 1, nor ``"8"`` a count.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]  # an integer is a float too; .inf and .nan are refused
+Bool = Annotated[bool, Strict()]
+Port = Annotated[Int, Field(ge=0, le=65535)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: Port = 8080
-    max_body_bytes: int = Field(default=1_048_576, ge=1)
-    read_timeout_s: float = Field(default=30.0, gt=0)
+    max_body_bytes: Int = Field(default=1_048_576, ge=1)
+    read_timeout_s: Float = Field(default=30.0, gt=0)
     # A connection that has not sent a whole request head (line and headers) this long after it
     # opened or after its last answer is closed: idle keep-alives, and slow-header attacks.
-    idle_timeout_s: float = Field(default=15.0, gt=0)
+    idle_timeout_s: Float = Field(default=15.0, gt=0)
     # The externally visible base URL (behind a proxy), for schemes that sign the URL.
     public_base_url: str | None = None
     # All request bodies held in memory at once; a body that would pass it is answered 503.
-    body_memory_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    body_memory_bytes: Int = Field(default=64 * 1024 * 1024, ge=1)
 
     @model_validator(mode="after")
     def _one_body_fits(self) -> ServerSettings:
@@ -78,27 +83,29 @@ class ServerSettings(_Strict):
 class AdminSettings(_Strict):
     host: str = "127.0.0.1"
     port: Port = 8081
-    token_env: str = "RECEIVER_ADMIN_TOKEN"  # noqa: S105 - the variable name, not a token
-    read_token_env: str | None = None
+    token_env: str = Field(  # the variable's name, not a token
+        default="RECEIVER_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+    )
+    read_token_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 class StorageSettings(_Strict):
     path: Path = Path("data/receiver.db")
     # How long a write may wait for a lock before ingest answers 503.
-    busy_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    busy_timeout_s: Float = Field(default=2.0, gt=0, le=60)
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
-    batch_max: int = Field(default=256, ge=1, le=2000)
-    retry_after_s: int = Field(default=5, ge=1)
+    batch_max: Int = Field(default=256, ge=1, le=2000)
+    retry_after_s: Int = Field(default=5, ge=1)
 
 
 class WorkerSettings(_Strict):
-    concurrency: int = Field(default=8, ge=1, le=1024)
-    max_attempts: int = Field(default=10, ge=1)
-    lease_s: float = Field(default=60.0, gt=0)
-    poll_interval_s: float = Field(default=1.0, gt=0)
-    shutdown_timeout_s: float = Field(default=10.0, ge=0)
-    backoff_base_s: float = Field(default=1.0, gt=0)
-    backoff_max_s: float = Field(default=3600.0, gt=0)
+    concurrency: Int = Field(default=8, ge=1, le=1024)
+    max_attempts: Int = Field(default=10, ge=1)
+    lease_s: Float = Field(default=60.0, gt=0)
+    poll_interval_s: Float = Field(default=1.0, gt=0)
+    shutdown_timeout_s: Float = Field(default=10.0, ge=0)
+    backoff_base_s: Float = Field(default=1.0, gt=0)
+    backoff_max_s: Float = Field(default=3600.0, gt=0)
 
 
 class LogSettings(_Strict):
@@ -129,7 +136,7 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 class HttpHandler(_Strict):
     kind: Literal["http"]
     url: str
-    timeout_s: float = Field(default=10.0, gt=0)
+    timeout_s: Float = Field(default=10.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
     # Header name -> the environment variable holding its value (a downstream's token): the
     # secret stays out of the YAML like a webhook secret. Resolved at load into ``headers``.
@@ -158,14 +165,14 @@ class HttpHandler(_Strict):
 class PythonHandler(_Strict):
     kind: Literal["python"]
     target: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    timeout_s: float = Field(default=30.0, gt=0)
+    timeout_s: Float = Field(default=30.0, gt=0)
 
 
 class CommandHandler(_Strict):
     kind: Literal["command"]
     argv: list[str] = Field(min_length=1)
-    timeout_s: float = Field(default=30.0, gt=0)
-    permanent_exit_codes: list[int] = Field(default_factory=list)
+    timeout_s: Float = Field(default=30.0, gt=0)
+    permanent_exit_codes: list[Int] = Field(default_factory=list)
 
 
 HandlerSettings = Annotated[
@@ -177,7 +184,7 @@ class ProviderSettings(_Strict):
     scheme: str
     secret_envs: list[str] = Field(default_factory=list)
     secret_files: list[Path] = Field(default_factory=list)
-    tolerance_s: int | None = Field(default=None, ge=0)
+    tolerance_s: Int | None = Field(default=None, ge=0)
     event_id: str | None = None
     event_type: str | None = None
     public_url: str | None = None
@@ -186,10 +193,10 @@ class ProviderSettings(_Strict):
     on_conflict: Literal["duplicate", "reject"] = "duplicate"
     payload_retention: Duration | None = None
     dedupe_retention: Duration | None = None
-    requeue_dead: bool = True
+    requeue_dead: Bool = True
     serialize_by: str | None = None
-    max_attempts: int | None = Field(default=None, ge=1)
-    concurrency: int | None = Field(default=None, ge=1)
+    max_attempts: Int | None = Field(default=None, ge=1)
+    concurrency: Int | None = Field(default=None, ge=1)
 
 
 class Settings(_Strict):
@@ -323,10 +330,47 @@ def parse_settings(raw: object) -> tuple[Settings, list[ConfigProblem]]:
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        return _salvage(raw), _problems_of(exc)
+        salvaged = _salvage(raw)  # what did validate is still checked across sections
+        return salvaged, _problems_of(exc) + _cross_section_problems(salvaged)
+    problems = _cross_section_problems(settings)
     if not settings.providers:
-        return settings, [ConfigProblem("providers", "no providers are configured")]
-    return settings, []
+        problems.append(ConfigProblem("providers", "no providers are configured"))
+    return settings, problems
+
+
+def _cross_section_problems(settings: Settings) -> list[ConfigProblem]:
+    problems = []
+    ingest, admin = settings.server.port, settings.admin.port
+    if ingest == admin != 0:
+        problems.append(
+            ConfigProblem("admin.port", f"is the ingest listener's port too ({ingest})")
+        )
+    path = settings.storage.path
+    if str(path) in ("", ".") or path.is_dir():
+        problems.append(
+            ConfigProblem("storage.path", f"must name a database file, not a directory ({path})")
+        )
+    return problems
+
+
+def serving_problems(
+    config: Config, environ: Mapping[str, str] | None = None
+) -> list[ConfigProblem]:
+    """What ``serve`` would refuse at start beyond the file itself: an admin API on a non-loopback
+    address without its token (``check-config`` reports it too)."""
+    from receiver.server.admin_auth import is_loopback
+
+    env = os.environ if environ is None else environ
+    admin = config.settings.admin
+    if is_loopback(admin.host) or env.get(admin.token_env, "").strip():
+        return []
+    return [
+        ConfigProblem(
+            "admin.host",
+            f"{admin.host} is not a loopback address and {admin.token_env} is not set: set a"
+            " token, or bind admin to 127.0.0.1",
+        )
+    ]
 
 
 def read_yaml(path: Path) -> object:

@@ -241,3 +241,45 @@ def test_a_list_or_mapping_as_a_key_is_a_config_error(tmp_path: Path, text: str)
         load_config(_write(tmp_path, text), environ={})
     assert "not valid YAML" in str(info.value) and "plain value" in str(info.value)
     assert main(["check-config", "--config", str(tmp_path / "receiver.yaml")]) == 2
+
+
+def test_yaml_switches_and_infinities_are_not_numbers(tmp_path: Path) -> None:
+    """``port: true`` used to load as port 1 and ``concurrency: yes`` as one slot, silently."""
+    text = (
+        VALID.replace("port: 8080", "port: true").replace("concurrency: 8", "concurrency: yes")
+        + "    requeue_dead: 1\n    max_attempts: on\n"
+    )
+    text = text.replace("worker: {", "worker: {lease_s: .inf, ")
+    problems = _problems(tmp_path, text)
+    for path in (
+        "server.port",
+        "worker.concurrency",
+        "worker.lease_s",
+        "providers.billing.requeue_dead",
+        "providers.billing.max_attempts",
+    ):
+        assert path in problems, problems
+
+
+def test_what_serve_would_refuse_is_a_problem_of_the_file(tmp_path: Path) -> None:
+    text = VALID.replace("port: 8081", "port: 8080").replace(
+        "path: data/receiver.db", f"path: {tmp_path}"
+    )
+    problems = _problems(tmp_path, text)
+    assert "ingest listener's port" in problems["admin.port"]
+    assert "not a directory" in problems["storage.path"]
+    blank_token_env = VALID.replace("token_env: RECEIVER_ADMIN_TOKEN", "token_env: ''")
+    assert "admin.token_env" in _problems(tmp_path, blank_token_env)
+
+
+def test_check_config_refuses_an_exposed_admin_api_without_its_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve refuses to start so (DESIGN §3); check-config said OK to the same file."""
+    monkeypatch.setenv("SW_SECRET", SECRET)
+    monkeypatch.delenv("RECEIVER_ADMIN_TOKEN", raising=False)
+    path = _write(tmp_path, VALID.replace("admin: {host: 127.0.0.1", "admin: {host: 0.0.0.0"))
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert "admin.host" in capsys.readouterr().err
+    monkeypatch.setenv("RECEIVER_ADMIN_TOKEN", "a-long-enough-admin-token-for-tests")
+    assert main(["check-config", "--config", str(path)]) == 0
