@@ -1,7 +1,7 @@
 # receiver: webhook receiver and redelivery deduplicator.
 # Build: docker build -t receiver .
 # Run:   docker run -p 8080:8080 -v receiver-data:/data \
-#          -v "$PWD/my-config.yaml:/etc/receiver/receiver.yaml:ro" -e STRIPE_WEBHOOK_SECRET=... receiver
+#          -v "$PWD/my.yaml:/etc/receiver/receiver.yaml:ro" -e STRIPE_WEBHOOK_SECRET=... receiver
 #   (or, with the built-in demo config: -e RECEIVER_DEMO_SECRET=whsec_...)
 
 FROM python:3.11-slim AS build

@@ -9,6 +9,7 @@ __all__ = ["main"]
 
 import argparse
 import asyncio
+import re
 import secrets
 import shlex
 import sys
@@ -89,6 +90,9 @@ def _check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_ID_HEADER = re.compile(r"^header:([!#$%&'*+.^_`|~0-9A-Za-z-]+)$")
+
+
 @command("sign")
 def _sign(args: argparse.Namespace) -> int:
     path = Path(args.config) if args.config else default_config_path()
@@ -104,17 +108,30 @@ def _sign(args: argparse.Namespace) -> int:
             f"error: receiver cannot sign for scheme {provider.scheme.name}: {how}", file=sys.stderr
         )
         return EXIT_USAGE
-    body = sys.stdin.buffer.read() if args.body in (None, "-") else Path(args.body).read_bytes()
+    is_stdin = args.body in (None, "-")
+    if args.curl and is_stdin:
+        print(
+            "error: --curl needs --body FILE: a body read from stdin is gone by the time the"
+            " printed command runs",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    body = sys.stdin.buffer.read() if is_stdin else Path(args.body).read_bytes()
     s = config.settings
     url = args.url or f"http://{s.server.host}:{s.server.port}/webhooks/{args.provider}"
     event_id = args.event_id or f"msg_{secrets.token_hex(12)}"
     headers = verifier.sign(body, now_s=time.time(), event_id=event_id, url=url)
+    # Where the provider's own ID travels, when one header holds it (``hmac`` schemes): the
+    # delivery must carry it, or it has no event ID.
+    named = _ID_HEADER.match(provider.event_id.expression.split("||")[0].strip())
+    if named and named[1].lower() not in {name.lower() for name in headers}:
+        headers[named[1]] = event_id
     if args.curl:
         content_type = f"Content-Type: {provider.scheme.content_type}"
         parts = ["curl", "-sS", "-X", "POST", url, "-H", content_type]
         for name, value in headers.items():
             parts += ["-H", f"{name}: {value}"]
-        parts += ["--data-binary", f"@{args.body}" if args.body not in (None, "-") else "@-"]
+        parts += ["--data-binary", f"@{args.body}"]
         print(shlex.join(parts))
     else:
         for name, value in headers.items():

@@ -114,3 +114,41 @@ def test_signing_needs_only_that_providers_secret(
     body.write_bytes(event_body(1))
     code = main(["sign", "--config", str(config), "--provider", "sw", "--body", str(body)])
     assert code == 0, capsys.readouterr().err
+
+
+async def test_a_header_keyed_provider_gets_its_id_header(
+    make_harness: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ``hmac`` provider keyed on a header: the signed delivery lacked that header and was
+    refused 400 missing_event_id."""
+    from tests.support.factories import test_environ
+
+    provider = {
+        "scheme": "hmac",
+        "secret_envs": ["WIDGET_SECRET"],
+        "event_id": "header:X-Widget-Delivery",
+        "options": {"header": "X-Widget-Signature", "algorithm": "sha256", "encoding": "hex"},
+    }
+    harness: Harness = await make_harness(
+        environ=test_environ(WIDGET_SECRET="widget-secret"), providers={"w": provider}
+    )
+    body_file = tmp_path / "w.json"
+    body_file.write_bytes(b'{"n": 1}')
+    argv = ["sign", "--config", str(harness.receiver.config.path), "--provider", "w"]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WIDGET_SECRET", "widget-secret")
+        code = main([*argv, "--body", str(body_file), "--event-id", "d-1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    headers = dict(line.split(": ", 1) for line in out.strip().splitlines())
+    resp = await harness.post("w", body_file.read_bytes(), headers)
+    assert (await resp.json())["key"] == "w:d-1"
+
+
+def test_a_curl_line_needs_a_body_file(
+    signing: tuple[Harness, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    harness, _ = signing
+    argv = ["sign", "--config", str(harness.receiver.config.path), "--provider", "sw", "--curl"]
+    assert main(argv) == 2
+    assert "--curl needs --body FILE" in capsys.readouterr().err
