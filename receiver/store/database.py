@@ -30,7 +30,7 @@ log = structlog.get_logger("receiver.store")
 T = TypeVar("T")
 _Coalesced = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[object]"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # How long a deferrable coalesced write (a job's completion) waits for an urgent one (a claim) to
 # share its transaction, when nothing urgent is queued yet.
 DEFER_S = 0.01
@@ -87,6 +87,48 @@ def _sqlite_has_fts5() -> bool:
     return True
 
 
+def _search_text(body: str) -> str:
+    """SQL for the text a body is indexed under: a JSON body's values, decoded (a ``\\n`` or
+    ``\\u00fc`` escape would otherwise glue itself to the next word: ``nsecond``,
+    ``u00fcller``); any other body as its bytes read as text. Deterministic, so a delete from
+    the external-content index names exactly what was indexed."""
+    text = f"CAST({body} AS TEXT)"
+    values = (
+        "(SELECT group_concat(CASE WHEN type = 'text' THEN value ELSE atom END, ' ')"
+        f" FROM json_tree({text}) WHERE atom IS NOT NULL)"
+    )
+    # json_valid first: json_tree raises on what it cannot parse (too deep, not JSON).
+    return f"CASE WHEN json_valid({text}) THEN coalesce({values}, '') ELSE {text} END"
+
+
+# Version 5: the index holds decoded JSON values (version 2 indexed the raw JSON text, where
+# escapes hid words); rebuilt whole, triggers and all (also where version 2 found no FTS5).
+_FTS_DECODED = f"""
+DROP TRIGGER IF EXISTS events_fts_insert;
+DROP TRIGGER IF EXISTS events_fts_delete;
+DROP TRIGGER IF EXISTS events_fts_purge;
+DROP TRIGGER IF EXISTS events_fts_restore;
+DROP TABLE IF EXISTS events_fts;
+CREATE VIRTUAL TABLE events_fts USING fts5(body, content='events', content_rowid='id');
+INSERT INTO events_fts (rowid, body)
+    SELECT id, {_search_text("body")} FROM events WHERE body IS NOT NULL;
+CREATE TRIGGER events_fts_insert AFTER INSERT ON events WHEN new.body IS NOT NULL BEGIN
+    INSERT INTO events_fts (rowid, body) VALUES (new.id, {_search_text("new.body")});
+END;
+CREATE TRIGGER events_fts_delete AFTER DELETE ON events WHEN old.body IS NOT NULL BEGIN
+    INSERT INTO events_fts (events_fts, rowid, body)
+        VALUES ('delete', old.id, {_search_text("old.body")});
+END;
+CREATE TRIGGER events_fts_purge AFTER UPDATE OF body ON events WHEN old.body IS NOT NULL BEGIN
+    INSERT INTO events_fts (events_fts, rowid, body)
+        VALUES ('delete', old.id, {_search_text("old.body")});
+END;
+CREATE TRIGGER events_fts_restore AFTER UPDATE OF body ON events WHEN new.body IS NOT NULL BEGIN
+    INSERT INTO events_fts (rowid, body) VALUES (new.id, {_search_text("new.body")});
+END;
+"""
+
+
 def _migrations() -> dict[int, str]:
     """Forward migrations by target version. Version 1 is the whole schema."""
     schema = resources.files("receiver.store").joinpath("schema.sql").read_text("utf-8")
@@ -96,6 +138,7 @@ def _migrations() -> dict[int, str]:
         2: _FTS_MIGRATION if _sqlite_has_fts5() else "",
         3: _DROP_JOBS_READY,
         4: _RETENTION_APPLIED,
+        5: _FTS_DECODED if _sqlite_has_fts5() else "",
     }
 
 

@@ -58,6 +58,8 @@ def parse_text(parameter: str, value: object) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidParameter(parameter, "must be a string")
+    if not value.strip():
+        raise InvalidParameter(parameter, "is blank")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

@@ -17,7 +17,6 @@ __all__ = [
 ]
 
 import base64
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -37,7 +36,9 @@ _TIMELINE_MAX = 200
 
 def _fts_query(text: str) -> str | None:
     """Every whitespace-separated term as a quoted FTS5 phrase (so no query syntax leaks in)."""
-    terms = [t for t in text.split() if re.search(r"\w", t)]
+    # A term the index can hold has a letter or digit ("_" alone is a separator to it, as to
+    # FTS5's tokenizer): any other query is a substring search instead.
+    terms = [t for t in text.split() if any(ch.isalnum() for ch in t)]
     if not terms:
         return None
     return " ".join('"' + t.replace('"', '""') + '"' for t in terms)

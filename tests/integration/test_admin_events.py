@@ -129,6 +129,7 @@ async def test_fts_index_is_built_and_follows_purges(admin_harness: AdminHarness
         ({"cursor": "not-a-cursor"}, "cursor"),
         ({"cursor": base64.urlsafe_b64encode(b"r1:5").decode()}, "cursor"),
         ({"q": "x" * 501}, "q"),
+        ({"q": "   "}, "q"),  # blank: a bulk replay would take it for a filter matching all
         ({"provider": "p" * 65}, "provider"),
     ],
 )
@@ -376,3 +377,30 @@ async def test_rejections_refuse_until_before_since(admin_harness: AdminHarness)
     resp = await admin_harness.get("/admin/rejections", since="1h", until="2h")
     assert resp.status == 400
     assert (await resp.json())["error"] == "invalid_parameter"
+
+
+async def test_text_search_finds_words_a_json_escape_used_to_hide(
+    admin_harness: AdminHarness,
+) -> None:
+    """The index held the raw JSON text: the first word of every line after the first
+    (``\\nsecond``) and escaped non-ASCII text (``M\\u00fcller``) could not be found."""
+    h = admin_harness
+    body = json.dumps(  # as most JSON encoders write it: newlines and non-ASCII escaped
+        {"id": "esc", "type": "t", "comment": "first line\nsecond line\tTabbed M\u00fcller"},
+        ensure_ascii=True,
+    ).encode()
+    assert b"\\n" in body and b"\\u00fc" in body
+    event_id = (await h.deliver("plain", body))["id"]
+    for word in ("second", "Tabbed", "Müller", "muller", "first"):
+        assert await _ids(h, q=word) == [event_id], word
+    assert await _ids(h, q="nsecond") == []
+
+
+async def test_a_query_without_letters_or_digits_is_a_substring_search(
+    admin_harness: AdminHarness,
+) -> None:
+    h = admin_harness
+    ids = await _seed(h)
+    underscored = (await h.deliver("plain", {"id": "u1", "type": "t", "note": "a_b"}))["id"]
+    found = await _ids(h, q="_")
+    assert underscored in found and ids["plain:a3"] in found  # "n_s" holds one too

@@ -183,3 +183,33 @@ async def test_a_read_only_database_is_not_reported_writable(db: Database) -> No
         db._writer = writable
         await read_only.close()
     assert await db.check_writable()
+
+
+async def test_an_older_search_index_is_rebuilt_with_decoded_text(tmp_path: Path) -> None:
+    """Version 5 re-indexes what version 2 indexed raw: stored events become findable by the
+    words their JSON escapes hid, and a purge afterwards leaves nothing behind in the index."""
+    path = tmp_path / "old.db"
+    body = b'{"comment": "first line\\nsecond line M\\u00fcller"}'
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        for version in range(1, 5):
+            for statement in database._split_sql(database._migrations()[version]):
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO events (provider, key, provider_event_id, fingerprint, body, status,"
+            " received_at, last_seen_at, payload_expires_at, dedupe_expires_at)"
+            " VALUES ('p', 'p:1', '1', 'f', ?, 'received', 0, 0, 0, 0)",
+            (body,),
+        )
+        conn.execute("PRAGMA user_version = 4")
+        old = conn.execute("SELECT rowid FROM events_fts WHERE events_fts MATCH 'second'")
+        assert old.fetchall() == []
+    db = Database(path)
+    await db.open()
+    await db.close()
+    with sqlite3.connect(path) as conn:
+        match = "SELECT rowid FROM events_fts WHERE events_fts MATCH ?"
+        assert conn.execute(match, ("second",)).fetchall() == [(1,)]
+        assert conn.execute(match, ('"Müller"',)).fetchall() == [(1,)]
+        conn.execute("UPDATE events SET body = NULL")  # a payload purge
+        assert conn.execute(match, ("second",)).fetchall() == []
+        conn.execute("INSERT INTO events_fts (events_fts) VALUES ('integrity-check')")
