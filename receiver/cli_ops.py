@@ -86,7 +86,7 @@ def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[T]]) -> 
                 for name, (payload_s, dedupe_s) in configured_windows(config.settings).items()
             },
         )
-        await store.open()
+        await store.open(warm=False)  # it ingests nothing: no memory of keys to fill
         try:
             return await work(store)
         finally:

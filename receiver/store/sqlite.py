@@ -105,8 +105,12 @@ class SqliteStore:
         for callback in self._on_committed:
             callback()
 
-    async def open(self) -> None:
+    async def open(self, *, warm: bool = True) -> None:
+        """Open (creating or migrating) the database; ``warm`` fills ingest's memory of
+        committed keys (the server's start; not a one-off command that ingests nothing)."""
         await self.db.open()
+        if not warm:
+            return
         try:
             await self._warm_recent_keys()
         except BaseException:
