@@ -4,9 +4,11 @@ by itself when the cause goes away (DESIGN guarantee 1)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiosqlite
@@ -70,6 +72,21 @@ async def test_full_database_is_503_and_recovers_without_restart(make_harness: A
     assert await harness.receiver.store.check_writable()
 
 
+@contextlib.asynccontextmanager
+async def _write_lock_held(harness: Harness) -> AsyncIterator[None]:
+    """Another process's write transaction on the store's file, for the ``with`` block."""
+    path = str(harness.receiver.config.settings.storage.path)
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(path, held, release), daemon=True)
+    holder.start()
+    assert await asyncio.to_thread(held.wait, 10)
+    try:
+        yield
+    finally:
+        release.set()
+        await asyncio.to_thread(holder.join, 10)
+
+
 def _hold_write_lock(path: str, held: threading.Event, release: threading.Event) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -83,20 +100,12 @@ def _hold_write_lock(path: str, held: threading.Event, release: threading.Event)
 
 async def test_database_locked_past_budget_is_503_then_recovers(make_harness: Any) -> None:
     harness: Harness = await make_harness(storage={"busy_timeout_s": 0.3})
-    path = str(harness.receiver.config.settings.storage.path)
-    held, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=_hold_write_lock, args=(path, held, release), daemon=True)
-    holder.start()
-    assert await asyncio.to_thread(held.wait, 10)
-    try:
+    async with _write_lock_held(harness):
         body = event_body("locked")
         resp = await harness.post("sw", body, signed_headers(body, msg_id="locked"))
         assert resp.status == 503
         assert int(resp.headers["Retry-After"]) >= 1
         assert (await resp.json())["error"] == "storage_unavailable"
-    finally:
-        release.set()
-        await asyncio.to_thread(holder.join, 10)
     assert _rows(harness) == 0
     resp = await harness.post("sw", body, signed_headers(body, msg_id="locked"))
     assert resp.status == 200
@@ -111,11 +120,6 @@ async def test_each_event_is_answered_within_the_budget_while_the_lock_is_held(
     (2-4x the budget)."""
     budget = 0.4
     harness: Harness = await make_harness(storage={"busy_timeout_s": budget})
-    path = str(harness.receiver.config.settings.storage.path)
-    held, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=_hold_write_lock, args=(path, held, release), daemon=True)
-    holder.start()
-    assert await asyncio.to_thread(held.wait, 10)
     loop = asyncio.get_running_loop()
 
     async def deliver(i: int) -> tuple[int, float]:
@@ -125,11 +129,8 @@ async def test_each_event_is_answered_within_the_budget_while_the_lock_is_held(
         resp = await harness.post("sw", body, signed_headers(body, msg_id=f"queued{i}"))
         return resp.status, loop.time() - started
 
-    try:
+    async with _write_lock_held(harness):
         answers = await asyncio.gather(*(deliver(i) for i in range(20)))
-    finally:
-        release.set()
-        await asyncio.to_thread(holder.join, 10)
     assert {status for status, _ in answers} == {503}
     slowest = max(waited for _, waited in answers)
     assert slowest < 1.25 * budget + 0.2, f"an answer took {slowest:.2f} s (budget {budget} s)"
@@ -146,18 +147,10 @@ async def test_readiness_reports_a_locked_store(make_harness: Any, aiohttp_clien
     await harness.receiver.worker.start()
     admin = await aiohttp_client(harness.receiver.admin_app)
     assert (await admin.get("/readyz")).status == 200
-    path = str(harness.receiver.config.settings.storage.path)
-    held, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=_hold_write_lock, args=(path, held, release), daemon=True)
-    holder.start()
-    assert await asyncio.to_thread(held.wait, 10)
-    try:
+    async with _write_lock_held(harness):
         resp = await admin.get("/readyz")
         assert resp.status == 503
         assert (await resp.json())["checks"]["store"] is False
-    finally:
-        release.set()
-        await asyncio.to_thread(holder.join, 10)
     assert (await admin.get("/readyz")).status == 200
     await harness.receiver.worker.stop()
 
@@ -241,19 +234,11 @@ async def test_duplicate_counts_whose_write_failed_are_written_later(make_harnes
     body = event_body("counted")
     headers = signed_headers(body, msg_id="counted")
     first = await (await harness.post("sw", body, headers)).json()
-    path = str(harness.receiver.config.settings.storage.path)
-    held, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=_hold_write_lock, args=(path, held, release), daemon=True)
-    holder.start()
-    assert await asyncio.to_thread(held.wait, 10)
-    try:
+    async with _write_lock_held(harness):
         for _ in range(3):
             resp = await harness.post("sw", body, headers)
             assert (await resp.json())["status"] == "duplicate"
         await asyncio.sleep(0.5)  # the write-back has tried, and failed on the lock
-    finally:
-        release.set()
-        await asyncio.to_thread(holder.join, 10)
     assert (await (await harness.post("sw", body, headers)).json())["status"] == "duplicate"
     stored = await harness.receiver.store.get_event(int(first["id"]))
     assert stored is not None and stored.duplicate_count == 4
