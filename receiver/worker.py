@@ -25,7 +25,7 @@ from types import MappingProxyType
 
 import structlog
 
-from receiver.config import ProviderSettings, WorkerSettings
+from receiver.config import HttpHandler, ProviderSettings, WorkerSettings
 from receiver.errors import StorageUnavailable
 from receiver.handlers import (
     Handler,
@@ -88,9 +88,15 @@ class Worker:
         self._random = random
         self._metrics = metrics
         self._http = HttpClient()
-        # Commands never inherit the variables that hold webhook secrets, nor ``withheld_env``
-        # (the admin tokens).
+        # Commands never inherit the variables that hold webhook secrets or an http handler's
+        # header secrets, nor ``withheld_env`` (the admin tokens).
         withheld = frozenset(var for ps in providers.values() for var in ps.secret_envs)
+        withheld |= frozenset(
+            var
+            for ps in providers.values()
+            if isinstance(ps.handler, HttpHandler)
+            for var in ps.handler.header_envs.values()
+        )
         withheld |= frozenset(withheld_env)
         self.routes: dict[str, Route] = {
             name: Route(

@@ -201,6 +201,7 @@ async def test_a_dead_event_redelivered_after_being_remembered_is_queued_again(
 async def test_commands_inherit_neither_webhook_secrets_nor_admin_tokens(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("DOWNSTREAM_AUTH", "Bearer downstream-token-not-for-commands")
     monkeypatch.setenv("RECEIVER_ADMIN_TOKEN", "admin-token-not-for-commands")
     monkeypatch.setenv("RECEIVER_ADMIN_READ_TOKEN", "read-token-not-for-commands")
     monkeypatch.setenv("SHOP_SECRET", "whsec_" + "A" * 44)
@@ -218,7 +219,15 @@ async def test_commands_inherit_neither_webhook_secrets_nor_admin_tokens(
             "secret_envs": ["SHOP_SECRET"],
             "event_id": "json:id",
             "handler": {"kind": "command", "argv": [str(script)]},
-        }
+        },
+        "crm": {  # another provider's http handler, its token in the environment
+            "scheme": "none",
+            "handler": {
+                "kind": "http",
+                "url": "http://127.0.0.1:9/hook",
+                "header_envs": {"Authorization": "DOWNSTREAM_AUTH"},
+            },
+        },
     }
     path = write_config(
         tmp_path, providers=providers, admin={"read_token_env": "RECEIVER_ADMIN_READ_TOKEN"}
@@ -232,7 +241,13 @@ async def test_commands_inherit_neither_webhook_secrets_nor_admin_tokens(
         await receiver.store.close()
     names = set(json.loads(out.read_text()))
     assert "SHOP_UNRELATED" in names
-    assert not names & {"SHOP_SECRET", "RECEIVER_ADMIN_TOKEN", "RECEIVER_ADMIN_READ_TOKEN"}
+    withheld = {
+        "SHOP_SECRET",
+        "DOWNSTREAM_AUTH",
+        "RECEIVER_ADMIN_TOKEN",
+        "RECEIVER_ADMIN_READ_TOKEN",
+    }
+    assert not names & withheld
 
 
 async def test_a_slow_admin_read_holds_up_neither_the_worker_nor_its_queue_gauge(
