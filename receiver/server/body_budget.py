@@ -2,8 +2,9 @@
 
 Each body is capped on its own (``server.max_body_bytes``); this caps their sum, so that many
 connections sending large bodies together (nothing is verified before the body is read) cannot
-grow the process without bound. A delivery whose body would pass it is answered ``503
-server_busy`` with ``Retry-After`` before its bytes are read: providers retry those.
+grow the process without bound. Bytes count as they arrive, never as declared (a client that
+declares a large body and sends nothing must not hold the budget). A delivery whose body
+passes it is answered ``503 server_busy`` with ``Retry-After``: providers retry those.
 """
 
 from __future__ import annotations

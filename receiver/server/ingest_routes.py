@@ -59,24 +59,24 @@ async def read_body(
     request: web.Request, limits: IngestLimits, reservation: Reservation | None = None
 ) -> bytes:
     """The raw body, refused before reading when declared too large, and while reading; with a
-    ``reservation``, also when the bodies held at once would pass their budget."""
+    ``reservation``, also when the bodies held at once would pass their budget. The budget
+    counts bytes as they arrive, not as declared: a client that declares a megabyte and sends
+    nothing holds nothing (64 such connections used to refuse every delivery)."""
     declared = request.content_length
     if declared is not None and declared > limits.max_body_bytes:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limits.max_body_bytes}")
-    if reservation is not None and declared is not None:
-        reservation.grow(declared)
     if request.content.is_eof():  # the whole body already arrived with the headers
         body = request.content.read_nowait()
         if len(body) > limits.max_body_bytes:
             raise PayloadTooLarge(f"the body exceeds the limit of {limits.max_body_bytes} bytes")
-        if reservation is not None and declared is None:
+        if reservation is not None:
             reservation.grow(len(body))
         return body
     buffer = bytearray()
     try:
         async with asyncio.timeout(limits.read_timeout_s):
             while chunk := await request.content.readany():
-                if reservation is not None and declared is None:  # chunked: as it arrives
+                if reservation is not None:
                     reservation.grow(len(chunk))
                 buffer += chunk
                 if len(buffer) > limits.max_body_bytes:

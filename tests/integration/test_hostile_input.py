@@ -500,14 +500,15 @@ async def test_bodies_held_at_once_are_capped_and_a_refused_one_is_503_with_retr
     make_harness: Any,
 ) -> None:
     """Nothing is verified before a body is read: many large bodies at once must not grow the
-    process without bound. A delivery past the budget is told to come back, before it is read."""
+    process without bound. A delivery past the budget is told to come back."""
     harness: Harness = await make_harness(
         server={"max_body_bytes": 1000, "body_memory_bytes": 1500}
     )
     port = _port(harness)
-    # One delivery holds 1000 bytes of the budget while its body trickles in.
+    # One delivery holds 999 bytes of the budget while the last byte of its body is awaited.
     _slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", port)
-    slow_writer.write(request_head(b"/webhooks/sw", {b"Content-Length": b"1000"}) + b"{")
+    head = request_head(b"/webhooks/sw", {b"Content-Length": b"1000"})
+    slow_writer.write(head + b"{" + b"x" * 998)
     await slow_writer.drain()
     await asyncio.sleep(0.2)
     try:
@@ -535,6 +536,32 @@ async def test_bodies_held_at_once_are_capped_and_a_refused_one_is_503_with_retr
         "receiver_deliveries_total", {"provider": "sw", "outcome": "server_busy"}
     )
     assert busy == 2
+
+
+async def test_connections_that_declare_a_body_and_send_none_hold_no_budget(
+    make_harness: Any,
+) -> None:
+    """The budget counted a body's declared size before a byte arrived: 64 connections that
+    declared a megabyte each and sent nothing refused every delivery (503) for as long as
+    they stayed open, a cheap way to shut ingest for anyone."""
+    harness: Harness = await make_harness(
+        server={"max_body_bytes": 1_048_576, "body_memory_bytes": 4 * 1_048_576}
+    )
+    port = _port(harness)
+    idle = []
+    for _ in range(8):  # declared 8 MiB in all, twice the budget
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request_head(b"/webhooks/sw", {b"Content-Length": b"1048576"}))
+        await writer.drain()
+        idle.append(writer)
+    await asyncio.sleep(0.2)
+    try:
+        body = event_body("while-idle")
+        resp = await harness.post("sw", body, signed_headers(body, msg_id="while-idle"))
+        assert resp.status == 200, await resp.text()
+    finally:
+        for writer in idle:
+            writer.close()
 
 
 def _memory_kib(pid: int) -> dict[str, int]:
