@@ -17,11 +17,13 @@ __all__ = ["Route", "Worker"]
 
 import asyncio
 import contextlib
+import functools
 import random as random_module
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 import structlog
 
@@ -378,32 +380,31 @@ class Worker:
             error=outcome.error,
         )
         fields = {"event_id": job.event_id, "provider": job.provider, "attempt": job.attempt}
-        try:
-            if outcome.is_success:
-                is_held = await self._queue.complete(job, record)
-                result = "succeeded"
+        write: Callable[[], Awaitable[bool]]
+        if outcome.is_success:
+            write = functools.partial(self._queue.complete, job, record)
+            result = "succeeded"
+        else:
+            failure = Failure(
+                error=outcome.error or "failed",
+                is_permanent=outcome.is_permanent,
+                http_status=outcome.http_status,
+                retry_after=outcome.retry_after,
+            )
+            decision = route.policy.decide(
+                attempt=job.attempt, failure=failure, now_s=now, random=self._random
+            )
+            if isinstance(decision, Dead):
+                write = functools.partial(self._queue.bury, job, record)
+                result = "dead"
+                fields |= {"error": decision.error, "is_permanent": decision.is_permanent}
             else:
-                failure = Failure(
-                    error=outcome.error or "failed",
-                    is_permanent=outcome.is_permanent,
-                    http_status=outcome.http_status,
-                    retry_after=outcome.retry_after,
-                )
-                decision = route.policy.decide(
-                    attempt=job.attempt, failure=failure, now_s=now, random=self._random
-                )
-                if isinstance(decision, Dead):
-                    is_held = await self._queue.bury(job, record)
-                    result = "dead"
-                    fields |= {"error": decision.error, "is_permanent": decision.is_permanent}
-                else:
-                    run_at = now + decision.delay_s
-                    is_held = await self._queue.reschedule(job, record, run_at=run_at)
-                    result = "retry"
-                    fields |= {"error": decision.error, "delay_s": round(decision.delay_s, 3)}
-        except StorageUnavailable as exc:
-            # The lease runs out and the job comes back: at least once, never lost.
-            self._log.error("job_settle_failed", error=exc.detail, **fields)
+                run_at = now + decision.delay_s
+                write = functools.partial(self._queue.reschedule, job, record, run_at=run_at)
+                result = "retry"
+                fields |= {"error": decision.error, "delay_s": round(decision.delay_s, 3)}
+        is_held = await self._write_outcome(write, fields)
+        if is_held is None:
             return
         if not is_held:
             self._log.warning("job_lease_lost", outcome=result, **fields)
@@ -415,6 +416,26 @@ class Worker:
             self._log.warning("job_dead", **fields)
         else:
             self._log.info("job_retry_scheduled", **fields)
+
+    async def _write_outcome(
+        self, write: Callable[[], Awaitable[bool]], fields: dict[str, Any]
+    ) -> bool | None:
+        """Write a run's outcome (True: written under this worker's lease). On storage trouble
+        (a lock held past the budget) try again, backing off, while the lease still holds the
+        job: a brief lock must not turn a success into a second run, or into a dead event when
+        that was the last attempt. None: not written; the lease brings the job back."""
+        give_up_at = time.monotonic() + self._settings.lease_s / 2  # renewed that recently
+        delay_s = 0.1
+        while True:
+            try:
+                return await write()
+            except StorageUnavailable as exc:
+                if self._is_stopping or time.monotonic() + delay_s >= give_up_at:
+                    self._log.error("job_settle_failed", error=exc.detail, **fields)
+                    return None
+                self._log.warning("job_settle_retrying", error=exc.detail, **fields)
+                await asyncio.sleep(delay_s)  # real time, like the lease it races
+                delay_s = min(delay_s * 2, 2.0)
 
     async def _release(self, job: ClaimedJob) -> None:
         try:

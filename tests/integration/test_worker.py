@@ -965,3 +965,28 @@ async def test_jobs_left_running_by_a_provider_without_a_handler_now_are_queued_
         store, "SELECT outcome, error FROM attempts WHERE event_id = ?", gone
     )
     assert outcome == "retry" and "lease expired" in error
+
+
+async def test_an_outcome_write_that_meets_a_lock_is_tried_again_while_the_lease_holds(
+    store: SqliteStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A completion that failed on a briefly locked database was dropped: the lease ran out and
+    the job ran again (or, on its last attempt, went dead although the handler succeeded)."""
+    from receiver.errors import StorageUnavailable
+
+    event_id = await record(store, "p", 1)
+    real = JobQueue.complete
+    failures = {"left": 2}
+
+    async def locked_then_free(self: JobQueue, *args: Any, **kwargs: Any) -> bool:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise StorageUnavailable("the database is locked by another writer", retry_after_s=1)
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(JobQueue, "complete", locked_then_free)
+    worker = make_worker(store, clock, {"p": python("record", max_attempts=1)}, lease_s=10)
+    await worker.run(until_empty=True)
+    assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
+    assert len(targets.STATE.calls) == 1
+    assert failures["left"] == 0
