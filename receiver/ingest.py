@@ -19,7 +19,7 @@ import structlog
 
 from receiver.credentials import is_credential_header
 from receiver.errors import InvalidBody, KeyConflict, MissingEventId, UnknownProvider
-from receiver.keys import Document, json_array_items
+from receiver.keys import Document, json_array_items, signed_url
 from receiver.models import (
     Duplicate,
     HandshakeReply,
@@ -118,7 +118,7 @@ class IngestService:
         provider = self.provider(request.provider)
         now = self._clock()
         provider.verifier.verify(request, now_s=now)
-        document = Document(request)
+        document = Document(request, url=signed_url(provider.public_url, request.url))
         content_type = request.header("content-type")
         if _is_json_content(content_type) and document.json is None:
             raise InvalidBody("the body is not valid JSON although Content-Type says it is")

@@ -21,7 +21,14 @@ a missing or non-scalar value extracts as ``None``.
 
 from __future__ import annotations
 
-__all__ = ["Document", "SourceSyntaxError", "ValueSource", "form_signing_text", "parse_source"]
+__all__ = [
+    "Document",
+    "SourceSyntaxError",
+    "ValueSource",
+    "form_signing_text",
+    "parse_source",
+    "signed_url",
+]
 
 import hashlib
 import json
@@ -50,14 +57,20 @@ class Document:
     every number exact, only when a value read for a key turns out to be such a float.
     """
 
-    __slots__ = ("_exact", "_form", "_json", "body", "request")
+    __slots__ = ("_exact", "_form", "_json", "body", "request", "url")
 
     def __init__(
-        self, request: InboundRequest, json_value: object = _MISSING, body: bytes | None = None
+        self,
+        request: InboundRequest,
+        json_value: object = _MISSING,
+        body: bytes | None = None,
+        url: str | None = None,
     ) -> None:
         self.request = request
         # The event's own bytes: the request body, or one element's bytes in a batch.
         self.body = request.body if body is None else body
+        # The URL the provider signed (see signed_url): the request's own without public_url.
+        self.url = request.url if url is None else url
         self._json = json_value
         self._exact = json_value
         self._form: dict[str, list[str]] | None = None
@@ -204,18 +217,16 @@ def _body_sha256(doc: Document) -> str:
     return hashlib.sha256(doc.body).hexdigest()
 
 
-_FORM_TYPE = "application/x-www-form-urlencoded"
-
-
 def _form_sha256(doc: Document) -> str:
     """SHA-256 of what a Twilio signature covers after the endpoint's own URL: the query string
-    as sent, then a form body's parameters as Twilio signs them (names sorted, each name's
+    as sent, then the body's form parameters as Twilio signs them (names sorted, each name's
     distinct values sorted, concatenated). Any order, encoding or repetition of the same
-    parameters (which one signature covers alike) is one event; the same parameters sent to
-    another query string are another. Not a form: the query string and the raw body."""
-    query = doc.request.url.partition("?")[2]
+    parameters (which one signature covers alike) is one event, whatever Content-Type claims;
+    the same parameters sent to another query string are another. With ``bodySHA256`` in the
+    query (Twilio's JSON mode, where the URL binds the body): the query string and raw body."""
+    query = doc.url.partition("?")[2]
     signed_query = f"?{query}".encode() if query else b""
-    if _FORM_TYPE not in (doc.request.header("content-type") or "").lower():
+    if "bodySHA256" in parse_qs(query.partition("#")[0]):
         return hashlib.sha256(signed_query + doc.request.body).hexdigest()
     try:
         text = doc.request.body.decode("utf-8", "replace")  # decoded as the signature check does
@@ -224,6 +235,18 @@ def _form_sha256(doc: Document) -> str:
         return hashlib.sha256(signed_query + doc.request.body).hexdigest()
     signed = form_signing_text(params)
     return hashlib.sha256(signed_query + signed.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def signed_url(public_url: str | None, request_url: str) -> str:
+    """The URL a URL-signing provider (Twilio) signed: its configured ``public_url`` (plus the
+    request's query string when that has none of its own), else the URL of the request. A
+    request's own query string does not count when ``public_url`` fixes one."""
+    if not public_url:
+        return request_url
+    if "?" in public_url:
+        return public_url
+    _, sep, query = request_url.partition("?")
+    return f"{public_url}?{query}" if sep and query else public_url
 
 
 def form_signing_text(params: Mapping[str, list[str]]) -> str:

@@ -51,6 +51,8 @@ class Provider:
     # The verifier again when it answers handshakes (decided once, not per request: an
     # isinstance check against a runtime Protocol is slow on the hot path).
     handshaker: Handshaker | None = None
+    # The URL the provider calls (behind a proxy): what URL-signing schemes sign and key on.
+    public_url: str | None = None
 
     @property
     def has_handler(self) -> bool:
@@ -263,6 +265,7 @@ def _resolve_one(
         redacted_headers=scheme.secret_headers
         | (verifier.secret_headers if isinstance(verifier, DeclaresSecretHeaders) else frozenset()),
         handshaker=verifier if isinstance(verifier, Handshaker) else None,
+        public_url=_public_url(name, ps, settings),
     )
 
 

@@ -1,6 +1,7 @@
 """GitHub: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>``.
 
-No timestamp is signed, so replays are stopped only by the delivery-id dedupe. The delivery GUID
+No timestamp is signed, and the delivery-id header is not signed either: a captured body resent
+under a new delivery id is a new event (the provider's scheme; README says so). The delivery GUID
 is shared by every hook subscribed to the same event, so the default event id is scoped by
 ``X-GitHub-Hook-ID``. The legacy SHA-1 ``X-Hub-Signature`` is not accepted (it would let a
 request downgrade to SHA-1).

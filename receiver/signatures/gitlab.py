@@ -101,7 +101,10 @@ register(
         name="gitlab",
         summary="GitLab: X-Gitlab-Token compare, or Standard Webhooks signing (whsec_ token).",
         build=_build,
-        event_id="header:Idempotency-Key || body_sha256",  # the header: GitLab 17.4+
+        # Signed deliveries: webhook-id, which the signature covers (= Idempotency-Key, which it
+        # does not: a captured request must not become a new event under a new header). Token
+        # mode: Idempotency-Key (GitLab 17.4+), else the body.
+        event_id="header:webhook-id || header:Idempotency-Key || body_sha256",
         event_type="header:X-Gitlab-Event",
         default_tolerance_s=_TOLERANCE_S,
         dedupe_retention_s=7 * DAY_S,  # manual resend from the hook's recent deliveries
@@ -111,8 +114,8 @@ register(
         docs={
             "headers": "X-Gitlab-Token, or webhook-id/webhook-timestamp/webhook-signature",
             "event_id": (
-                "Idempotency-Key header (same across retries; = webhook-id; GitLab 17.4+),"
-                " else SHA-256 of the body"
+                "webhook-id when signed; else Idempotency-Key (same across retries; GitLab"
+                " 17.4+); else SHA-256 of the body"
             ),
             "tolerance": "300 s both ways when signed; none for the plain token",
             "dedupe": "7 days (manual resends)",

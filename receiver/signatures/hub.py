@@ -1,6 +1,7 @@
 """``X-Hub-Signature`` senders other than GitHub: Intercom (SHA-1), Bitbucket and Jira (SHA-256).
 
-All sign the raw body with no timestamp, so replays are stopped only by dedupe.
+All sign the raw body with no timestamp; their ID headers are not signed, so a captured body
+resent under a new ID is a new event (the providers' scheme; README says so).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import hmac
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from receiver.errors import InvalidSignature
-from receiver.keys import form_signing_text
+from receiver.keys import form_signing_text, signed_url
 from receiver.models import InboundRequest
 from receiver.signatures.base import BuildContext, Scheme
 from receiver.signatures.common import (
@@ -78,20 +78,12 @@ class TwilioVerifier:
         self.keys = keys
         self.public_url = public_url
 
-    def _url(self, request: InboundRequest) -> str:
-        if not self.public_url:
-            return request.url
-        if "?" in self.public_url:
-            return self.public_url
-        _, sep, query = request.url.partition("?")
-        return f"{self.public_url}?{query}" if sep and query else self.public_url
-
     def verify(self, request: InboundRequest, *, now_s: float) -> None:
         presented = decode_signature(require_header(request, _SIGNATURE_HEADER), "base64")
         if not presented:
             raise InvalidSignature("the signature is not valid base64")
         algorithm = _algorithm(request.header(_SETTINGS_HEADER))
-        url = self._url(request)
+        url = signed_url(self.public_url, request.url)
         params = self._params(request.body, url)
         macs = [
             hmac_digest(key, to_bytes(signed_string(variant, params)), algorithm)

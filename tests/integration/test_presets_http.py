@@ -345,3 +345,34 @@ async def test_the_same_twilio_parameters_on_another_query_string_are_another_ev
         keys.append((answer["status"], answer["key"]))
     assert [status for status, _ in keys] == ["accepted", "accepted", "duplicate"]
     assert keys[0][1] != keys[1][1] and keys[2][1] == keys[0][1]
+
+
+async def test_a_captured_twilio_request_resent_as_another_content_type_is_a_duplicate(
+    make_harness: Any,
+) -> None:
+    case = _case("twilio")
+    harness = await _harness(make_harness, case)
+    signed = case.sign(0, FORM_BODY, int(time.time()))
+    first = await harness.post("p", FORM_BODY, {**signed.headers, "Content-Type": _FORM_TYPE})
+    answer = await first.json()
+    assert answer["status"] == "accepted"
+    reordered = b"&".join(reversed(FORM_BODY.split(b"&")))
+    for content_type in ("text/plain", None):
+        headers = {**signed.headers, **({"Content-Type": content_type} if content_type else {})}
+        again = await (await harness.post("p", reordered, headers)).json()
+        assert (again["status"], again["id"]) == ("duplicate", answer["id"])
+
+
+async def test_a_signed_gitlab_delivery_is_keyed_on_what_its_signature_covers(
+    make_harness: Any,
+) -> None:
+    """Idempotency-Key equals webhook-id but is not signed: a captured signed delivery re-sent
+    with a new Idempotency-Key (or none) was a new event within the signature's window."""
+    case = _case("gitlab-signing")
+    harness = await _harness(make_harness, case)
+    signed = case.sign(0, RICH_BODY, int(time.time()))
+    headers = {**signed.headers, "Content-Type": "application/json"}
+    first = await (await harness.post("p", RICH_BODY, {**headers, "Idempotency-Key": "k1"})).json()
+    for forged in ({"Idempotency-Key": "k2"}, {}):
+        again = await (await harness.post("p", RICH_BODY, {**headers, **forged})).json()
+        assert (again["status"], again["id"]) == ("duplicate", first["id"])

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from receiver.keys import Document, SourceSyntaxError, json_array_items, parse_source
+from receiver.keys import (
+    Document,
+    SourceSyntaxError,
+    json_array_items,
+    parse_source,
+    signed_url,
+)
 from receiver.models import InboundRequest
 
 
@@ -188,16 +194,42 @@ def test_form_sha256_is_the_same_for_every_form_of_the_same_parameters(variant: 
     assert extract(_doc(variant, _FORM)) == extract(_doc(reference, _FORM))
 
 
-def test_form_sha256_tells_different_parameters_apart_and_falls_back_for_other_bodies() -> None:
+def test_form_sha256_tells_different_parameters_apart_whatever_the_content_type() -> None:
+    """The verifier reads the body as a form whatever Content-Type says: so does the key, or a
+    captured request re-sent as text/plain with its parameters reordered was a new event."""
     extract = parse_source("form_sha256").extract
     assert extract(_doc(b"MessageSid=SM1&Body=a", _FORM)) != extract(
         _doc(b"MessageSid=SM1&Body=b", _FORM)
     )
-    json_body = b'{"MessageSid": "SM1"}'  # JSON mode: bound by the body's own hash
-    headers = {"content-type": "application/json"}
-    assert extract(_doc(json_body, headers)) == parse_source("body_sha256").extract(
-        _doc(json_body, headers)
+    reference = extract(_doc(b"MessageSid=SM1&Body=pay+10", _FORM))
+    for headers in ({}, {"content-type": "text/plain"}):
+        assert extract(_doc(b"Body=pay%2010&MessageSid=SM1", headers)) == reference
+
+
+def test_form_sha256_in_twilios_json_mode_is_the_query_and_the_raw_body() -> None:
+    body = b'{"MessageSid": "SM1", "Body": "a"}'
+    digest = hashlib.sha256(body).hexdigest()
+    request = InboundRequest(
+        provider="p",
+        method="POST",
+        url=f"http://127.0.0.1/webhooks/p?bodySHA256={digest}",
+        headers={"content-type": "application/json"},
+        body=body,
     )
+    expected = hashlib.sha256(f"?bodySHA256={digest}".encode() + body).hexdigest()
+    assert parse_source("form_sha256").extract(Document(request)) == expected
+
+
+def test_a_public_url_with_its_own_query_fixes_the_query_the_key_covers() -> None:
+    """Twilio signs public_url's query, not the request's: a query added to a captured request
+    must not make a new key (nor one removed)."""
+    extract = parse_source("form_sha256").extract
+    public = "https://example.com/hook?menu=main"
+    keys = {
+        extract(Document(doc.request, url=signed_url(public, doc.request.url)))
+        for doc in (_form_doc(""), _form_doc("?menu=main"), _form_doc("?menu=forged"))
+    }
+    assert len(keys) == 1
 
 
 @pytest.mark.parametrize(
