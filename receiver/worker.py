@@ -163,6 +163,9 @@ class Worker:
         # configuration lookup, which every job's log lines would otherwise pay.
         self._log = log.bind()
         self._keeper = asyncio.create_task(self._keep_leases(), name="receiver-lease-keeper")
+        # Once now, and once more when a crashed predecessor's leases have surely run out (a
+        # quick restart comes back within them).
+        late = asyncio.create_task(self._requeue_unclaimable(after_s=self._settings.lease_s))
         try:
             await self._requeue_unclaimable()
             while not self._is_stopping:
@@ -184,7 +187,8 @@ class Worker:
             await self._drain()
             keeper, self._keeper = self._keeper, None
             keeper.cancel()  # a renewal already queued still commits: the coalescer runs it
-            await asyncio.wait({keeper})
+            late.cancel()
+            await asyncio.wait({keeper, late})
             counting, self._stats_task = self._stats_task, None
             if counting is not None:
                 counting.cancel()
@@ -192,7 +196,9 @@ class Worker:
             if until_empty:
                 await self._http.close()
 
-    async def _requeue_unclaimable(self) -> None:
+    async def _requeue_unclaimable(self, *, after_s: float = 0.0) -> None:
+        if after_s:
+            await asyncio.sleep(after_s + 1.0)  # real time, like the leases it waits out
         try:
             count = await self._queue.requeue_unclaimable(list(self.routes), now=self._clock())
         except StorageUnavailable as exc:

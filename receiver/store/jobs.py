@@ -211,8 +211,9 @@ class JobQueue:
     async def requeue_unclaimable(self, handled: Sequence[str], *, now: float) -> int:
         """Jobs left running, their lease expired, by a provider with no handler now (removed
         from the config, or its handler taken away): no worker would ever claim them again,
-        so they would show as processing for ever. They go back to queued (where
-        ``waiting_for_a_handler`` counts them), their open attempt closed as a lost lease."""
+        so they would show as processing for ever. Their jobs go back to queued (where
+        ``waiting_for_a_handler`` counts them) and their events to received, like every event
+        of a provider without a handler; the open attempt is closed as a lost lease."""
 
         def work(conn: sqlite3.Connection) -> int:
             placeholders, params = _in(handled)
@@ -240,7 +241,7 @@ class JobQueue:
                 )
                 conn.execute(
                     f"UPDATE events SET status = ? WHERE id IN ({marks})",
-                    (str(EventStatus.QUEUED), *chunk),
+                    (str(EventStatus.RECEIVED), *chunk),
                 )
             return len(ids)
 

@@ -959,7 +959,7 @@ async def test_jobs_left_running_by_a_provider_without_a_handler_now_are_queued_
     clock.now += 60  # the crashed worker's lease ran out
     worker = make_worker(store, clock, {"p": python("record")})
     await worker.run(until_empty=True)
-    assert status_of(store, gone)[:2] == ("queued", "queued")
+    assert status_of(store, gone)[:2] == ("received", "queued")  # as a handler-less event
     assert status_of(store, kept)[:2] == ("succeeded", "succeeded")
     [(outcome, error)] = query(
         store, "SELECT outcome, error FROM attempts WHERE event_id = ?", gone
@@ -990,3 +990,23 @@ async def test_an_outcome_write_that_meets_a_lock_is_tried_again_while_the_lease
     assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
     assert len(targets.STATE.calls) == 1
     assert failures["left"] == 0
+
+
+async def test_after_a_quick_restart_such_jobs_are_queued_again_once_their_lease_ran_out(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """A restart within the crashed run's lease (systemd, a container runtime) found the lease
+    still live, and nothing looked again: the event stayed processing."""
+    gone = await record(store, "gone", 1)
+    await JobQueue(store.db).claim(caps={"gone": None}, limit=1, now=clock(), lease_s=30)
+    worker = make_worker(store, clock, {"p": python("record")}, lease_s=0.2)
+    await worker.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert status_of(store, gone)[:2] == ("processing", "running")  # still leased
+        clock.now += 60  # the crashed run's lease runs out
+        await asyncio.wait_for(
+            _wait_for(lambda: status_of(store, gone)[:2] == ("received", "queued")), timeout=5
+        )
+    finally:
+        await worker.stop()
