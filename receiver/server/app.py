@@ -40,7 +40,8 @@ def build_ingest_app(
     if rejections is not None:
         app[REJECTIONS] = rejections
     add_ingest_routes(app)
-    add_health_routes(app, with_metrics=False)
+    # Open to whoever can reach ingest: readiness a second old at most, not a write per probe.
+    add_health_routes(app, with_metrics=False, ready_max_age_s=1.0)
     return app
 
 

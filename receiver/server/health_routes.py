@@ -4,8 +4,9 @@ from __future__ import annotations
 
 __all__ = ["READINESS", "Readiness", "add_health_routes"]
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -14,14 +15,31 @@ from receiver.server.ingest_routes import METRICS
 from receiver.server.responses import json_response
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Readiness:
-    """Named checks, each answering True when that part is ready."""
+    """Named checks, each answering True when that part is ready. The store's check is a real
+    write on the single writer, so probes at once share one run, and a listener open to the
+    world (ingest) takes an answer up to ``max_age_s`` old: a probe flood costs about one write
+    a second there, not one per request."""
 
-    checks: dict[str, Callable[[], Awaitable[bool]]]
+    def __init__(self, *, checks: dict[str, Callable[[], Awaitable[bool]]]) -> None:
+        self.checks = checks
+        self._lock = asyncio.Lock()
+        self._last: dict[str, bool] = {}
+        self._last_at = float("-inf")
+
+    async def results(self, *, max_age_s: float = 0.0) -> dict[str, bool]:
+        asked_at = time.monotonic()
+        async with self._lock:  # a run that started after this probe arrived answers it too
+            if self._last_at >= asked_at - max_age_s:
+                return self._last
+            started = time.monotonic()
+            self._last = {name: await check() for name, check in self.checks.items()}
+            self._last_at = started
+            return self._last
 
 
 READINESS = web.AppKey("readiness", Readiness)
+READY_MAX_AGE_S = web.AppKey("ready_max_age_s", float)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -29,7 +47,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    results = {name: await check() for name, check in request.app[READINESS].checks.items()}
+    results = await request.app[READINESS].results(max_age_s=request.app[READY_MAX_AGE_S])
     is_ready = all(results.values())
     return json_response(
         {"status": "ready" if is_ready else "not_ready", "checks": results},
@@ -43,7 +61,10 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=registry.render(), headers={"Content-Type": registry.content_type})
 
 
-def add_health_routes(app: web.Application, *, with_metrics: bool) -> None:
+def add_health_routes(
+    app: web.Application, *, with_metrics: bool, ready_max_age_s: float = 0.0
+) -> None:
+    app[READY_MAX_AGE_S] = ready_max_age_s
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if with_metrics:

@@ -242,3 +242,29 @@ async def test_duplicate_counts_whose_write_failed_are_written_later(make_harnes
     assert (await (await harness.post("sw", body, headers)).json())["status"] == "duplicate"
     stored = await harness.receiver.store.get_event(int(first["id"]))
     assert stored is not None and stored.duplicate_count == 4
+
+
+async def test_readiness_on_the_ingest_listener_is_one_write_a_second_not_one_per_probe(
+    make_harness: Any, aiohttp_client: Any
+) -> None:
+    """The store's readiness check is a committed write on the single writer: a flood of
+    probes on the public listener took ingest from 1 650 to 280 deliveries a second."""
+    harness: Harness = await make_harness()
+    readiness = harness.receiver.readiness
+    calls = 0
+    real = readiness.checks["store"]
+
+    async def counted() -> bool:
+        nonlocal calls
+        calls += 1
+        return await real()
+
+    readiness.checks["store"] = counted
+    answers = await asyncio.gather(*(harness.client.get("/readyz") for _ in range(20)))
+    answers += [await harness.client.get("/readyz") for _ in range(20)]
+    assert {resp.status for resp in answers} <= {200, 503}  # (the worker is not started)
+    assert calls == 1
+    admin = await aiohttp_client(harness.receiver.admin_app)
+    await admin.get("/readyz")
+    await admin.get("/readyz")
+    assert calls == 3  # the admin listener's probe is always fresh
