@@ -157,14 +157,22 @@ def check_window(timestamp_s: float, *, now_s: float, tolerance_s: int | None) -
         raise TimestampOutOfTolerance("the signature timestamp is in the future")
 
 
+_MAX_ENTRIES = 32
+
+
 def parse_kv_list(value: str, *, item_sep: str, kv_sep: str) -> list[tuple[str, str]]:
     """``t=1,v1=ab,v1=cd`` -> ``[("t","1"), ("v1","ab"), ("v1","cd")]``.
 
     Splits each item on the first separator only (base64 values end in ``=``); items without a
-    separator are ignored, as the providers' own parsers do.
+    separator are ignored, as the providers' own parsers do. A provider lists a few entries (a
+    timestamp, a signature per secret during a rotation): a header with thousands would cost a
+    MAC per entry per key, and is refused.
     """
+    items = value.split(item_sep, _MAX_ENTRIES)
+    if len(items) > _MAX_ENTRIES:
+        raise InvalidSignature(f"the signature header lists more than {_MAX_ENTRIES} entries")
     pairs: list[tuple[str, str]] = []
-    for item in value.split(item_sep):
+    for item in items:
         key, sep, val = item.strip().partition(kv_sep)
         if sep and key.strip():
             pairs.append((key.strip(), val.strip()))
