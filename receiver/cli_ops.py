@@ -85,6 +85,7 @@ def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[T]]) -> 
                 name: RetentionPolicy(payload_retention_s=payload_s, dedupe_retention_s=dedupe_s)
                 for name, (payload_s, dedupe_s) in configured_windows(config.settings).items()
             },
+            records_retention=False,  # the server, which writes with the windows, records them
         )
         await store.open(warm=False)  # it ingests nothing: no memory of keys to fill
         try:

@@ -103,6 +103,7 @@ class Retention:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         policies: Mapping[str, RetentionPolicy] | None = None,
         on_policy_applied: Callable[[], None] | None = None,
+        records_policies: bool = True,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -113,6 +114,11 @@ class Retention:
         self._is_policy_applied = not self._policies
         # Told when stored expiries moved (ingest's memory of keys holds the old ones).
         self._on_policy_applied = on_policy_applied
+        # Only the process that also writes events with these windows records them as applied:
+        # a one-off ``receiver purge`` with an edited config, beside a server still on the old
+        # one, applies the new windows but must not mark them applied (the server goes on
+        # writing the old ones until it restarts, and then compares).
+        self._records_policies = records_policies
 
     async def purge_once(self, *, is_stopping: Callable[[], bool] = lambda: False) -> PurgeReport:
         """Run every step until nothing more is due at the moment the run started.
@@ -152,11 +158,11 @@ class Retention:
                 "SELECT provider, payload_retention_s, dedupe_retention_s FROM retention_applied"
             )
         applied = {row[0]: (float(row[1]), float(row[2])) for row in rows}
-        moved = 0
+        total = 0
         for name, policy in sorted(self._policies.items()):
             if applied.get(name) == policy.windows:
                 continue
-            after_id = 0
+            after_id, moved = 0, 0
             while True:
                 if is_stopping():
                     return  # not recorded: the next run goes on from the start
@@ -169,11 +175,13 @@ class Retention:
                 after_id, count = last
                 moved += count
                 await self._sleep(time.monotonic() - started)
-            await self._db.transaction(functools.partial(_record, provider=name, policy=policy))
+            if self._records_policies:
+                await self._db.transaction(functools.partial(_record, provider=name, policy=policy))
             if moved:
                 log.info("retention_policy_applied", provider=name, events=moved)
+            total += moved
         self._is_policy_applied = True
-        if moved and self._on_policy_applied is not None:
+        if total and self._on_policy_applied is not None:
             self._on_policy_applied()
 
     async def _purge_payloads(self, conn: aiosqlite.Connection, now: float) -> int:

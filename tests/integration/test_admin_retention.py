@@ -185,3 +185,30 @@ async def test_changed_windows_reach_the_events_already_stored(
     with sqlite3.connect(after.receiver.config.settings.storage.path) as conn:
         applied = conn.execute("SELECT * FROM retention_applied").fetchall()
     assert applied == [("p", HOUR_S, 30 * 24 * HOUR_S)]  # the next start compares with this
+
+
+async def test_a_one_off_purge_with_an_edited_config_does_not_mark_the_windows_applied(
+    admin_make_harness: Any,
+) -> None:
+    """``receiver purge`` run with the edited file while the server still writes events with
+    the old windows used to record the new ones as applied; restarted on them, the server then
+    skipped the events it had written meanwhile, keeping their bodies for the old week."""
+    from receiver.cli import main
+    from tests.support.factories import write_config
+
+    def config(payload: str) -> dict[str, Any]:
+        provider = {"scheme": "none", "event_id": "json:id", "payload_retention": payload}
+        return {"providers": {"p": {**provider, "dedupe_retention": "7d"}}}
+
+    server = await admin_make_harness(**config("7d"))
+    await server.deliver("p", {"id": "before"})
+    await server.receiver.store.retention.purge_once()
+    path = write_config(server.config_path.parent, **config("1h"))
+    assert await asyncio.to_thread(main, ["purge", "--config", str(path)]) == 0
+    await server.deliver("p", {"id": "meanwhile"})  # the running server: still 7 days
+    await server.receiver.store.close()
+
+    restarted = await admin_make_harness(**config("1h"))
+    restarted.clock.now_s = server.clock.now_s + 2 * HOUR_S
+    report = await restarted.receiver.store.retention.purge_once()
+    assert report.payloads_purged == 2
