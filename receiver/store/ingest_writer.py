@@ -47,6 +47,8 @@ _EVENT_PLACEHOLDERS = "(" + ",".join("?" * 16) + ")"
 
 # How long a failed group commit keeps readiness off without a successful one since.
 _FAILING_FOR_S = 10.0
+# How soon duplicate counts whose write failed are tried again when nothing else comes.
+_TOUCHES_RETRY_S = 1.0
 
 
 @dataclass(slots=True)
@@ -107,9 +109,14 @@ class IngestWriter:
         self.recent = RecentKeys(recent_max)
         self._settle_waiters: list[asyncio.Future[None]] = []
 
-    def _start_flusher(self) -> None:
+    def _start_flusher(self) -> asyncio.Task[None]:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="receiver-group-commit")
+        return self._flusher
+
+    def _retry_touches(self) -> None:
+        if not self._is_closed and self.recent.has_touches:
+            self._start_flusher()
 
     async def record(self, event: NewEvent) -> IngestOutcome:
         if self._is_closed:
@@ -161,7 +168,12 @@ class IngestWriter:
                         if not waiter.done():
                             waiter.set_result(None)
                 if not is_written and not self._pending:
-                    break  # the counts kept for later must not retry in a loop on a failing disk
+                    # The counts kept for later must not retry in a loop on a failing disk: once
+                    # more in a while, even if no delivery comes to carry them.
+                    if not self._is_closed:
+                        loop = asyncio.get_running_loop()
+                        loop.call_later(_TOUCHES_RETRY_S, self._retry_touches)
+                    break
         finally:
             if self._deadline_timer is not None:
                 self._deadline_timer.cancel()
@@ -257,11 +269,14 @@ class IngestWriter:
         return True
 
     async def close(self) -> None:
-        """Stop taking new events and wait for the pending ones to commit."""
+        """Stop taking new events and wait for the pending ones to commit; duplicate counts
+        still unwritten (an earlier write of them failed) get one last try."""
         self._is_closed = True
         flusher = self._flusher
         if flusher is not None and not flusher.done():
             await asyncio.wait({flusher})
+        if self.recent.has_touches:
+            await asyncio.wait({self._start_flusher()})
 
 
 # ----------------------------------------------------------------------------- on the writer thread

@@ -268,3 +268,31 @@ async def test_readiness_on_the_ingest_listener_is_one_write_a_second_not_one_pe
     await admin.get("/readyz")
     await admin.get("/readyz")
     assert calls == 3  # the admin listener's probe is always fresh
+
+
+def _duplicate_count(harness: Harness, event_id: str) -> int:
+    with sqlite3.connect(harness.receiver.config.settings.storage.path) as conn:
+        row = conn.execute("SELECT duplicate_count FROM events WHERE id = ?", (int(event_id),))
+        return int(row.fetchone()[0])
+
+
+async def test_duplicate_counts_whose_write_failed_are_written_without_more_traffic(
+    make_harness: Any,
+) -> None:
+    """Kept counts waited for the next delivery to carry them; without one they were never
+    written, and a clean shutdown dropped them."""
+    harness: Harness = await make_harness(storage={"busy_timeout_s": 0.2})
+    body = event_body("quiet")
+    headers = signed_headers(body, msg_id="quiet")
+    first = await (await harness.post("sw", body, headers)).json()
+    async with _write_lock_held(harness):
+        for _ in range(2):
+            assert (await (await harness.post("sw", body, headers)).json())["status"] == "duplicate"
+        await asyncio.sleep(0.5)  # the write-back has tried, and failed on the lock
+    await asyncio.sleep(1.5)  # no further delivery: the kept counts are tried again by themselves
+    assert _duplicate_count(harness, first["id"]) == 2
+    async with _write_lock_held(harness):
+        assert (await (await harness.post("sw", body, headers)).json())["status"] == "duplicate"
+        await asyncio.sleep(0.5)
+    await harness.receiver.store.close()  # at once, as on SIGTERM: one last try
+    assert _duplicate_count(harness, first["id"]) == 3
