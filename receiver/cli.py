@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from receiver import cli_ops
-from receiver.config import Config, default_config_path, load_config, serving_problems
+from receiver.config import Config, default_config_path, load_config
 from receiver.durations import format_duration
 from receiver.errors import ConfigError, ReceiverError
 from receiver.logs import configure_logging
@@ -44,11 +44,7 @@ cli_ops.register(command)  # events, replay, purge
 def _load(args: argparse.Namespace) -> Config:
     """The config to serve with: every provider resolved, and nothing ``serve`` would refuse."""
     path = Path(args.config) if args.config else default_config_path()
-    config = load_config(path)
-    problems = serving_problems(config)
-    if problems:
-        raise ConfigError(problems)
-    return config
+    return load_config(path, for_serving=True)
 
 
 @command("serve")

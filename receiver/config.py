@@ -330,38 +330,39 @@ def parse_settings(raw: object) -> tuple[Settings, list[ConfigProblem]]:
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        salvaged = _salvage(raw)  # what did validate is still checked across sections
-        return salvaged, _problems_of(exc) + _cross_section_problems(salvaged)
+        # What did validate is still checked across sections (a section that did not stands at
+        # its defaults in the salvage: no check may read those).
+        invalid = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+        salvaged = _salvage(raw)
+        return salvaged, _problems_of(exc) + _cross_section_problems(salvaged, skip=invalid)
     problems = _cross_section_problems(settings)
     if not settings.providers:
         problems.append(ConfigProblem("providers", "no providers are configured"))
     return settings, problems
 
 
-def _cross_section_problems(settings: Settings) -> list[ConfigProblem]:
+def _cross_section_problems(
+    settings: Settings, *, skip: Collection[str] = ()
+) -> list[ConfigProblem]:
     problems = []
     ingest, admin = settings.server.port, settings.admin.port
-    if ingest == admin != 0:
+    if ingest == admin != 0 and not {"server", "admin"} & set(skip):
         problems.append(
             ConfigProblem("admin.port", f"is the ingest listener's port too ({ingest})")
         )
     path = settings.storage.path
-    if str(path) in ("", ".") or path.is_dir():
+    if "storage" not in skip and (str(path) in ("", ".") or path.is_dir()):
         problems.append(
             ConfigProblem("storage.path", f"must name a database file, not a directory ({path})")
         )
     return problems
 
 
-def serving_problems(
-    config: Config, environ: Mapping[str, str] | None = None
-) -> list[ConfigProblem]:
+def serving_problems(admin: AdminSettings, env: Mapping[str, str]) -> list[ConfigProblem]:
     """What ``serve`` would refuse at start beyond the file itself: an admin API on a non-loopback
     address without its token (``check-config`` reports it too)."""
     from receiver.server.admin_auth import is_loopback
 
-    env = os.environ if environ is None else environ
-    admin = config.settings.admin
     if is_loopback(admin.host) or env.get(admin.token_env, "").strip():
         return []
     return [
@@ -389,17 +390,23 @@ def read_yaml(path: Path) -> object:
 
 
 def load_config(
-    path: Path, *, environ: Mapping[str, str] | None = None, only: Collection[str] | None = None
+    path: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    only: Collection[str] | None = None,
+    for_serving: bool = False,
 ) -> Config:
     """Read, validate and resolve ``path``; raise ConfigError listing every problem. With
     ``only``, just those providers are resolved (``sign`` needs one provider's secret, the
-    operations commands none)."""
+    operations commands none); ``for_serving`` adds what ``serve`` would refuse at start."""
     from receiver.providers import resolve_providers  # the provider layer builds verifiers
 
     env = dict(os.environ if environ is None else environ)
     settings, problems = parse_settings(read_yaml(path))
     providers, provider_problems, warnings = resolve_providers(settings, env, only=only)
     problems += provider_problems
+    if for_serving:
+        problems += serving_problems(settings.admin, env)
     if problems:
         raise ConfigError(problems)
     return Config(path=path, settings=settings, providers=providers, warnings=tuple(warnings))

@@ -283,3 +283,29 @@ def test_check_config_refuses_an_exposed_admin_api_without_its_token(
     assert "admin.host" in capsys.readouterr().err
     monkeypatch.setenv("RECEIVER_ADMIN_TOKEN", "a-long-enough-admin-token-for-tests")
     assert main(["check-config", "--config", str(path)]) == 0
+
+
+def test_check_config_names_a_file_problem_and_an_exposed_admin_api_in_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SW_SECRET", SECRET)
+    monkeypatch.delenv("RECEIVER_ADMIN_TOKEN", raising=False)
+    text = VALID.replace("admin: {host: 127.0.0.1", "admin: {host: 0.0.0.0").replace(
+        "concurrency: 8", "concurrency: 0"
+    )
+    assert main(["check-config", "--config", str(_write(tmp_path, text))]) == 2
+    err = capsys.readouterr().err
+    assert "worker.concurrency" in err and "admin.host" in err
+
+
+def test_a_section_that_failed_is_not_read_at_its_defaults_across_sections(
+    tmp_path: Path,
+) -> None:
+    """``server.port: 8081`` beside an invalid admin section was reported as sharing a port
+    with admin's default 8081."""
+    text = VALID.replace("port: 8080", "port: 8081").replace(
+        "token_env: RECEIVER_ADMIN_TOKEN", "token_env: BAD-NAME"
+    )
+    problems = _problems(tmp_path, text)
+    assert "admin.token_env" in problems
+    assert "admin.port" not in problems
