@@ -58,6 +58,10 @@ class _Pending:
     deadline: float  # loop time by which it is answered, committed or not
 
 
+def _headers_json(ev: NewEvent) -> str:
+    return orjson.dumps(dict(ev.headers)).decode("utf-8")
+
+
 def _event_row(ev: NewEvent) -> tuple[object, ...]:
     status = EventStatus.QUEUED if ev.has_handler else EventStatus.RECEIVED
     return (
@@ -67,7 +71,7 @@ def _event_row(ev: NewEvent) -> tuple[object, ...]:
         ev.event_type,
         ev.fingerprint,
         ev.body,
-        orjson.dumps(dict(ev.headers)).decode("utf-8"),
+        _headers_json(ev),
         ev.content_type,
         ev.remote,
         str(status),
@@ -370,28 +374,29 @@ def _record_duplicates(
     if not duplicates:
         return []
     keys = sorted({ev.key for ev in duplicates})
-    originals: dict[str, tuple[int, str, str, int]] = {}
+    originals: dict[str, tuple[int, str, str, int, bool]] = {}
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
         rows = conn.execute(
-            "SELECT id, key, fingerprint, status, requeue_dead, dedupe_expires_at"
-            " FROM events WHERE key IN (" + ",".join("?" * len(chunk)) + ")",
+            "SELECT id, key, fingerprint, status, requeue_dead, dedupe_expires_at,"
+            " body IS NULL FROM events WHERE key IN (" + ",".join("?" * len(chunk)) + ")",
             chunk,
         ).fetchall()
         for row in rows:
-            originals[row[1]] = (row[0], row[2], row[3], row[4])
+            originals[row[1]] = (row[0], row[2], row[3], row[4], bool(row[6]))
             if row[3] != EventStatus.DEAD:
                 committed.append((row[1], row[0], row[2], row[5]))
     results: list[Duplicate] = []
     counts: dict[int, tuple[int, int]] = {}
     conflicts: list[tuple[int, str, float]] = []
     requeue: list[int] = []
+    restore: list[tuple[int, NewEvent]] = []
     inserted_ids = set(inserted.values())
     for ev in duplicates:
         original = originals.get(ev.key)
         if original is None:  # purged between the insert and now: cannot happen in one txn
             raise StorageUnavailable("the original event vanished", retry_after_s=1)
-        event_id, fingerprint, status, requeue_dead = original
+        event_id, fingerprint, status, requeue_dead, is_purged = original
         is_conflict = fingerprint != ev.fingerprint
         dup, conf = counts.get(event_id, (0, 0))
         counts[event_id] = (dup + 1, conf + int(is_conflict))
@@ -403,9 +408,14 @@ def _record_duplicates(
             and ev.requeue_dead
             and event_id not in requeue
             and event_id not in inserted_ids
+            # A purged payload comes back with the same bytes re-sent; without them (another
+            # body) there would be nothing to run: it stays dead.
+            and not (is_purged and is_conflict)
         )
         if is_requeued:
             requeue.append(event_id)
+            if is_purged:
+                restore.append((event_id, ev))
         results.append(
             Duplicate(id=event_id, key=ev.key, is_conflict=is_conflict, requeued=is_requeued)
         )
@@ -417,6 +427,15 @@ def _record_duplicates(
     if conflicts:
         conn.executemany(
             "INSERT INTO conflicts (event_id, fingerprint, seen_at) VALUES (?, ?, ?)", conflicts
+        )
+    if restore:
+        conn.executemany(
+            "UPDATE events SET body = ?, headers = ?, content_type = ?, payload_expires_at = ?,"
+            " payload_purged_at = NULL WHERE id = ? AND body IS NULL",
+            [
+                (ev.body, _headers_json(ev), ev.content_type, ev.payload_expires_at_s, event_id)
+                for event_id, ev in restore
+            ],
         )
     if requeue:
         _requeue_dead(conn, requeue, now)

@@ -4,6 +4,7 @@ duplicate); after the dedupe window the event is new again; the rejection journa
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from typing import Any
 
@@ -212,3 +213,38 @@ async def test_a_one_off_purge_with_an_edited_config_does_not_mark_the_windows_a
     restarted.clock.now_s = server.clock.now_s + 2 * HOUR_S
     report = await restarted.receiver.store.retention.purge_once()
     assert report.payloads_purged == 2
+
+
+async def test_a_dead_events_purged_payload_comes_back_with_its_redelivery(
+    admin_harness: AdminHarness,
+) -> None:
+    """A redelivery of a dead event queues it again; when its payload had been purged, the job
+    went dead again at once ("the payload was purged") and the re-sent body was thrown away."""
+    h = admin_harness
+    body = {"id": "gone", "type": "t", "note": "please run me"}
+    first = await h.deliver("plain", body)
+    event_id = int(first["id"])
+    with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
+        conn.execute("UPDATE events SET status = 'dead' WHERE id = ?", (event_id,))
+        conn.execute("UPDATE jobs SET status = 'dead' WHERE event_id = ?", (event_id,))
+        conn.execute(
+            "UPDATE events SET body = NULL, headers = NULL, payload_purged_at = ? WHERE id = ?",
+            (h.clock(), event_id),
+        )
+    h.receiver.store.writer.recent.forget(event_id)  # as the worker does when it buries one
+    other = await h.deliver("plain", {**body, "note": "not the same bytes"})
+    assert other["status"] == "duplicate"
+    assert _event_row(h, "plain:gone")[::4] == (None, "dead")  # type: ignore[index]
+    again = await h.deliver("plain", body)
+    assert (again["status"], again["id"]) == ("duplicate", first["id"])
+    stored, _, purged_at, _, status = _event_row(h, "plain:gone")  # type: ignore[misc]
+    assert (purged_at, status) == (None, "queued")
+    assert json.loads(stored) == body
+    detail = await (await h.get(f"/admin/events/{first['id']}")).json()
+    assert detail["job"]["status"] == "queued"
+    assert await _search(h, "please") == [first["id"]]
+
+
+async def _search(h: AdminHarness, text: str) -> list[str]:
+    page = await (await h.get("/admin/events", q=text)).json()
+    return [e["id"] for e in page["events"]]
