@@ -263,9 +263,17 @@ class IngestWriter:
             self._on_batch(len(batch))
         for entry in written.committed_keys:  # on disk now: redeliveries may skip the store
             self.recent.remember(*entry)
+        uncounted: list[tuple[int, float, int]] = []
         for item, outcome in zip(batch, written.outcomes, strict=True):
             if not item.future.done():
                 item.future.set_result(outcome)
+            elif isinstance(outcome, Duplicate):
+                # Answered 503 while its batch waited (past the budget), yet counted as a
+                # duplicate when the batch committed: its retry will count. Undone with the
+                # next write of counts.
+                uncounted.append((-1, item.event.received_at_s, outcome.id))
+        if uncounted:
+            self.recent.give_back(uncounted)
         if self._on_committed is not None and any(
             isinstance(o, Accepted) or o.requeued for o in written.outcomes
         ):

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiosqlite
+import pytest
 
 from tests.integration.conftest import Harness
 from tests.support.factories import event_body, signed_headers
@@ -296,3 +297,30 @@ async def test_duplicate_counts_whose_write_failed_are_written_without_more_traf
         await asyncio.sleep(0.5)
     await harness.receiver.store.close()  # at once, as on SIGTERM: one last try
     assert _duplicate_count(harness, first["id"]) == 3
+
+
+async def test_a_redelivery_answered_503_while_its_batch_waited_is_not_counted(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the budget a waiting delivery is answered 503, but its batch may still commit: a
+    redelivery in it was counted although the provider heard 503 (and its retry counts)."""
+    harness: Harness = await make_harness(storage={"busy_timeout_s": 0.08})  # answers at 0.1 s
+    body = event_body("slow")
+    headers = signed_headers(body, msg_id="slow")
+    first = await (await harness.post("sw", body, headers)).json()
+    writer = harness.receiver.store.writer
+    writer.recent.clear()  # the redelivery goes to the store, not the memory of keys
+    db = harness.receiver.store.db
+    real = db.transaction_sync
+
+    async def slow_disk(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.3)  # a commit that takes longer than the budget, then lands
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(db, "transaction_sync", slow_disk)
+    resp = await harness.post("sw", body, headers)
+    assert resp.status == 503
+    monkeypatch.setattr(db, "transaction_sync", real)
+    await asyncio.sleep(0.5)  # the batch commits, and the correction with the next write
+    await writer.settle()
+    assert _duplicate_count(harness, first["id"]) == 0
