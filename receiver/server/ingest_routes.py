@@ -150,7 +150,13 @@ async def receive(request: web.Request) -> web.StreamResponse:
         service.provider(name)  # 404 before reading anything
         inbound = await capture(request, request.app[INGEST_LIMITS], reservation)
         body_bytes = len(inbound.body)
-        result = await service.ingest(inbound)
+        prepared = service.prepare(inbound)
+        if isinstance(prepared, HandshakeReply):
+            result: IngestResult | HandshakeReply = prepared
+        else:
+            if len(prepared.events) == 1:  # known before storing: a 503's log line names it
+                key = prepared.events[0].key
+            result = await service.record(prepared)
     except RequestRejected as exc:
         response = error_response(exc)
         if isinstance(exc, PayloadTooLarge | BodyTimeout):

@@ -144,6 +144,13 @@ async def test_no_error_path_logs_the_secret_a_body_or_a_signature(
     ):
         assert f'"{event}"' in logged, f"{event} was not logged: the path was not driven"
     _assert_clean(logged, sent)
+    # A 503's line names the event it refused (its key is known before the write failed).
+    refused = [
+        json.loads(line)
+        for line in json_logs.getvalue().splitlines()
+        if '"event":"storage_unavailable"' in line
+    ]
+    assert refused and all(line["key"].startswith("sw:full") for line in refused)
 
 
 async def test_stdlib_debug_logging_does_not_expose_bodies(
