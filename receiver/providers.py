@@ -77,6 +77,24 @@ def _read_secret_file(path: Path) -> str:
         raise ValueError("not UTF-8 text") from None
 
 
+# How secrets pasted where a variable's name belongs usually begin (never echoed back).
+_SECRET_PREFIXES = ("whsec_", "whpk_", "whsk_", "sk_", "rk_", "xox", "ghp_", "glpat-", "shp")
+
+
+def _variable_name_problem(var: str) -> str | None:
+    """Why ``var`` cannot be the name of the variable holding a secret, in words that never
+    repeat it when it looks like the secret itself; None when it can."""
+    looks_secret = var.startswith(_SECRET_PREFIXES) or (
+        len(var) >= 24 and any(c.islower() for c in var) and any(c.isdigit() for c in var)
+    )
+    if looks_secret or not _ENV_NAME.match(var):
+        return (
+            "is not an environment variable name (name the variable that holds the secret,"
+            " never the secret itself)"
+        )
+    return None
+
+
 def _with_header_secrets(
     name: str, ps: ProviderSettings, env: Mapping[str, str], problems: list[ConfigProblem]
 ) -> ProviderSettings:
@@ -87,6 +105,12 @@ def _with_header_secrets(
         return ps
     headers = dict(handler.headers)
     for header, var in handler.header_envs.items():
+        problem = _variable_name_problem(var)
+        if problem is not None:
+            problems.append(
+                ConfigProblem(f"providers.{name}.handler.header_envs.{header}", problem)
+            )
+            continue
         value = env.get(var, "").strip()
         if not value or any(ord(c) < 32 or ord(c) == 127 for c in value):
             problems.append(
@@ -105,14 +129,9 @@ def _read_secrets(
 ) -> list[str]:
     secrets: list[str] = []
     for i, var in enumerate(ps.secret_envs):
-        if not _ENV_NAME.match(var):
-            problems.append(
-                ConfigProblem(
-                    f"providers.{name}.secret_envs.{i}",
-                    "is not an environment variable name (name the variable that holds the "
-                    "secret, never the secret itself)",
-                )
-            )
+        problem = _variable_name_problem(var)
+        if problem is not None:
+            problems.append(ConfigProblem(f"providers.{name}.secret_envs.{i}", problem))
             continue
         # Stripped as secret files are: a stray newline would silently break every signature,
         # and a blank value would key the HMAC with whitespace.

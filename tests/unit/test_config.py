@@ -309,3 +309,29 @@ def test_a_section_that_failed_is_not_read_at_its_defaults_across_sections(
     problems = _problems(tmp_path, text)
     assert "admin.token_env" in problems
     assert "admin.port" not in problems
+
+
+_PASTED_SECRET = "whsec_PASTEDsecret4f9a8b7c6d5e"  # a variable name's characters, a secret's look
+_PASTED_TOKEN = "Bearer pasted-downstream-token-42"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "pasted"),
+    [
+        ("secret_envs: [SW_SECRET]", f"secret_envs: [{_PASTED_SECRET}]", _PASTED_SECRET),
+        (
+            "secret_envs: [SW_SECRET]",
+            "secret_envs: [SW_SECRET]\n    handler: {kind: http, url: 'http://127.0.0.1:9/h',"
+            f" header_envs: {{Authorization: '{_PASTED_TOKEN}'}}}}",
+            _PASTED_TOKEN,
+        ),
+    ],
+    ids=["secret_envs", "header_envs"],
+)
+def test_a_secret_pasted_where_a_variable_name_belongs_is_never_echoed(
+    tmp_path: Path, old: str, new: str, pasted: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, VALID.replace(old, new)), environ=ENV)
+    assert "not an environment variable name" in str(info.value)
+    assert pasted not in str(info.value)
