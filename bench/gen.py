@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from standardwebhooks.webhooks import Webhook
 
+# Bumped when seeded rows change shape: cached seeds of another version are not reused.
+SEED_VERSION = 2
 PROVIDER_HMAC = "bench"  # standard-webhooks, v1 HMAC (whsec_)
 PROVIDER_ED25519 = "benched"  # standard-webhooks, v1a Ed25519 (whpk_)
 KINDS = ("unique", "dup", "mix")
@@ -132,6 +134,17 @@ def write_slices(
     return paths
 
 
+def preset_windows() -> tuple[float, float]:
+    """``(payload, dedupe)`` retention of the bench's providers (the standard-webhooks preset)."""
+    from receiver.config import ProviderSettings
+    from receiver.providers import retention_windows
+    from receiver.signatures.registry import get_scheme
+
+    scheme = get_scheme("standard-webhooks")
+    assert scheme is not None
+    return retention_windows(ProviderSettings(scheme="standard-webhooks"), scheme)
+
+
 def create_schema(db_path: Path) -> None:
     """Open the database once with receiver itself, so its schema (and WAL mode) exists."""
     from receiver.store.database import Database
@@ -168,9 +181,12 @@ def seed_events(
     chunk: int = 100_000,
 ) -> None:
     """Insert seeded events ``start .. start+count`` (IDs from :func:`seed_id`) and their jobs
-    straight into receiver's schema with plain sqlite3 (fast: no fsync, big transactions)."""
+    straight into receiver's schema with plain sqlite3 (fast: no fsync, big transactions).
+    Their expiries and the record of the windows applied are what a receiver running with the
+    bench's config would have written (else its first purge would set them all right, in the
+    middle of the measurement)."""
     now = time.time()
-    far = now + 365 * 86400.0
+    payload_s, dedupe_s = preset_windows()
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = DELETE")
@@ -202,8 +218,8 @@ def seed_events(
                         now,
                         now,
                         1,
-                        far,
-                        far,
+                        now + payload_s,
+                        now + dedupe_s,
                     )
                 )
                 jobs.append((row_id, provider, job_status, now, None, now))
@@ -221,6 +237,10 @@ def seed_events(
                 jobs,
             )
             conn.execute("COMMIT")
+        conn.executemany(
+            "INSERT OR REPLACE INTO retention_applied VALUES (?, ?, ?)",
+            [(name, payload_s, dedupe_s) for name in (PROVIDER_HMAC, PROVIDER_ED25519)],
+        )
         conn.execute("PRAGMA journal_mode = WAL")
     finally:
         conn.close()

@@ -289,7 +289,7 @@ def _stored_db(run: Run, name: str) -> Path:
     from receiver.store.database import SCHEMA_VERSION
 
     n = run.opts.stored_events
-    cached = CACHE / f"stored-{n}-schema{SCHEMA_VERSION}.db"
+    cached = CACHE / f"stored-{n}-schema{SCHEMA_VERSION}-seed{gen.SEED_VERSION}.db"
     if not cached.exists():
         print(f"[bench] seeding {n:,} stored events into {cached} (cached for later runs)")
         started = time.monotonic()
@@ -305,7 +305,7 @@ def _backlog_db(run: Run, name: str) -> Path:
     from receiver.store.database import SCHEMA_VERSION
 
     n = run.opts.backlog_jobs
-    cached = CACHE / f"backlog-{n}-schema{SCHEMA_VERSION}.db"
+    cached = CACHE / f"backlog-{n}-schema{SCHEMA_VERSION}-seed{gen.SEED_VERSION}.db"
     if not cached.exists():
         print(f"[bench] seeding {n:,} queued jobs into {cached} (cached for later runs)")
         tmp = cached.with_name(cached.name + ".tmp")

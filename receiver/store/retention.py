@@ -162,19 +162,12 @@ class Retention:
         for name, policy in sorted(self._policies.items()):
             if applied.get(name) == policy.windows:
                 continue
-            after_id, moved = 0, 0
-            while True:
-                if is_stopping():
-                    return  # not recorded: the next run goes on from the start
-                started = time.monotonic()
-                last = await self._db.transaction(
-                    functools.partial(_reexpire, provider=name, policy=policy, after_id=after_id)
-                )
-                if last is None:
-                    break
-                after_id, count = last
-                moved += count
-                await self._sleep(time.monotonic() - started)
+            moved = 0
+            if await self._differs(name, policy):  # one read first, not a walk of writes
+                walked = await self._reexpire_all(name, policy, is_stopping)
+                if walked is None:
+                    return  # stopped: not recorded, so the next run goes on from the start
+                moved = walked
             if self._records_policies:
                 await self._db.transaction(functools.partial(_record, provider=name, policy=policy))
             if moved:
@@ -183,6 +176,35 @@ class Retention:
         self._is_policy_applied = True
         if total and self._on_policy_applied is not None:
             self._on_policy_applied()
+
+    async def _reexpire_all(
+        self, provider: str, policy: RetentionPolicy, is_stopping: Callable[[], bool]
+    ) -> int | None:
+        """Walk ``provider``'s events in id ranges; how many changed (None: asked to stop)."""
+        after_id, moved = 0, 0
+        while not is_stopping():
+            started = time.monotonic()
+            last = await self._db.transaction(
+                functools.partial(_reexpire, provider=provider, policy=policy, after_id=after_id)
+            )
+            if last is None:
+                return moved
+            after_id, count = last
+            moved += count
+            await self._sleep(time.monotonic() - started)
+        return None
+
+    async def _differs(self, provider: str, policy: RetentionPolicy) -> bool:
+        """Whether any stored event of ``provider`` has other windows than ``policy`` (after an
+        upgrade, no record says; usually none does, and one scan on the reader tells)."""
+        async with self._db.reading() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE provider = ?"
+                " AND (dedupe_expires_at != received_at + ?"
+                " OR (body IS NOT NULL AND payload_expires_at != received_at + ?)))",
+                (provider, policy.dedupe_retention_s, policy.payload_retention_s),
+            )
+        return bool(next(iter(rows))[0])
 
     async def _purge_payloads(self, conn: aiosqlite.Connection, now: float) -> int:
         cursor = await conn.execute(

@@ -248,3 +248,33 @@ async def test_a_dead_events_purged_payload_comes_back_with_its_redelivery(
 async def _search(h: AdminHarness, text: str) -> list[str]:
     page = await (await h.get("/admin/events", q=text)).json()
     return [e["id"] for e in page["events"]]
+
+
+async def test_after_an_upgrade_unchanged_windows_cost_one_read_not_a_walk(
+    admin_harness: AdminHarness, monkeypatch: Any
+) -> None:
+    """With no record of the windows applied (a database from before they were recorded), the
+    events were walked in write transactions although none of them differed."""
+    from receiver.store import retention
+
+    h = admin_harness
+    for i in range(3):
+        await h.deliver("plain", {"id": f"u{i}", "type": "t"})
+    with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
+        conn.execute("DELETE FROM retention_applied")
+    walked: list[str] = []
+    real = retention._reexpire
+
+    async def counted(conn: Any, **kwargs: Any) -> Any:
+        walked.append(kwargs["provider"])
+        return await real(conn, **kwargs)
+
+    monkeypatch.setattr(retention, "_reexpire", counted)
+    fresh = Retention(
+        h.receiver.store.db, clock=h.clock, policies=h.receiver.store.retention._policies
+    )
+    await fresh.purge_once()
+    assert walked == []
+    with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
+        recorded = {row[0] for row in conn.execute("SELECT provider FROM retention_applied")}
+    assert "plain" in recorded
