@@ -165,7 +165,10 @@ class Worker:
         self._keeper = asyncio.create_task(self._keep_leases(), name="receiver-lease-keeper")
         # Once now, and once more when a crashed predecessor's leases have surely run out (a
         # quick restart comes back within them).
-        late = asyncio.create_task(self._requeue_unclaimable(after_s=self._settings.lease_s))
+        late = asyncio.create_task(
+            self._requeue_unclaimable(after_s=self._settings.lease_s),
+            name="receiver-requeue-unclaimable",
+        )
         try:
             await self._requeue_unclaimable()
             while not self._is_stopping:

@@ -326,8 +326,8 @@ def _write_batch(
 ) -> _Written:
     if touches:
         conn.executemany(
-            "UPDATE events SET duplicate_count = duplicate_count + ?, last_seen_at = ?"
-            " WHERE id = ?",
+            "UPDATE events SET duplicate_count = duplicate_count + ?,"
+            " last_seen_at = MAX(last_seen_at, ?) WHERE id = ?",
             touches,
         )
     committed: list[tuple[str, int, str, float]] = []
