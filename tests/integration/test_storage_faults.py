@@ -88,6 +88,18 @@ async def _write_lock_held(harness: Harness) -> AsyncIterator[None]:
         await asyncio.to_thread(holder.join, 10)
 
 
+async def _duplicates_while_locked(
+    harness: Harness, body: bytes, headers: dict[str, str], *, count: int
+) -> None:
+    """``count`` redeliveries answered from memory while another process holds the write lock,
+    and time for their count's write-back to try, and fail on the lock."""
+    async with _write_lock_held(harness):
+        for _ in range(count):
+            resp = await harness.post("sw", body, headers)
+            assert (await resp.json())["status"] == "duplicate"
+        await asyncio.sleep(0.5)
+
+
 def _hold_write_lock(path: str, held: threading.Event, release: threading.Event) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -235,11 +247,7 @@ async def test_duplicate_counts_whose_write_failed_are_written_later(make_harnes
     body = event_body("counted")
     headers = signed_headers(body, msg_id="counted")
     first = await (await harness.post("sw", body, headers)).json()
-    async with _write_lock_held(harness):
-        for _ in range(3):
-            resp = await harness.post("sw", body, headers)
-            assert (await resp.json())["status"] == "duplicate"
-        await asyncio.sleep(0.5)  # the write-back has tried, and failed on the lock
+    await _duplicates_while_locked(harness, body, headers, count=3)
     assert (await (await harness.post("sw", body, headers)).json())["status"] == "duplicate"
     stored = await harness.receiver.store.get_event(int(first["id"]))
     assert stored is not None and stored.duplicate_count == 4
@@ -286,15 +294,10 @@ async def test_duplicate_counts_whose_write_failed_are_written_without_more_traf
     body = event_body("quiet")
     headers = signed_headers(body, msg_id="quiet")
     first = await (await harness.post("sw", body, headers)).json()
-    async with _write_lock_held(harness):
-        for _ in range(2):
-            assert (await (await harness.post("sw", body, headers)).json())["status"] == "duplicate"
-        await asyncio.sleep(0.5)  # the write-back has tried, and failed on the lock
+    await _duplicates_while_locked(harness, body, headers, count=2)
     await asyncio.sleep(1.5)  # no further delivery: the kept counts are tried again by themselves
     assert _duplicate_count(harness, first["id"]) == 2
-    async with _write_lock_held(harness):
-        assert (await (await harness.post("sw", body, headers)).json())["status"] == "duplicate"
-        await asyncio.sleep(0.5)
+    await _duplicates_while_locked(harness, body, headers, count=1)
     await harness.receiver.store.close()  # at once, as on SIGTERM: one last try
     assert _duplicate_count(harness, first["id"]) == 3
 
