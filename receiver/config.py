@@ -51,6 +51,7 @@ Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict()]  # an integer is a float too; .inf and .nan are refused
 Bool = Annotated[bool, Strict()]
 Port = Annotated[Int, Field(ge=0, le=65535)]
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"  # an environment variable's name
 
 
 class _Strict(BaseModel):
@@ -83,10 +84,8 @@ class ServerSettings(_Strict):
 class AdminSettings(_Strict):
     host: str = "127.0.0.1"
     port: Port = 8081
-    token_env: str = Field(  # the variable's name, not a token
-        default="RECEIVER_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-    )
-    read_token_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    token_env: str = Field(default="RECEIVER_ADMIN_TOKEN", pattern=ENV_NAME)  # a name, not a token
+    read_token_env: str | None = Field(default=None, pattern=ENV_NAME)
 
 
 class StorageSettings(_Strict):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
-from receiver.config import HttpHandler
+from receiver.config import ENV_NAME, HttpHandler
 from receiver.errors import ConfigProblem
 from receiver.handlers import check_handler
 from receiver.keys import SourceSyntaxError, ValueSource, parse_source
@@ -30,7 +30,7 @@ from receiver.signatures.registry import all_schemes, get_scheme
 if TYPE_CHECKING:
     from receiver.config import ProviderSettings, Settings
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_ENV_NAME = re.compile(ENV_NAME)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # The key each handler kind's check is about, for the problem's path.
 _HANDLER_FIELD = {"http": "url", "python": "target", "command": "argv.0"}
