@@ -283,13 +283,18 @@ def _seeded_copy(cached: Path, name: str, run: Run) -> Path:
     return copy
 
 
+def _seed_day() -> str:
+    """Seeds expire like real events (a week on): a cached one is reused the day it was made."""
+    return time.strftime("%Y%m%d")
+
+
 def _stored_db(run: Run, name: str) -> Path:
     """A fresh copy of the big seeded database, so that every round starts from the same N
     stored events (reusing one copy made each round measure the rows the previous ones added)."""
     from receiver.store.database import SCHEMA_VERSION
 
     n = run.opts.stored_events
-    cached = CACHE / f"stored-{n}-schema{SCHEMA_VERSION}-seed{gen.SEED_VERSION}.db"
+    cached = CACHE / f"stored-{n}-schema{SCHEMA_VERSION}-seed{gen.SEED_VERSION}-{_seed_day()}.db"
     if not cached.exists():
         print(f"[bench] seeding {n:,} stored events into {cached} (cached for later runs)")
         started = time.monotonic()
@@ -305,7 +310,7 @@ def _backlog_db(run: Run, name: str) -> Path:
     from receiver.store.database import SCHEMA_VERSION
 
     n = run.opts.backlog_jobs
-    cached = CACHE / f"backlog-{n}-schema{SCHEMA_VERSION}-seed{gen.SEED_VERSION}.db"
+    cached = CACHE / f"backlog-{n}-schema{SCHEMA_VERSION}-seed{gen.SEED_VERSION}-{_seed_day()}.db"
     if not cached.exists():
         print(f"[bench] seeding {n:,} queued jobs into {cached} (cached for later runs)")
         tmp = cached.with_name(cached.name + ".tmp")

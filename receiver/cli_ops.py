@@ -24,7 +24,6 @@ import structlog
 
 from receiver.config import Config, default_config_path, load_config
 from receiver.errors import ReceiverError
-from receiver.providers import configured_windows
 from receiver.store.filters import (
     Cursor,
     EventFilter,
@@ -34,7 +33,6 @@ from receiver.store.filters import (
     parse_limit,
 )
 from receiver.store.replay import ReplayReport
-from receiver.store.retention import RetentionPolicy
 from receiver.store.sqlite import SqliteStore
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -81,11 +79,10 @@ def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[T]]) -> 
             synchronous=storage.synchronous,
             retry_after_s=storage.retry_after_s,
             handled_providers=config.handled_providers,
-            retention_policies={
-                name: RetentionPolicy(payload_retention_s=payload_s, dedupe_retention_s=dedupe_s)
-                for name, (payload_s, dedupe_s) in configured_windows(config.settings).items()
-            },
-            records_retention=False,  # the server, which writes with the windows, records them
+            # No windows: the server, which writes events with them, is the one that moves the
+            # stored expiries when they change (a one-off purge with an edited file beside a
+            # server on the old one would leave its events on windows it never chose).
+            retention_policies=None,
         )
         await store.open(warm=False)  # it ingests nothing: no memory of keys to fill
         try:

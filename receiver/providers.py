@@ -77,22 +77,28 @@ def _read_secret_file(path: Path) -> str:
         raise ValueError("not UTF-8 text") from None
 
 
-# How secrets pasted where a variable's name belongs usually begin (never echoed back).
-_SECRET_PREFIXES = ("whsec_", "whpk_", "whsk_", "sk_", "rk_", "xox", "ghp_", "glpat-", "shp")
+# How secrets pasted where a variable's name belongs begin (refused, never echoed back).
+_SECRET_PREFIXES = ("whsec_", "whpk_", "whsk_", "sk_live_", "sk_test_", "rk_live_", "rk_test_")
+# What a variable's name looks like when an error may repeat it: words joined by "_".
+_SHOWN_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[a-z][a-z0-9]*(?:_[a-z0-9]+)+")
 
 
 def _variable_name_problem(var: str) -> str | None:
-    """Why ``var`` cannot be the name of the variable holding a secret, in words that never
-    repeat it when it looks like the secret itself; None when it can."""
-    looks_secret = var.startswith(_SECRET_PREFIXES) or (
-        len(var) >= 24 and any(c.islower() for c in var) and any(c.isdigit() for c in var)
-    )
-    if looks_secret or not _ENV_NAME.match(var):
+    """Why ``var`` cannot be the name of the variable holding a secret (in words that never
+    repeat it); None when it can."""
+    if var.startswith(_SECRET_PREFIXES) or not _ENV_NAME.match(var):
         return (
             "is not an environment variable name (name the variable that holds the secret,"
             " never the secret itself)"
         )
     return None
+
+
+def _unset(var: str) -> str:
+    """An unset variable, named only when its name looks like one (words joined by ``_``): a
+    short secret pasted in its place is a valid name too, and must not be printed."""
+    shown = var if _SHOWN_NAME.fullmatch(var) and len(var) <= 64 else "named there"
+    return f"environment variable {shown} is not set (or is empty or blank)"
 
 
 def _with_header_secrets(
@@ -116,7 +122,7 @@ def _with_header_secrets(
             problems.append(
                 ConfigProblem(
                     f"providers.{name}.handler.header_envs.{header}",
-                    f"environment variable {var} is not set, empty, or not one line of text",
+                    f"{_unset(var)}, or not one line of text",
                 )
             )
             continue
@@ -140,7 +146,7 @@ def _read_secrets(
             problems.append(
                 ConfigProblem(
                     f"providers.{name}.secret_envs.{i}",
-                    f"environment variable {var} is not set (or is empty or blank)",
+                    _unset(var),
                 )
             )
         else:
@@ -294,17 +300,6 @@ def retention_windows(ps: ProviderSettings, scheme: Scheme) -> tuple[float, floa
     # A payload never outlives its key: the default payload window is capped by the dedupe one.
     payload_s = ps.payload_retention or min(scheme.payload_retention_s, dedupe_s)
     return payload_s, dedupe_s
-
-
-def configured_windows(settings: Settings) -> dict[str, tuple[float, float]]:
-    """Every provider's retention windows from the settings alone: no secret is read (for the
-    operations commands, run where the webhook secrets may not be set)."""
-    windows = {}
-    for name, ps in settings.providers.items():
-        scheme = get_scheme(ps.scheme)
-        if scheme is not None:
-            windows[name] = retention_windows(ps, scheme)
-    return windows
 
 
 def resolve_providers(

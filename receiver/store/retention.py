@@ -103,7 +103,6 @@ class Retention:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         policies: Mapping[str, RetentionPolicy] | None = None,
         on_policy_applied: Callable[[], None] | None = None,
-        records_policies: bool = True,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -114,11 +113,6 @@ class Retention:
         self._is_policy_applied = not self._policies
         # Told when stored expiries moved (ingest's memory of keys holds the old ones).
         self._on_policy_applied = on_policy_applied
-        # Only the process that also writes events with these windows records them as applied:
-        # a one-off ``receiver purge`` with an edited config, beside a server still on the old
-        # one, applies the new windows but must not mark them applied (the server goes on
-        # writing the old ones until it restarts, and then compares).
-        self._records_policies = records_policies
 
     async def purge_once(self, *, is_stopping: Callable[[], bool] = lambda: False) -> PurgeReport:
         """Run every step until nothing more is due at the moment the run started.
@@ -168,8 +162,7 @@ class Retention:
                 if walked is None:
                     return  # stopped: not recorded, so the next run goes on from the start
                 moved = walked
-            if self._records_policies:
-                await self._db.transaction(functools.partial(_record, provider=name, policy=policy))
+            await self._db.transaction(functools.partial(_record, provider=name, policy=policy))
             if moved:
                 log.info("retention_policy_applied", provider=name, events=moved)
             total += moved

@@ -58,7 +58,6 @@ class SqliteStore:
         on_batch: Callable[[int], None] | None = None,
         handled_providers: Collection[str] | None = None,
         retention_policies: Mapping[str, RetentionPolicy] | None = None,
-        records_retention: bool = True,
     ) -> None:
         self.clock = clock
         self.db = Database(
@@ -95,7 +94,6 @@ class SqliteStore:
             clock=clock,
             policies=retention_policies,
             on_policy_applied=self.writer.recent.clear,
-            records_policies=records_retention,
         )
         self.rejections = RejectionJournal(self.db, clock=clock)
 

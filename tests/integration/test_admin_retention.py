@@ -188,12 +188,12 @@ async def test_changed_windows_reach_the_events_already_stored(
     assert applied == [("p", HOUR_S, 30 * 24 * HOUR_S)]  # the next start compares with this
 
 
-async def test_a_one_off_purge_with_an_edited_config_does_not_mark_the_windows_applied(
+async def test_only_the_server_moves_stored_windows_so_a_one_off_purge_leaves_them_be(
     admin_make_harness: Any,
 ) -> None:
-    """``receiver purge`` run with the edited file while the server still writes events with
-    the old windows used to record the new ones as applied; restarted on them, the server then
-    skipped the events it had written meanwhile, keeping their bodies for the old week."""
+    """``receiver purge`` run with an edited file beside a server on the old one used to move
+    and record windows the server never chose: restarted, the server skipped the events it had
+    written meanwhile (or, with its own file unchanged, kept the purge's windows for good)."""
     from receiver.cli import main
     from tests.support.factories import write_config
 

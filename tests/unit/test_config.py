@@ -335,3 +335,18 @@ def test_a_secret_pasted_where_a_variable_name_belongs_is_never_echoed(
         load_config(_write(tmp_path, VALID.replace(old, new)), environ=ENV)
     assert "not an environment variable name" in str(info.value)
     assert pasted not in str(info.value)
+
+
+def test_a_lowercase_variable_name_is_a_name(tmp_path: Path) -> None:
+    """A heuristic for pasted secrets refused names like github_webhook_secret_v2."""
+    text = VALID.replace("secret_envs: [SW_SECRET]", "secret_envs: [github_webhook_secret_v2]")
+    load_config(_write(tmp_path, text), environ={"github_webhook_secret_v2": SECRET})
+
+
+def test_an_unset_variable_is_named_only_when_it_looks_like_a_name(tmp_path: Path) -> None:
+    """A short secret pasted in place of a name is a valid name too: never printed back."""
+    text = VALID.replace("secret_envs: [SW_SECRET]", "secret_envs: [Tr0ub4dor3xyz, SW_UNSET]")
+    problems = _problems(tmp_path, text, env={})
+    assert "Tr0ub4dor3xyz" not in problems["providers.billing.secret_envs.0"]
+    assert "is not set" in problems["providers.billing.secret_envs.0"]
+    assert "SW_UNSET is not set" in problems["providers.billing.secret_envs.1"]
