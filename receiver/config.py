@@ -357,6 +357,18 @@ def _cross_section_problems(
     return problems
 
 
+def _admin_as_written(raw: object, admin: AdminSettings) -> AdminSettings:
+    """The admin listener's host and token variable as the file writes them, even when another
+    key of that section is wrong (the salvage then holds the defaults: a loopback host)."""
+    written = raw.get("admin") if isinstance(raw, dict) else None
+    if not isinstance(written, dict):
+        return admin
+    host, token_env = written.get("host", admin.host), written.get("token_env", admin.token_env)
+    if not isinstance(host, str) or not isinstance(token_env, str):
+        return admin
+    return admin.model_copy(update={"host": host, "token_env": token_env})
+
+
 def serving_problems(admin: AdminSettings, env: Mapping[str, str]) -> list[ConfigProblem]:
     """What ``serve`` would refuse at start beyond the file itself: an admin API on a non-loopback
     address without its token (``check-config`` reports it too)."""
@@ -401,11 +413,12 @@ def load_config(
     from receiver.providers import resolve_providers  # the provider layer builds verifiers
 
     env = dict(os.environ if environ is None else environ)
-    settings, problems = parse_settings(read_yaml(path))
+    raw = read_yaml(path)
+    settings, problems = parse_settings(raw)
     providers, provider_problems, warnings = resolve_providers(settings, env, only=only)
     problems += provider_problems
     if for_serving:
-        problems += serving_problems(settings.admin, env)
+        problems += serving_problems(_admin_as_written(raw, settings.admin), env)
     if problems:
         raise ConfigError(problems)
     return Config(path=path, settings=settings, providers=providers, warnings=tuple(warnings))

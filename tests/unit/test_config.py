@@ -350,3 +350,14 @@ def test_an_unset_variable_is_named_only_when_it_looks_like_a_name(tmp_path: Pat
     assert "Tr0ub4dor3xyz" not in problems["providers.billing.secret_envs.0"]
     assert "is not set" in problems["providers.billing.secret_envs.0"]
     assert "SW_UNSET is not set" in problems["providers.billing.secret_envs.1"]
+
+
+def test_an_exposed_admin_host_is_named_even_beside_a_typo_in_its_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SW_SECRET", SECRET)
+    monkeypatch.delenv("RECEIVER_ADMIN_TOKEN", raising=False)
+    text = VALID.replace("admin: {host: 127.0.0.1", "admin: {prot: 1, host: 0.0.0.0")
+    assert main(["check-config", "--config", str(_write(tmp_path, text))]) == 2
+    err = capsys.readouterr().err
+    assert "admin.prot" in err and "admin.host" in err
