@@ -163,14 +163,14 @@ class Worker:
         # configuration lookup, which every job's log lines would otherwise pay.
         self._log = log.bind()
         self._keeper = asyncio.create_task(self._keep_leases(), name="receiver-lease-keeper")
-        # Once now, and once more when a crashed predecessor's leases have surely run out (a
-        # quick restart comes back within them).
-        late = asyncio.create_task(
-            self._requeue_unclaimable(after_s=self._settings.lease_s),
-            name="receiver-requeue-unclaimable",
-        )
+        late: asyncio.Task[None] | None = None
         try:
-            await self._requeue_unclaimable()
+            # Now, and again every lease_s while a crashed predecessor's leases are live (a
+            # quick restart comes back within them).
+            if await self._requeue_unclaimable():
+                late = asyncio.create_task(
+                    self._keep_requeueing_unclaimable(), name="receiver-requeue-unclaimable"
+                )
             while not self._is_stopping:
                 self._wake.clear()
                 await self._claim()
@@ -190,8 +190,10 @@ class Worker:
             await self._drain()
             keeper, self._keeper = self._keeper, None
             keeper.cancel()  # a renewal already queued still commits: the coalescer runs it
-            late.cancel()
-            await asyncio.wait({keeper, late})
+            await asyncio.wait({keeper})
+            if late is not None:
+                late.cancel()
+                await asyncio.wait({late})
             counting, self._stats_task = self._stats_task, None
             if counting is not None:
                 counting.cancel()
@@ -199,16 +201,25 @@ class Worker:
             if until_empty:
                 await self._http.close()
 
-    async def _requeue_unclaimable(self, *, after_s: float = 0.0) -> None:
-        if after_s:
-            await asyncio.sleep(after_s + 1.0)  # real time, like the leases it waits out
+    async def _requeue_unclaimable(self) -> bool:
+        """Requeue jobs no handler here will claim; True when a look later is needed (some are
+        still leased, or this look failed)."""
         try:
-            count = await self._queue.requeue_unclaimable(list(self.routes), now=self._clock())
+            count, still_leased = await self._queue.requeue_unclaimable(
+                list(self.routes), now=self._clock()
+            )
         except StorageUnavailable as exc:
             self._log.warning("worker_requeue_failed", error=exc.detail)
-            return
+            return True
         if count:
             self._log.warning("jobs_without_a_handler_requeued", jobs=count)
+        return still_leased
+
+    async def _keep_requeueing_unclaimable(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.lease_s + 1.0)  # real time, like the leases
+            if not await self._requeue_unclaimable():
+                return
 
     async def _wait(self) -> None:
         with contextlib.suppress(TimeoutError):

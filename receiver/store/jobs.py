@@ -208,16 +208,22 @@ class JobQueue:
             self._on_dead(job.event_id)
         return is_buried
 
-    async def requeue_unclaimable(self, handled: Sequence[str], *, now: float) -> int:
+    async def requeue_unclaimable(self, handled: Sequence[str], *, now: float) -> tuple[int, bool]:
         """Jobs left running, their lease expired, by a provider with no handler now (removed
         from the config, or its handler taken away): no worker would ever claim them again,
         so they would show as processing for ever. Their jobs go back to queued (where
         ``waiting_for_a_handler`` counts them) and their events to received, like every event
-        of a provider without a handler; the open attempt is closed as a lost lease."""
+        of a provider without a handler; the open attempt is closed as a lost lease. Returns
+        how many, and whether others are still leased (a look later will find them)."""
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: sqlite3.Connection) -> tuple[int, bool]:
             placeholders, params = _in(handled)
             unhandled = f" AND provider NOT IN {placeholders}" if handled else ""
+            still_leased = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 'running'"
+                f" AND lease_expires_at > :now{unhandled})",
+                {"now": now, **params},
+            ).fetchone()[0]
             ids = [
                 int(row[0])
                 for row in conn.execute(
@@ -243,7 +249,7 @@ class JobQueue:
                     f"UPDATE events SET status = ? WHERE id IN ({marks})",
                     (str(EventStatus.RECEIVED), *chunk),
                 )
-            return len(ids)
+            return len(ids), bool(still_leased)
 
         return await self._db.transaction_sync(work, is_flushed=False)
 

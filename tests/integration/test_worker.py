@@ -996,13 +996,14 @@ async def test_after_a_quick_restart_such_jobs_are_queued_again_once_their_lease
     store: SqliteStore, clock: FakeClock
 ) -> None:
     """A restart within the crashed run's lease (systemd, a container runtime) found the lease
-    still live, and nothing looked again: the event stayed processing."""
+    still live, and nothing looked again (later, one look after this worker's own lease_s,
+    shorter than the crashed run's): the event stayed processing."""
     gone = await record(store, "gone", 1)
     await JobQueue(store.db).claim(caps={"gone": None}, limit=1, now=clock(), lease_s=30)
     worker = make_worker(store, clock, {"p": python("record")}, lease_s=0.2)
     await worker.start()
     try:
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(1.5)  # past this worker's first look again (lease_s + 1 s)
         assert status_of(store, gone)[:2] == ("processing", "running")  # still leased
         clock.now += 60  # the crashed run's lease runs out
         await asyncio.wait_for(
