@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from receiver import cli_ops
-from receiver.config import Config, default_config_path, load_config
+from receiver.config import Config, config_path, load_config
 from receiver.durations import format_duration
 from receiver.errors import ConfigError, ReceiverError
 from receiver.logs import configure_logging
@@ -43,8 +43,7 @@ cli_ops.register(command)  # events, replay, purge
 
 def _load(args: argparse.Namespace) -> Config:
     """The config to serve with: every provider resolved, and nothing ``serve`` would refuse."""
-    path = Path(args.config) if args.config else default_config_path()
-    return load_config(path, for_serving=True)
+    return load_config(config_path(args.config), for_serving=True)
 
 
 @command("serve")
@@ -91,8 +90,8 @@ _ID_HEADER = re.compile(r"^header:([!#$%&'*+.^_`|~0-9A-Za-z-]+)$")
 
 @command("sign")
 def _sign(args: argparse.Namespace) -> int:
-    path = Path(args.config) if args.config else default_config_path()
-    config = load_config(path, only={args.provider})  # the other providers' secrets: not needed
+    # Only this provider is resolved: the other providers' secrets are not needed.
+    config = load_config(config_path(args.config), only={args.provider})
     provider = config.providers.get(args.provider)
     if provider is None:
         print(f"error: no provider named {args.provider!r} in {config.path}", file=sys.stderr)

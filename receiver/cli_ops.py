@@ -17,12 +17,11 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TypeVar
 
 import structlog
 
-from receiver.config import Config, default_config_path, load_config
+from receiver.config import Config, config_path, load_config
 from receiver.errors import ReceiverError
 from receiver.store.filters import (
     Cursor,
@@ -46,8 +45,7 @@ _FILTER_FLAGS = ("provider", "status", "type", "key", "since", "until", "q")
 def _config(args: argparse.Namespace) -> Config:
     """The config without any provider resolved: these commands read and write the store only,
     so they run where the webhook secrets are not set (an operator's shell)."""
-    path = Path(args.config) if args.config else default_config_path()
-    return load_config(path, only=())
+    return load_config(config_path(args.config), only=())
 
 
 @contextmanager
@@ -94,11 +92,11 @@ def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[T]]) -> 
         return asyncio.run(run())
 
 
-def _filter(args: argparse.Namespace) -> tuple[EventFilter, Cursor | None, float]:
+def _filter(args: argparse.Namespace) -> tuple[EventFilter, Cursor, float]:
     """The filters, the ``--cursor`` to continue from, and the clock relative times use (the
     first run's, carried in the cursor)."""
     cursor = decode_cursor("e", args.cursor)
-    now = cursor.now_s if cursor is not None and cursor.now_s is not None else time.time()
+    now = cursor.clock(time.time)
     values = {name: getattr(args, name) for name in _FILTER_FLAGS}
     return parse_event_filter(values, now_s=now), cursor, now
 
@@ -134,10 +132,11 @@ def _events_list(args: argparse.Namespace) -> int:
         limit = parse_limit(args.limit, default=50, maximum=10_000)
     except InvalidParameter as exc:
         return _usage_error(exc)
-    before_id = cursor.before_id if cursor is not None else None
     page = _with_store(
         _config(args),
-        lambda store: store.queries.list_events(flt, before_id=before_id, limit=limit, now_s=now),
+        lambda store: store.queries.list_events(
+            flt, before_id=cursor.before_id, limit=limit, now_s=now
+        ),
     )
     events = [e.as_json() for e in page.items]
     if args.json:
@@ -240,7 +239,7 @@ def _replay(args: argparse.Namespace) -> int:
         limit = parse_limit(args.limit, default=1000, maximum=10_000)
     except InvalidParameter as exc:
         return _usage_error(exc)
-    if args.ids and (not flt.is_empty or cursor is not None):
+    if args.ids and (not flt.is_empty or cursor.before_id is not None):
         print("error: give event ids or filters, not both", file=sys.stderr)
         return EXIT_USAGE
     if not args.ids and flt.is_empty:
@@ -261,7 +260,7 @@ def _replay(args: argparse.Namespace) -> int:
             reason=reason,
             dry_run=args.dry_run,
             limit=limit,
-            before_id=cursor.before_id if cursor is not None else None,
+            before_id=cursor.before_id,
             now_s=now,
         )
 

@@ -19,7 +19,7 @@ __all__ = [
     "Settings",
     "StorageSettings",
     "WorkerSettings",
-    "default_config_path",
+    "config_path",
     "load_config",
 ]
 
@@ -224,7 +224,10 @@ class Config:
         )
 
 
-def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+def config_path(given: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """``--config`` when given, else ``$RECEIVER_CONFIG``, else ``config/receiver.yaml``."""
+    if given:
+        return Path(given)
     env = os.environ if environ is None else environ
     return Path(env.get("RECEIVER_CONFIG") or "config/receiver.yaml")
 

@@ -20,7 +20,6 @@ from receiver.server.openapi import openapi_document
 from receiver.server.responses import error_json, json_response
 from receiver.store.database import Database
 from receiver.store.filters import (
-    Cursor,
     InvalidParameter,
     decode_cursor,
     parse_event_filter,
@@ -113,19 +112,14 @@ def _dry_run(data: Mapping[str, object]) -> bool:
     return value
 
 
-def _cursor_clock(cursor: Cursor | None, clock: Callable[[], float]) -> float:
-    """The time relative filters (``since=2h``) are resolved against: the first page's."""
-    return cursor.now_s if cursor is not None and cursor.now_s is not None else clock()
-
-
 async def list_events(request: web.Request) -> web.Response:
     admin = request.app[ADMIN]
     query = request.query
     cursor = decode_cursor("e", query.get("cursor"))
-    now = _cursor_clock(cursor, admin.clock)
+    now = cursor.clock(admin.clock)
     page = await admin.queries.list_events(
         parse_event_filter(query, now_s=now),
-        before_id=cursor.before_id if cursor else None,
+        before_id=cursor.before_id,
         limit=parse_limit(query.get("limit"), default=_PAGE_DEFAULT, maximum=_PAGE_MAX),
         now_s=now,
     )
@@ -180,7 +174,7 @@ async def replay_matching(request: web.Request) -> web.Response:
     data = await _json_object(request, _BULK_FIELDS)
     reason, dry_run = _reason(data), _dry_run(data)
     cursor = decode_cursor("e", data.get("cursor"))
-    now = _cursor_clock(cursor, admin.clock)
+    now = cursor.clock(admin.clock)
     flt = parse_event_filter(data, now_s=now)
     if flt.is_empty:
         raise InvalidParameter(
@@ -193,7 +187,7 @@ async def replay_matching(request: web.Request) -> web.Response:
         reason=reason,
         dry_run=dry_run,
         limit=limit,
-        before_id=cursor.before_id if cursor else None,
+        before_id=cursor.before_id,
         now_s=now,
     )
     return json_response(report.as_json())
@@ -203,7 +197,7 @@ async def rejections(request: web.Request) -> web.Response:
     admin = request.app[ADMIN]
     query = request.query
     cursor = decode_cursor("r", query.get("cursor"))
-    now = _cursor_clock(cursor, admin.clock)
+    now = cursor.clock(admin.clock)
     since = parse_time("since", query.get("since"), now_s=now)
     until = parse_time("until", query.get("until"), now_s=now)
     if since is not None and until is not None and until < since:
@@ -214,7 +208,7 @@ async def rejections(request: web.Request) -> web.Response:
         provider=parse_text("provider", query.get("provider")),
         since_s=since,
         until_s=until,
-        before_id=cursor.before_id if cursor else None,
+        before_id=cursor.before_id,
         limit=parse_limit(query.get("limit"), default=_PAGE_DEFAULT, maximum=_PAGE_MAX),
         now_s=now,
     )

@@ -22,7 +22,7 @@ import base64
 import binascii
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -125,12 +125,16 @@ def parse_limit(value: object, *, default: int, maximum: int, parameter: str = "
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """Where the next page starts: below ``before_id``, with times like ``since=2h`` resolved
-    against the first page's clock (``now_s``), so a walk through the pages sees one window
-    instead of one that slides while it walks."""
+    """Where the next page starts: below ``before_id`` (None: the first page), with times like
+    ``since=2h`` resolved against the first page's clock (``now_s``), so a walk through the
+    pages sees one window instead of one that slides while it walks."""
 
-    before_id: int
+    before_id: int | None = None
     now_s: float | None = None
+
+    def clock(self, now: Callable[[], float]) -> float:
+        """The time relative filters are resolved against: the first page's, else ``now()``."""
+        return self.now_s if self.now_s is not None else now()
 
 
 def encode_cursor(kind: str, last_id: int, *, now_s: float) -> str:
@@ -138,10 +142,10 @@ def encode_cursor(kind: str, last_id: int, *, now_s: float) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def decode_cursor(kind: str, value: object) -> Cursor | None:
-    """The cursor a page continues from, or None for the first page."""
+def decode_cursor(kind: str, value: object) -> Cursor:
+    """The cursor a page continues from (an empty one for the first page)."""
     if value is None or value == "":
-        return None
+        return Cursor()
     if not isinstance(value, str) or len(value) > 80:
         raise InvalidParameter("cursor", "is not a cursor returned by this API")
     try:
