@@ -8,8 +8,8 @@ An expression is one of
 - ``query:NAME``           a query-string parameter
 - ``body_sha256``          the hex SHA-256 of the raw body
 - ``form_sha256``          the hex SHA-256 of what a Twilio signature covers past the endpoint's
-                           own URL: the query string as sent, then the form parameters sorted
-                           as Twilio signs them (the raw body instead when it is not a form)
+                           own URL: the query string, then the body's form parameters sorted as
+                           Twilio signs them (the raw body when the query carries bodySHA256)
 - a template               ``"{header:X-Hook}:{json:id}"``; a part ending in ``?``
                            (``{header:X-Hook?}``) may be absent and then reads as empty
 - alternatives             ``"header:Idempotency-Key || body_sha256"``: the first one that
@@ -26,7 +26,9 @@ __all__ = [
     "SourceSyntaxError",
     "ValueSource",
     "form_signing_text",
+    "body_sha256_param",
     "parse_source",
+    "signed_form_params",
     "signed_url",
 ]
 
@@ -213,6 +215,9 @@ def _query(name: str) -> Extractor:
     return lambda doc: doc.request.query.get(name) or None
 
 
+_MAX_FORM_FIELDS = 10_000
+
+
 def _body_sha256(doc: Document) -> str:
     return hashlib.sha256(doc.body).hexdigest()
 
@@ -226,15 +231,29 @@ def _form_sha256(doc: Document) -> str:
     query (Twilio's JSON mode, where the URL binds the body): the query string and raw body."""
     query = doc.url.partition("?")[2]
     signed_query = f"?{query}".encode() if query else b""
-    if "bodySHA256" in parse_qs(query.partition("#")[0]):
-        return hashlib.sha256(signed_query + doc.request.body).hexdigest()
-    try:
-        text = doc.request.body.decode("utf-8", "replace")  # decoded as the signature check does
-        params = parse_qs(text, keep_blank_values=True, max_num_fields=10_000)
-    except ValueError:
-        return hashlib.sha256(signed_query + doc.request.body).hexdigest()
-    signed = form_signing_text(params)
-    return hashlib.sha256(signed_query + signed.encode("utf-8", "surrogatepass")).hexdigest()
+    if body_sha256_param(query) is None:
+        try:
+            signed = form_signing_text(signed_form_params(doc.request.body))
+            return hashlib.sha256(
+                signed_query + signed.encode("utf-8", "surrogatepass")
+            ).hexdigest()
+        except ValueError:  # too many fields: refused by the signature check anyway
+            pass
+    return hashlib.sha256(signed_query + doc.request.body).hexdigest()
+
+
+def body_sha256_param(query: str) -> str | None:
+    """Twilio's JSON mode: the ``bodySHA256`` its (signed) query string carries, binding the
+    body through the URL; None for a form delivery."""
+    values = parse_qs(query.partition("#")[0]).get("bodySHA256")
+    return values[0] if values else None
+
+
+def signed_form_params(body: bytes) -> dict[str, list[str]]:
+    """A form body's parameters as Twilio's signature reads them, whatever Content-Type says
+    (decoded as UTF-8 with replacement). ValueError past 10 000 fields."""
+    text = body.decode("utf-8", "replace")
+    return parse_qs(text, keep_blank_values=True, max_num_fields=_MAX_FORM_FIELDS)
 
 
 def signed_url(public_url: str | None, request_url: str) -> str:

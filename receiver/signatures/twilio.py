@@ -15,10 +15,10 @@ __all__ = ["TwilioVerifier", "signed_string"]
 
 import hashlib
 import hmac
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from receiver.errors import InvalidSignature
-from receiver.keys import form_signing_text, signed_url
+from receiver.keys import body_sha256_param, form_signing_text, signed_form_params, signed_url
 from receiver.models import InboundRequest
 from receiver.signatures.base import BuildContext, Scheme
 from receiver.signatures.common import (
@@ -38,7 +38,6 @@ from receiver.signatures.registry import register
 _SIGNATURE_HEADER = "X-Twilio-Signature"
 _SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 _ALGORITHMS: dict[str, Algorithm] = {"HMAC_SHA1": "sha1", "HMAC_SHA256": "sha256"}
-_MAX_FIELDS = 10_000
 
 
 def signed_string(url: str, params: dict[str, list[str]]) -> str:
@@ -95,19 +94,15 @@ class TwilioVerifier:
 
     @staticmethod
     def _params(body: bytes, url: str) -> dict[str, list[str]]:
-        _, _, query_string = url.partition("?")
-        query = parse_qs(query_string.partition("#")[0])
-        if "bodySHA256" in query:
+        body_hash = body_sha256_param(url.partition("?")[2])
+        if body_hash is not None:
             # JSON mode: the body is bound through its hash in the (signed) URL.
             expected = hashlib.sha256(body).hexdigest().encode("ascii")
-            if not hmac.compare_digest(expected, to_bytes(query["bodySHA256"][0].lower())):
+            if not hmac.compare_digest(expected, to_bytes(body_hash.lower())):
                 raise InvalidSignature("the body does not match bodySHA256")
             return {}
-        if not body:
-            return {}
-        text = body.decode("utf-8", "replace")
         try:
-            return parse_qs(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
+            return signed_form_params(body)
         except ValueError:
             raise InvalidSignature("the form body has too many fields") from None
 
