@@ -6,9 +6,10 @@
   a redelivery after that is a new event again.
 * The rejections table is cut back to its newest ``keep_rejections`` rows.
 * A provider's windows are fixed on each event when it is received; when the configured
-  windows change, the first purge after it moves the expiry of that provider's stored events
-  to the new windows (shorter or longer), so a shortened payload retention reaches the bodies
-  already stored. ``retention_applied`` remembers what was applied.
+  windows change, the server's first purge after it moves the expiry of that provider's stored
+  events to the new windows (shorter or longer), so a shortened payload retention reaches the
+  bodies already stored. ``retention_applied`` remembers what was applied. A one-off
+  ``receiver purge`` is given no windows: it purges by the stored expiries.
 
 Each step works in small batches, one short transaction each, and rests after each batch as
 long as the batch took: a large purge (hundreds of thousands of rows, the full-text index
