@@ -101,6 +101,11 @@ def test_soak_flatness_and_goals_are_judged() -> None:
         [(t, 60_000 + t * 2_000, 4 << 20) for t in range(40)], 1000, 0, 10.0, 2, 140_000, {}
     )
     assert not growing["rss_flat"]
+    # The WAL is judged by its typical size: one late checkpoint is a spike, not growth.
+    spike = [(t, 60_000, (9 << 20) if t == 35 else (4 << 20)) for t in range(40)]
+    assert _soak_summary(spike, 1000, 0, 10.0, 2, 61_000, {})["wal_flat"]
+    rising = [(t, 60_000, (4 << 20) + t * (256 << 10)) for t in range(40)]
+    assert not _soak_summary(rising, 1000, 0, 10.0, 2, 61_000, {})["wal_flat"]
 
     def result(rps: float, p99: float) -> dict[str, object]:
         return {
