@@ -30,7 +30,7 @@ log = structlog.get_logger("receiver.store")
 T = TypeVar("T")
 _Coalesced = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[object]"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # How long a deferrable coalesced write (a job's completion) waits for an urgent one (a claim) to
 # share its transaction, when nothing urgent is queued yet.
 DEFER_S = 0.01
@@ -129,6 +129,12 @@ END;
 """
 
 
+# Version 6: when a redelivery brought a purged payload back. Its retention counts from then
+# (``payload_expires_at`` = restored + window), also when a changed window is applied later:
+# counted from ``received_at`` it could be purged again before its job ran.
+_PAYLOAD_RESTORED = "ALTER TABLE events ADD COLUMN payload_restored_at REAL;"
+
+
 def _migrations() -> dict[int, str]:
     """Forward migrations by target version. Version 1 is the whole schema."""
     schema = resources.files("receiver.store").joinpath("schema.sql").read_text("utf-8")
@@ -139,6 +145,7 @@ def _migrations() -> dict[int, str]:
         3: _DROP_JOBS_READY,
         4: _RETENTION_APPLIED,
         5: _FTS_DECODED if _sqlite_has_fts5() else "",
+        6: _PAYLOAD_RESTORED,
     }
 
 

@@ -439,9 +439,16 @@ def _record_duplicates(
     if restore:
         conn.executemany(
             "UPDATE events SET body = ?, headers = ?, content_type = ?, payload_expires_at = ?,"
-            " payload_purged_at = NULL WHERE id = ? AND body IS NULL",
+            " payload_restored_at = ?, payload_purged_at = NULL WHERE id = ? AND body IS NULL",
             [
-                (ev.body, _headers_json(ev), ev.content_type, ev.payload_expires_at_s, event_id)
+                (
+                    ev.body,
+                    _headers_json(ev),
+                    ev.content_type,
+                    ev.payload_expires_at_s,
+                    ev.received_at_s,
+                    event_id,
+                )
                 for event_id, ev in restore
             ],
         )

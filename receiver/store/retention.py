@@ -8,7 +8,8 @@
 * A provider's windows are fixed on each event when it is received; when the configured
   windows change, the server's first purge after it moves the expiry of that provider's stored
   events to the new windows (shorter or longer), so a shortened payload retention reaches the
-  bodies already stored. ``retention_applied`` remembers what was applied. A one-off
+  bodies already stored (a payload a redelivery brought back counts from then, not from its
+  first arrival). ``retention_applied`` remembers what was applied. A one-off
   ``receiver purge`` is given no windows: it purges by the stored expiries.
 
 Each step works in small batches, one short transaction each, and rests after each batch as
@@ -40,6 +41,8 @@ from receiver.store.rejections import DEFAULT_KEEP_REJECTIONS, trim_rejections
 log = structlog.get_logger("receiver.retention")
 
 _Step = Callable[[aiosqlite.Connection, float], Awaitable[int]]
+# A payload's window counts from its arrival, or from the redelivery that brought it back.
+_PAYLOAD_KEPT_FROM = "coalesce(payload_restored_at, received_at)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,7 +198,7 @@ class Retention:
             rows = await conn.execute_fetchall(
                 "SELECT EXISTS (SELECT 1 FROM events WHERE provider = ?"
                 " AND (dedupe_expires_at != received_at + ?"
-                " OR (body IS NOT NULL AND payload_expires_at != received_at + ?)))",
+                f" OR (body IS NOT NULL AND payload_expires_at != {_PAYLOAD_KEPT_FROM} + ?)))",
                 (provider, policy.dedupe_retention_s, policy.payload_retention_s),
             )
         return bool(next(iter(rows))[0])
@@ -238,8 +241,9 @@ async def _reexpire(
         return None
     in_range = "provider = ? AND id > ? AND id <= ?"
     payloads = await conn.execute(
-        "UPDATE events SET payload_expires_at = received_at + ?"
-        f" WHERE {in_range} AND body IS NOT NULL AND payload_expires_at != received_at + ?",
+        f"UPDATE events SET payload_expires_at = {_PAYLOAD_KEPT_FROM} + ?"
+        f" WHERE {in_range} AND body IS NOT NULL"
+        f" AND payload_expires_at != {_PAYLOAD_KEPT_FROM} + ?",
         (policy.payload_retention_s, provider, after_id, ids[-1], policy.payload_retention_s),
     )
     keys = await conn.execute(

@@ -278,3 +278,36 @@ async def test_after_an_upgrade_unchanged_windows_cost_one_read_not_a_walk(
     with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
         recorded = {row[0] for row in conn.execute("SELECT provider FROM retention_applied")}
     assert "plain" in recorded
+
+
+async def test_a_restored_payload_keeps_its_window_from_the_restore_when_windows_change(
+    admin_make_harness: Any,
+) -> None:
+    """A payload a redelivery brought back had its window counted from the event's first
+    arrival once a changed window was applied: purged again before its queued job ran."""
+
+    def config(payload: str) -> dict[str, Any]:
+        provider = {"scheme": "none", "event_id": "json:id", "payload_retention": payload}
+        return {"providers": {"p": {**provider, "dedupe_retention": "30d"}}}
+
+    body = {"id": "back", "note": "run me"}
+    before = await admin_make_harness(**config("2d"))
+    first = await before.deliver("p", body)
+    event_id = int(first["id"])
+    before.clock.advance(3 * 24 * HOUR_S)
+    assert (await before.receiver.store.retention.purge_once()).payloads_purged == 1
+    with sqlite3.connect(before.receiver.config.settings.storage.path) as conn:
+        conn.execute("UPDATE events SET status = 'dead' WHERE id = ?", (event_id,))
+        conn.execute("UPDATE jobs SET status = 'dead' WHERE event_id = ?", (event_id,))
+    before.receiver.store.writer.recent.forget(event_id)
+    again = await before.deliver("p", body)  # restores the payload, queues the event again
+    assert (again["status"], again["id"]) == ("duplicate", first["id"])
+    await before.receiver.store.close()
+
+    after = await admin_make_harness(**config("1d"))  # shorter, yet a day from the restore
+    after.clock.now_s = before.clock.now_s + HOUR_S
+    assert (await after.receiver.store.retention.purge_once()).payloads_purged == 0
+    stored = _event_row(after, "p:back")
+    assert stored is not None and json.loads(stored[0]) == body
+    after.clock.advance(24 * HOUR_S)
+    assert (await after.receiver.store.retention.purge_once()).payloads_purged == 1
