@@ -52,6 +52,17 @@ Float = Annotated[float, Strict()]  # an integer is a float too; .inf and .nan a
 Bool = Annotated[bool, Strict()]
 Port = Annotated[Int, Field(ge=0, le=65535)]
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"  # an environment variable's name
+# How secrets pasted where a variable's name belongs begin (refused, never echoed back).
+SECRET_PREFIXES = ("whsec_", "whpk_", "whsk_", "sk_live_", "sk_test_", "rk_live_", "rk_test_")
+# What a variable's name looks like when an error may repeat it: words joined by "_".
+_SHOWN_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[a-z][a-z0-9]*(?:_[a-z0-9]+)+")
+
+
+def unset_variable(var: str) -> str:
+    """An unset variable, named only when its name looks like one (words joined by ``_``): a
+    short secret pasted in its place is a valid name too, and must not be printed."""
+    shown = var if _SHOWN_NAME.fullmatch(var) and len(var) <= 64 else "named there"
+    return f"environment variable {shown} is not set (or is empty or blank)"
 
 
 class _Strict(BaseModel):
@@ -382,8 +393,8 @@ def serving_problems(admin: AdminSettings, env: Mapping[str, str]) -> list[Confi
     return [
         ConfigProblem(
             "admin.host",
-            f"{admin.host} is not a loopback address and {admin.token_env} is not set: set a"
-            " token, or bind admin to 127.0.0.1",
+            f"{admin.host} is not a loopback address and {unset_variable(admin.token_env)}"
+            " (admin.token_env): set a token, or bind admin to 127.0.0.1",
         )
     ]
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
-from receiver.config import ENV_NAME, HttpHandler
+from receiver.config import ENV_NAME, SECRET_PREFIXES, HttpHandler, unset_variable
 from receiver.errors import ConfigProblem
 from receiver.handlers import check_handler
 from receiver.keys import SourceSyntaxError, ValueSource, parse_source
@@ -77,16 +77,10 @@ def _read_secret_file(path: Path) -> str:
         raise ValueError("not UTF-8 text") from None
 
 
-# How secrets pasted where a variable's name belongs begin (refused, never echoed back).
-_SECRET_PREFIXES = ("whsec_", "whpk_", "whsk_", "sk_live_", "sk_test_", "rk_live_", "rk_test_")
-# What a variable's name looks like when an error may repeat it: words joined by "_".
-_SHOWN_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[a-z][a-z0-9]*(?:_[a-z0-9]+)+")
-
-
 def _variable_name_problem(var: str) -> str | None:
     """Why ``var`` cannot be the name of the variable holding a secret (in words that never
     repeat it); None when it can."""
-    if var.startswith(_SECRET_PREFIXES) or not _ENV_NAME.match(var):
+    if var.startswith(SECRET_PREFIXES) or not _ENV_NAME.match(var):
         return (
             "is not an environment variable name (name the variable that holds the secret,"
             " never the secret itself)"
@@ -94,11 +88,13 @@ def _variable_name_problem(var: str) -> str | None:
     return None
 
 
-def _unset(var: str) -> str:
-    """An unset variable, named only when its name looks like one (words joined by ``_``): a
-    short secret pasted in its place is a valid name too, and must not be printed."""
-    shown = var if _SHOWN_NAME.fullmatch(var) and len(var) <= 64 else "named there"
-    return f"environment variable {shown} is not set (or is empty or blank)"
+def _shown_path(path: Path) -> str:
+    """A secret file's path as an error may repeat it: one that looks like a path (a secret
+    pasted in its place usually does not; one that starts like a secret is never shown)."""
+    text = str(path)
+    if "/" in text and not text.startswith(SECRET_PREFIXES):
+        return text
+    return "the file named there"
 
 
 def _with_header_secrets(
@@ -122,7 +118,7 @@ def _with_header_secrets(
             problems.append(
                 ConfigProblem(
                     f"providers.{name}.handler.header_envs.{header}",
-                    f"{_unset(var)}, or not one line of text",
+                    f"{unset_variable(var)}, or not one line of text",
                 )
             )
             continue
@@ -146,7 +142,7 @@ def _read_secrets(
             problems.append(
                 ConfigProblem(
                     f"providers.{name}.secret_envs.{i}",
-                    _unset(var),
+                    unset_variable(var),
                 )
             )
         else:
@@ -157,11 +153,16 @@ def _read_secrets(
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             problems.append(
-                ConfigProblem(f"providers.{name}.secret_files.{i}", f"cannot read {path}: {reason}")
+                ConfigProblem(
+                    f"providers.{name}.secret_files.{i}",
+                    f"cannot read {_shown_path(path)}: {reason}",
+                )
             )
             continue
         if not value:
-            problems.append(ConfigProblem(f"providers.{name}.secret_files.{i}", f"{path} is empty"))
+            problems.append(
+                ConfigProblem(f"providers.{name}.secret_files.{i}", f"{_shown_path(path)} is empty")
+            )
         else:
             secrets.append(value)
     return secrets

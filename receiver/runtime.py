@@ -16,12 +16,12 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from receiver.config import Config
+from receiver.config import Config, serving_problems
 from receiver.errors import StartupError
 from receiver.ingest import IngestService
 from receiver.logs import unfiltered_logger
 from receiver.metrics import Metrics
-from receiver.server.admin_auth import AdminTokens, is_loopback
+from receiver.server.admin_auth import AdminTokens
 from receiver.server.admin_routes import AdminServices
 from receiver.server.app import build_admin_app, build_ingest_app
 from receiver.server.health_routes import Readiness
@@ -124,12 +124,8 @@ class Receiver:
         self.metrics.replays.labels(actor).inc(count)
 
     def _check_admin_exposure(self) -> None:
-        admin = self.config.settings.admin
-        if not is_loopback(admin.host) and not self.environ.get(admin.token_env):
-            raise StartupError(
-                f"the admin listener is on {admin.host}, which is not a loopback address, and "
-                f"{admin.token_env} is not set: set a token or bind admin to 127.0.0.1"
-            )
+        for problem in serving_problems(self.config.settings.admin, self.environ):
+            raise StartupError(str(problem))
 
     async def _start_site(self, app: web.Application, host: str, port: int) -> int:
         runner = web.AppRunner(

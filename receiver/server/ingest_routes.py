@@ -232,7 +232,10 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
         declared is not None and declared > request.app[INGEST_LIMITS].max_body_bytes
     )
     if not is_refused:
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        try:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        except ConnectionError:
+            return None  # gone already: the route finds no body and says client_disconnected
         request.writer.output_size = 0  # the answer itself has not started
     return None  # the route answers (and logs and counts) as for any request
 

@@ -4,8 +4,8 @@ aiohttp answers malformed HTTP (a bad header line, a header over 8 KiB, a broken
 any route runs, and reports it on the stdlib logger ``aiohttp.server`` as an error with a
 traceback whose message repeats the raw bytes: header values (signatures included) or the start
 of a body. Anyone can send that, as often as they like. Such reports become one ``info`` line
-naming only the error's class and status; anything else on that logger is a real server fault
-and stays an error, traceback included.
+naming only the error's class and status, as does a client that hung up mid-answer; anything
+else on that logger is a real server fault and stays an error, traceback included.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ class _ServerLog(logging.Handler):
             log.info(
                 "http_protocol_error", error=type(exc).__name__, status=exc.code, remote=remote
             )
+            return
+        if isinstance(exc, ConnectionError):  # the client hung up: no fault of the server's
+            log.info("client_disconnected", error=type(exc).__name__, remote=remote)
             return
         log.error("http_server_error", message=record.getMessage()[:200], exc_info=record.exc_info)
 

@@ -8,10 +8,13 @@ or from a ``receiver serve`` subprocess, may contain either, nor any signature t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import logging
+import socket
+import struct
 import time
 import uuid
 from collections.abc import Iterator
@@ -268,6 +271,33 @@ async def test_malformed_http_is_logged_as_one_line_without_its_bytes(tmp_path: 
     _assert_clean(text, [])
     assert "Traceback" not in text and "Error handling request" not in text
     assert text.count('"http_protocol_error"') == len(garbage)
+
+
+@pytest.mark.timeout(60)
+async def test_a_client_that_resets_while_expecting_100_continue_is_no_server_error(
+    tmp_path: Path,
+) -> None:
+    """Anyone could send ``Expect: 100-continue`` and reset the connection: each one was an
+    error-level ``http_server_error`` line with a traceback (log flooding, error alerts)."""
+    server = ServeProcess(serve_config(tmp_path), serve_env(), tmp_path / "s.log")
+    server.start()
+    port = int(server.settings["server"]["port"])
+    head = request_head(b"/webhooks/sw", {b"Expect": b"100-continue", b"Content-Length": b"10"})
+    try:
+        for _ in range(10):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(head)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # a reset, not a close: the 100 Continue meets a dead socket
+        await asyncio.sleep(0.5)
+        resp = await exchange(port, request_head(b"/healthz", {}, method=b"GET"))
+        assert resp is not None and resp.status == 200
+        server.terminate()
+    finally:
+        server.kill()
+    text = server.log_path.read_text(encoding="utf-8", errors="replace")
+    assert "Traceback" not in text and "http_server_error" not in text
+    assert '"level":"error"' not in text.replace(" ", "")
 
 
 async def test_handler_failures_log_neither_the_secret_nor_the_body(

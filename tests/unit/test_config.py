@@ -352,6 +352,33 @@ def test_an_unset_variable_is_named_only_when_it_looks_like_a_name(tmp_path: Pat
     assert "SW_UNSET is not set" in problems["providers.billing.secret_envs.1"]
 
 
+@pytest.mark.parametrize("pasted", [_PASTED_SECRET, "Tr0ub4dor3xyz"])
+def test_a_secret_pasted_where_a_secret_files_path_belongs_is_never_echoed(
+    tmp_path: Path, pasted: str
+) -> None:
+    text = VALID.replace("secret_envs: [SW_SECRET]", f"secret_files: [{pasted}]")
+    problems = _problems(tmp_path, text)
+    assert "cannot read the file named there" in problems["providers.billing.secret_files.0"]
+    assert pasted not in str(problems)
+
+
+def test_an_admin_token_pasted_as_the_variables_name_is_never_echoed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``check-config`` and ``serve`` repeated ``admin.token_env`` in the exposed-admin error."""
+    monkeypatch.setenv("SW_SECRET", SECRET)
+    text = VALID.replace(
+        "admin: {host: 127.0.0.1, port: 8081, token_env: RECEIVER_ADMIN_TOKEN}",
+        "admin: {host: 0.0.0.0, port: 8081, token_env: Tr0ub4dor3xyz}",
+    )
+    path = _write(tmp_path, text)
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert main(["serve", "--config", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert "admin.host" in err and "is not set" in err
+    assert "Tr0ub4dor3xyz" not in err
+
+
 def test_an_exposed_admin_host_is_named_even_beside_a_typo_in_its_section(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
