@@ -95,6 +95,9 @@ class Outcome:
     http_status: int | None = None
     retry_after: str | None = None
     exit_code: int | None = None
+    # A run given up on at its timeout that has not ended: a thread cannot be stopped, and
+    # async code may ignore its cancellation. The event is not run again before it ends.
+    still_running: asyncio.Future[object] | None = None
 
 
 SUCCESS = Outcome(is_success=True)
@@ -226,7 +229,17 @@ def load_target(target: str) -> Callable[..., object]:
 
 class _Exited(Exception):
     """User code raised ``SystemExit`` or ``KeyboardInterrupt``: inside an asyncio task those
-    would stop the whole event loop, so they travel as an ordinary failure instead."""
+    would stop the whole event loop, so they travel as an ordinary failure instead. So does a
+    ``CancelledError`` of its own, which the worker would take for a shutdown."""
+
+
+class _TimedOut(Exception):
+    """The handler's ``timeout_s`` passed (a ``TimeoutError`` of the user's own code is a
+    failure like any other, with its own words)."""
+
+    def __init__(self, work: asyncio.Future[object]) -> None:
+        super().__init__("timed out")
+        self.work = work
 
 
 def _is_async_callable(fn: object) -> bool:
@@ -265,6 +278,17 @@ def _in_daemon_thread(fn: Callable[..., object], *args: object) -> asyncio.Futur
     return future
 
 
+async def _thread_result(future: asyncio.Future[object]) -> object:
+    """A thread's result. Cancelled (a timeout, a shutdown), this ends only when the thread
+    does, as a run of async code that ignores cancellation would: the run is not over while
+    its thread still runs (a second cancellation, at shutdown, leaves it behind)."""
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait({future})
+        raise
+
+
 # Work given up on at its timeout: kept referenced until it ends, if it ever does.
 _OVERRUNNING: set[asyncio.Future[object]] = set()
 
@@ -283,7 +307,9 @@ async def _within(work: Awaitable[object], timeout_s: float) -> object:
         task.cancel()
         _OVERRUNNING.add(task)
         task.add_done_callback(_OVERRUNNING.discard)
-        raise TimeoutError
+        raise _TimedOut(task)
+    if task.cancelled():  # by the user's own code (an awaited task someone else cancelled)
+        raise _Exited("CancelledError: the handler's own code was cancelled")
     return task.result()
 
 
@@ -298,7 +324,7 @@ class PythonTarget:
             if self._is_async:
                 result = self._fn(event)
             else:
-                result = await _in_daemon_thread(self._fn, event)
+                result = await _thread_result(_in_daemon_thread(self._fn, event))
             if inspect.isawaitable(result):  # a sync wrapper (a decorator) around async code
                 await result
         except (SystemExit, KeyboardInterrupt) as exc:
@@ -307,8 +333,12 @@ class PythonTarget:
     async def run(self, event: HandlerEvent) -> Outcome:
         try:
             await _within(self._call(event), self._settings.timeout_s)
-        except TimeoutError:
-            return Outcome(is_success=False, error=f"timed out after {self._settings.timeout_s:g}s")
+        except _TimedOut as exc:
+            return Outcome(
+                is_success=False,
+                error=f"timed out after {self._settings.timeout_s:g}s",
+                still_running=exc.work,
+            )
         except PermanentError as exc:
             return Outcome(is_success=False, error=summarize(exc), is_permanent=True)
         except _Exited as exc:

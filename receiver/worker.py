@@ -50,6 +50,8 @@ _OUT_OF_ATTEMPTS = "out of attempts: the last attempt's lease expired before it 
 _GATHER_S = 0.005
 # The queue gauges wait at least this many times as long as their last count took.
 _STATS_COST_FACTOR = 100
+# How long cancelled handler code gets to stop before it is logged as overrunning its timeout.
+_OVERRUN_NOTICE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -335,11 +337,28 @@ class Worker:
         started = time.monotonic()
         try:
             outcome = await self._run_handler(job, route)
+            if outcome.still_running is not None:
+                await self._outlive(flight, outcome.still_running)
         except asyncio.CancelledError:
             flight.is_settling = True
             await self._release(job)
             raise
         await self._settle(flight, route, outcome, duration_s=time.monotonic() - started)
+
+    async def _outlive(self, flight: _Flight, work: asyncio.Future[object]) -> None:
+        """A run past its timeout that has not ended (a thread cannot be stopped; async code
+        may ignore its cancellation): its slot goes to the next job, but its event stays
+        running, the lease renewed, until it ends. Run again meanwhile, the same event would
+        run twice at once, past ``serialize_by`` and the provider's ``concurrency``."""
+        self._release_slot(flight)
+        done, _ = await asyncio.wait({work}, timeout=_OVERRUN_NOTICE_S)
+        if done:
+            return  # cancelled async code that stopped, as it should
+        job = flight.job
+        self._log.warning(
+            "handler_overrunning", event_id=job.event_id, provider=job.provider, key=job.key
+        )
+        await asyncio.wait({work})
 
     async def _run_handler(self, job: ClaimedJob, route: Route) -> Outcome:
         body = job.body or b""

@@ -26,6 +26,7 @@ class State:
     max_parallel: int = 0
     # Holds hung sync handlers' threads; set on reset() so none outlives its test for long.
     release: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 STATE = State()
@@ -150,3 +151,29 @@ async def deaf_forever(event: HandlerEvent) -> None:
             await asyncio.sleep(0.1)
         except asyncio.CancelledError:
             continue
+
+
+async def cancelled_by_its_own_code(event: HandlerEvent) -> None:
+    """Awaits a task something else cancelled: the CancelledError is the handler's own."""
+    STATE.calls.append(event)
+    task = asyncio.ensure_future(asyncio.sleep(10))
+    task.cancel()
+    await task
+
+
+async def own_timeout(event: HandlerEvent) -> None:
+    """Its own ``asyncio.timeout`` fires, long before the handler's ``timeout_s``."""
+    STATE.calls.append(event)
+    async with asyncio.timeout(0.01):
+        await asyncio.sleep(1)
+
+
+def overrun_sync(event: HandlerEvent) -> None:
+    """Runs past its timeout (0.6 s) on a thread that cannot be stopped; notes any overlap."""
+    STATE.calls.append(event)
+    with STATE.lock:
+        STATE.running[event.key] += 1
+        STATE.max_parallel = max(STATE.max_parallel, STATE.running[event.key])
+    STATE.release.wait(0.6)
+    with STATE.lock:
+        STATE.running[event.key] -= 1
