@@ -141,12 +141,17 @@ _DRAIN_BYTES = 1024 * 1024
 
 
 async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read (and drop) at most ``_DRAIN_BYTES`` of the answer; a longer one, or one that
+    breaks off or runs past the timeout, is dropped with its connection."""
     left = _DRAIN_BYTES
-    while left > 0:
-        chunk = await response.content.readany()
-        if not chunk:
-            return
-        left -= len(chunk)
+    try:
+        while left > 0:
+            chunk = await response.content.readany()
+            if not chunk:
+                return
+            left -= len(chunk)
+    except (aiohttp.ClientError, TimeoutError):
+        pass
     response.close()
 
 
@@ -195,13 +200,19 @@ class HttpTarget:
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as response:
-                await _drain(response)
+                # The status is the answer; the body is only read to reuse the connection, and
+                # one that comes slowly or breaks off does not undo a 2xx.
                 status = response.status
+                await _drain(response)
                 if 200 <= status < 300:
                     return Outcome(is_success=True, http_status=status)
+                error = f"HTTP {status} {response.reason or ''}".strip()
+                location = response.headers.get("Location")
+                if 300 <= status < 400 and location:  # redirects are not followed: say where
+                    error += " to " + _URL.sub(_shown_url, location)
                 return Outcome(
                     is_success=False,
-                    error=f"HTTP {status} {response.reason or ''}".strip()[:_ERROR_CHARS],
+                    error=error[:_ERROR_CHARS],
                     http_status=status,
                     retry_after=response.headers.get("Retry-After"),
                 )

@@ -973,6 +973,75 @@ async def test_a_huge_answer_from_the_downstream_is_not_read_whole(
     assert len(set(ports)) == 2, "the connection of the huge answer was dropped, not reused"
 
 
+async def test_a_2xx_whose_body_breaks_off_or_dawdles_is_still_a_success(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """The downstream said 200 and did the work; a body that then stalls past the timeout or
+    breaks off was a failed attempt, retried until dead: the work done again each time."""
+    calls: list[bytes] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        calls.append(head.split(b" ")[1])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nabc")
+        await writer.drain()
+        if b"/slow" in head:
+            await asyncio.sleep(1.5)  # past the handler's 1 s timeout
+        writer.close()  # 3 bytes of the promised 1000
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        providers = {
+            path: {
+                "handler": {
+                    "kind": "http",
+                    "url": f"http://127.0.0.1:{port}/{path}",
+                    "timeout_s": 1.0,
+                },
+                "max_attempts": 3,
+            }
+            for path in ("cut", "slow")
+        }
+        worker = make_worker(store, clock, providers)
+        ids = [await record(store, path, 1) for path in ("cut", "slow")]
+        await asyncio.wait_for(worker.run(until_empty=True), timeout=20)
+        await asyncio.sleep(0.6)  # the slow answer ends too
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    for event_id in ids:
+        assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
+        assert attempts_of(store, event_id)[0]["http_status"] == 200
+    assert sorted(calls) == [b"/cut", b"/slow"]
+
+
+async def test_a_redirect_says_where_it_pointed_without_credentials_or_query(
+    store: SqliteStore, clock: FakeClock, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> None:
+    async def moved(request: web.Request) -> web.Response:
+        await request.read()
+        location = "https://user:pw@example.test/new-hook?token=abc"
+        return web.Response(status=301, headers={"Location": location})
+
+    app = web.Application()
+    app.router.add_post("/hook", moved)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    worker = make_worker(
+        store, clock, {"p": {**http_handler(str(server.make_url("/hook"))), "max_attempts": 1}}
+    )
+    event_id = await record(store, "p", 1)
+    await worker.run(until_empty=True)
+    [attempt] = attempts_of(store, event_id)
+    assert attempt["error"] == "HTTP 301 Moved Permanently to https://example.test/new-hook"
+
+
 async def test_an_error_text_never_shows_the_urls_credentials_or_query(
     store: SqliteStore, clock: FakeClock
 ) -> None:
