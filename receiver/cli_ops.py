@@ -82,7 +82,7 @@ def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[T]]) -> 
             # server on the old one would leave its events on windows it never chose).
             retention_policies=None,
         )
-        await store.open(warm=False)  # it ingests nothing: no memory of keys to fill
+        await store.open(serving=False)
         try:
             return await work(store)
         finally:

@@ -63,7 +63,11 @@ END;
 # Version 3: ``jobs_ready (status, run_at)`` goes. Every query that reads jobs by status also
 # names the provider (or reads them all), which ``jobs_provider_ready (provider, status, run_at)``
 # serves; the second index only cost each job three more index writes (queued, claimed, done).
-_DROP_JOBS_READY = "DROP INDEX IF EXISTS jobs_ready;"
+# (A version 1 file written before that index joined schema.sql gets it here.)
+_DROP_JOBS_READY = """
+CREATE INDEX IF NOT EXISTS jobs_provider_ready ON jobs (provider, status, run_at);
+DROP INDEX IF EXISTS jobs_ready;
+"""
 # Version 4: the retention windows last applied to each provider's stored events, so a changed
 # window is applied to the events already stored (once), not only to those received after.
 _RETENTION_APPLIED = """
@@ -200,7 +204,10 @@ class Database:
         await conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
-    async def open(self) -> None:
+    async def open(self, *, migrate: bool = True) -> None:
+        """Open the database, creating its schema in a new file. An older schema is migrated,
+        or, without ``migrate`` (an operations command), refused: a one-off read must not
+        upgrade the file under a running older server, which could then not restart on it."""
         if self._writer is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +219,7 @@ class Database:
                 # After a checkpoint, cut the WAL file back to its usual size: a spike (a large
                 # full-text merge, a reader holding a snapshot) must not keep the disk space.
                 await writer.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
-                await self._migrate(writer)
+                await self._migrate(writer, is_allowed=migrate)
                 self.has_fts = await self._probe_fts(writer)
                 self._reader = await self._connect()
                 await self._reader.execute("PRAGMA query_only = ON")
@@ -259,20 +266,28 @@ class Database:
             return False
         return True
 
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        async with conn.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        current = int(row[0]) if row else 0
+    async def _migrate(self, conn: aiosqlite.Connection, *, is_allowed: bool) -> None:
+        current = await _user_version(conn)
         if current > SCHEMA_VERSION:
             raise StartupError(
                 f"the database {self.path} has schema version {current}, newer than this"
                 f" receiver's ({SCHEMA_VERSION}): upgrade receiver"
+            )
+        if 0 < current < SCHEMA_VERSION and not is_allowed:
+            raise StartupError(
+                f"the database {self.path} has schema version {current}, older than this"
+                f" receiver's ({SCHEMA_VERSION}): `receiver serve` upgrades it when it starts"
             )
         for version, script in sorted(_migrations().items()):
             if version <= current:
                 continue
             await conn.execute("BEGIN IMMEDIATE")
             try:
+                # Another process (a second start) may have applied it while this one waited
+                # for the lock: run twice, a step rebuilds an index or fails on its own table.
+                if await _user_version(conn) >= version:
+                    await conn.execute("ROLLBACK")
+                    continue
                 for statement in _split_sql(script):
                     await conn.execute(statement)
                 await conn.execute(f"PRAGMA user_version = {version}")
@@ -461,6 +476,12 @@ class Database:
         return True
 
 
+async def _user_version(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 def _identity(path: Path) -> tuple[int, int]:
     stat = os.stat(path)
     return stat.st_dev, stat.st_ino
@@ -469,10 +490,7 @@ def _identity(path: Path) -> tuple[int, int]:
 async def _rewrite_header(conn: aiosqlite.Connection) -> None:
     """Write the schema version back unchanged: a real page write, where an empty transaction
     succeeds even on a read-only file."""
-    async with conn.execute("PRAGMA user_version") as cur:
-        row = await cur.fetchone()
-    version = int(row[0]) if row is not None else 0
-    await conn.execute(f"PRAGMA user_version = {version}")
+    await conn.execute(f"PRAGMA user_version = {await _user_version(conn)}")
 
 
 async def _run_to_completion(work: Coroutine[Any, Any, T]) -> T:

@@ -105,11 +105,12 @@ class SqliteStore:
         for callback in self._on_committed:
             callback()
 
-    async def open(self, *, warm: bool = True) -> None:
-        """Open (creating or migrating) the database; ``warm`` fills ingest's memory of
-        committed keys (the server's start; not a one-off command that ingests nothing)."""
-        await self.db.open()
-        if not warm:
+    async def open(self, *, serving: bool = True) -> None:
+        """Open (creating or migrating) the database, and fill ingest's memory of committed
+        keys. Not ``serving`` (a one-off command), nothing is filled (it ingests nothing) and
+        an older schema is refused rather than migrated (see :meth:`Database.open`)."""
+        await self.db.open(migrate=serving)
+        if not serving:
             return
         try:
             await self._warm_recent_keys()

@@ -262,3 +262,19 @@ def test_a_missing_database_is_an_error_not_an_empty_one(
     assert f"no database at {db}" in err
     assert "storage.path" in err
     assert not db.parent.exists()  # nothing created
+
+
+async def test_an_operations_command_refuses_an_older_schema_instead_of_migrating_it(
+    admin_cli: AdminHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A read-only command from a new install upgraded the file under a running older server,
+    which then could not restart on it (nor its own CLI read it): no rolling back."""
+    path = admin_cli.receiver.config.settings.storage.path
+    await admin_cli.receiver.store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 5")  # as an older receiver left it
+    code, out, err = await _run(capsys, admin_cli, "events", "list")
+    assert code == 1 and out == ""
+    assert "schema version 5, older" in err and "receiver serve" in err
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5

@@ -213,3 +213,36 @@ async def test_an_older_search_index_is_rebuilt_with_decoded_text(tmp_path: Path
         conn.execute("UPDATE events SET body = NULL")  # a payload purge
         assert conn.execute(match, ("second",)).fetchall() == []
         conn.execute("INSERT INTO events_fts (events_fts) VALUES ('integrity-check')")
+
+
+async def test_a_step_another_process_applied_while_this_one_waited_is_skipped(
+    tmp_path: Path,
+) -> None:
+    """Two starts at once (a CLI command beside a starting server) both read the old version;
+    the second ran the step again once it got the lock: the index rebuilt twice on a live
+    server, or an error (a column or table already there)."""
+    path = tmp_path / "race.db"
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        for version in range(1, database.SCHEMA_VERSION):
+            for statement in database._split_sql(database._migrations()[version]):
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {database.SCHEMA_VERSION - 1}")
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the other process, migrating
+        db = Database(path, busy_timeout_s=10)
+        opening = asyncio.create_task(db.open())
+        await asyncio.sleep(0.5)  # it has read the old version and waits for the lock
+        assert not opening.done()
+        last = database._migrations()[database.SCHEMA_VERSION]
+        for statement in database._split_sql(last):
+            other.execute(statement)
+        other.execute(f"PRAGMA user_version = {database.SCHEMA_VERSION}")
+        other.execute("COMMIT")
+        await asyncio.wait_for(opening, timeout=10)
+        await db.close()
+    finally:
+        other.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == database.SCHEMA_VERSION
