@@ -67,8 +67,8 @@ def _check_config(args: argparse.Namespace) -> int:
     config = _load(args)
     s = config.settings
     print(f"{config.path}: OK")
-    print(f"  ingest  http://{s.server.host}:{s.server.port}/webhooks/{{provider}}")
-    print(f"  admin   http://{s.admin.host}:{s.admin.port}/admin")
+    print(f"  ingest  {_origin(s.server.host, s.server.port)}/webhooks/{{provider}}")
+    print(f"  admin   {_origin(s.admin.host, s.admin.port)}/admin")
     print(f"  storage {s.storage.path} (synchronous={s.storage.synchronous})")
     print("  providers:")
     for name, provider in sorted(config.providers.items()):
@@ -85,7 +85,8 @@ def _check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_ID_HEADER = re.compile(r"^header:([!#$%&'*+.^_`|~0-9A-Za-z-]+)$")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header's name
+_ID_HEADER = re.compile(rf"^header:({_TOKEN.pattern})$")
 
 
 @command("sign")
@@ -113,14 +114,23 @@ def _sign(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     body = sys.stdin.buffer.read() if is_stdin else Path(args.body).read_bytes()
     s = config.settings
-    url = args.url or f"http://{s.server.host}:{s.server.port}/webhooks/{args.provider}"
+    url = args.url or f"{_origin(s.server.host, s.server.port)}/webhooks/{args.provider}"
     event_id = args.event_id or f"msg_{secrets.token_hex(12)}"
-    headers = verifier.sign(body, now_s=time.time(), event_id=event_id, url=url)
+    carried = dict(args.header)
     # Where the provider's own ID travels, when one header holds it (``hmac`` schemes): the
-    # delivery must carry it, or it has no event ID.
+    # delivery must carry it, or it has no event ID (and the signed content may name it).
     named = _ID_HEADER.match(provider.event_id.expression.split("||")[0].strip())
-    if named and named[1].lower() not in {name.lower() for name in headers}:
-        headers[named[1]] = event_id
+    if named and named[1].lower() not in {name.lower() for name in carried}:
+        carried[named[1]] = event_id
+    try:
+        headers = verifier.sign(
+            body, now_s=time.time(), event_id=event_id, url=url, carried=carried
+        )
+    except ValueError as exc:  # the signed content names a header nobody gave
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    signed = {name.lower() for name in headers}
+    headers |= {name: value for name, value in carried.items() if name.lower() not in signed}
     if args.curl:
         content_type = f"Content-Type: {provider.scheme.content_type}"
         parts = ["curl", "-sS", "-X", "POST", url, "-H", content_type]
@@ -132,6 +142,19 @@ def _sign(args: argparse.Namespace) -> int:
         for name, value in headers.items():
             print(f"{name}: {value}")
     return EXIT_OK
+
+
+def _origin(host: str, port: int) -> str:
+    """``http://host:port``, an IPv6 address in brackets (``http://[::1]:8080``)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not _TOKEN.fullmatch(name) or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise argparse.ArgumentTypeError(f"not a header line ('NAME: VALUE'): {text[:80]!r}")
+    return name, value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--event-id", help="event id for schemes that send it in a header")
     sign.add_argument("--url", help="the URL the delivery goes to (default: the ingest URL)")
     sign.add_argument("--curl", action="store_true", help="print a ready curl command instead")
+    sign.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        type=_header,
+        metavar="'NAME: VALUE'",
+        help="another header the delivery carries (repeatable), e.g. 'X-GitHub-Hook-ID: 42'",
+    )
     cli_ops.add_parsers(sub)
     _add_config_option(sub)
     return parser
@@ -160,7 +191,11 @@ def _add_config_option(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     # Accept --config after the subcommand too (``receiver serve --config x.yaml``).
     for subparser in sub.choices.values():
         subparser.add_argument(
-            "--config", dest="config", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+            "--config",
+            dest="config",
+            default=argparse.SUPPRESS,
+            metavar="PATH",
+            help="path to the YAML config (default: $RECEIVER_CONFIG, then config/receiver.yaml)",
         )
 
 

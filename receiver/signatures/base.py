@@ -51,9 +51,19 @@ class Handshaker(Protocol):
 
 @runtime_checkable
 class Signer(Protocol):
-    """Produces the headers a provider would send, for ``receiver sign`` and for tests."""
+    """Produces the headers a provider would send, for ``receiver sign`` and for tests.
+    ``carried``: other headers the delivery carries (its event ID's, those given with
+    ``--header``), for a scheme whose signed content names them."""
 
-    def sign(self, body: bytes, *, now_s: float, event_id: str, url: str) -> dict[str, str]: ...
+    def sign(
+        self,
+        body: bytes,
+        *,
+        now_s: float,
+        event_id: str,
+        url: str,
+        carried: Mapping[str, str] | None = None,
+    ) -> dict[str, str]: ...
 
 
 @runtime_checkable

@@ -238,7 +238,15 @@ class HmacVerifier:
 
     # --- signing ------------------------------------------------------------------------
 
-    def sign(self, body: bytes, *, now_s: float, event_id: str, url: str) -> dict[str, str]:
+    def sign(
+        self,
+        body: bytes,
+        *,
+        now_s: float,
+        event_id: str,
+        url: str,
+        carried: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
         spec = self.spec
         ts = str(int(now_s * 1000) if spec.timestamp_unit == "ms" else int(now_s))
         headers: dict[str, str] = {}
@@ -248,11 +256,14 @@ class HmacVerifier:
             headers[spec.id_header] = event_id
         if spec.event_id_header:
             headers[spec.event_id_header] = event_id
-        lowered = {k.lower(): v for k, v in headers.items()}
+        lowered = {k.lower(): v for k, v in {**(carried or {}), **headers}.items()}
 
         def header(name: str) -> str | None:
             if name.lower() not in lowered:
-                raise ValueError(f"cannot sign: the signed content needs the {name} header")
+                raise ValueError(
+                    f"cannot sign: the signed content needs the {name} header (give it with"
+                    " --header)"
+                )
             return lowered[name.lower()]
 
         content = self._render(body=body, timestamp=ts, url=self.url or url, header=header)

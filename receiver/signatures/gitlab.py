@@ -10,6 +10,8 @@ is what counts; ``options.require_signature`` refuses token-only deliveries alto
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = ["GitlabOptions", "GitlabVerifier"]
 
 import hmac
@@ -69,10 +71,20 @@ class GitlabVerifier:
         if not matched:
             raise InvalidSignature("the token does not match")
 
-    def sign(self, body: bytes, *, now_s: float, event_id: str, url: str) -> dict[str, str]:
+    def sign(
+        self,
+        body: bytes,
+        *,
+        now_s: float,
+        event_id: str,
+        url: str,
+        carried: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
         headers = {"Idempotency-Key": event_id}
         if self.signing is not None:
-            headers.update(self.signing.sign(body, now_s=now_s, event_id=event_id, url=url))
+            headers.update(
+                self.signing.sign(body, now_s=now_s, event_id=event_id, url=url, carried=carried)
+            )
         if self.tokens:
             headers[_TOKEN_HEADER] = self.tokens[0].decode("utf-8", "surrogateescape")
         return headers

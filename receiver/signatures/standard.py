@@ -12,7 +12,7 @@ from __future__ import annotations
 __all__ = ["StandardKeys", "StandardSigningVerifier", "StandardVerifier", "load_keys"]
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
@@ -110,7 +110,15 @@ class StandardVerifier:
 class StandardSigningVerifier(StandardVerifier):
     """A verifier that also signs: a ``whsec_`` (v1) or ``whsk_`` (v1a) secret is configured."""
 
-    def sign(self, body: bytes, *, now_s: float, event_id: str, url: str) -> dict[str, str]:
+    def sign(
+        self,
+        body: bytes,
+        *,
+        now_s: float,
+        event_id: str,
+        url: str,
+        carried: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
         timestamp = str(int(now_s))
         content = to_bytes(f"{event_id}.{timestamp}.") + body
         if self.keys.hmac_keys:

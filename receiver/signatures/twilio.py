@@ -11,6 +11,8 @@ request's query string appended when it has none), else the request URL.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = ["TwilioVerifier", "signed_string"]
 
 import hashlib
@@ -106,7 +108,15 @@ class TwilioVerifier:
         except ValueError:
             raise InvalidSignature("the form body has too many fields") from None
 
-    def sign(self, body: bytes, *, now_s: float, event_id: str, url: str) -> dict[str, str]:
+    def sign(
+        self,
+        body: bytes,
+        *,
+        now_s: float,
+        event_id: str,
+        url: str,
+        carried: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
         target = self.public_url or url
         content = to_bytes(signed_string(target, self._params(body, target)))
         mac = hmac_digest(self.keys[0], content, "sha1")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = ["AcceptAll"]
 
 from receiver.models import InboundRequest
@@ -14,7 +16,15 @@ class AcceptAll:
     def verify(self, request: InboundRequest, *, now_s: float) -> None:
         return None
 
-    def sign(self, body: bytes, *, now_s: float, event_id: str, url: str) -> dict[str, str]:
+    def sign(
+        self,
+        body: bytes,
+        *,
+        now_s: float,
+        event_id: str,
+        url: str,
+        carried: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
         return {}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,107 @@ def test_a_curl_line_needs_a_body_file(
     argv = ["sign", "--config", str(harness.receiver.config.path), "--provider", "sw", "--curl"]
     assert main(argv) == 2
     assert "--curl needs --body FILE" in capsys.readouterr().err
+
+
+def _sign_provider(
+    capsys: pytest.CaptureFixture[str], harness: Harness, name: str, body_file: Path, *extra: str
+) -> tuple[int, dict[str, str], str]:
+    argv = ["sign", "--config", str(harness.receiver.config.path), "--provider", name]
+    code = main([*argv, "--body", str(body_file), *extra])
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    return code, dict(line.split(": ", 1) for line in lines), captured.err
+
+
+async def test_a_signed_content_naming_headers_is_signed_with_them(
+    make_harness: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ``hmac`` provider whose signed content names its ID header crashed ``sign`` with a
+    traceback: the header was added only after signing. A header it names that nobody gave
+    is one error line."""
+    from tests.support.factories import test_environ
+
+    options = {
+        "header": "X-Sig",
+        "algorithm": "sha256",
+        "encoding": "hex",
+        "signed_content": "{header:X-Id}.{header:X-Shop}.{body}",
+    }
+    provider = {
+        "scheme": "hmac",
+        "secret_envs": ["G_SECRET"],
+        "event_id": "header:X-Id",
+        "options": options,
+    }
+    harness: Harness = await make_harness(
+        environ=test_environ(G_SECRET="g-secret"), providers={"g": provider}
+    )
+    body_file = tmp_path / "g.json"
+    body_file.write_bytes(b'{"n": 1}')
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("G_SECRET", "g-secret")
+        code, _, err = _sign_provider(capsys, harness, "g", body_file, "--event-id", "E1")
+        assert code == 2
+        assert err.startswith("error: cannot sign: the signed content needs the X-Shop header")
+        assert "Traceback" not in err
+        code, headers, err = _sign_provider(
+            capsys, harness, "g", body_file, "--event-id", "E1", "--header", "X-Shop: s1"
+        )
+    assert code == 0, err
+    assert (headers["X-Id"], headers["X-Shop"]) == ("E1", "s1")
+    resp = await harness.post("g", body_file.read_bytes(), headers)
+    assert (await resp.json())["key"] == "g:E1"
+
+
+async def test_extra_headers_key_and_type_a_hand_made_delivery_as_a_real_one(
+    make_harness: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GitHub keys on the hook ID too and types on X-GitHub-Event: without them a hand-made
+    delivery got a key and a type no real one has."""
+    from tests.support.factories import test_environ
+
+    provider = {"scheme": "github", "secret_envs": ["GH_SECRET"]}
+    harness: Harness = await make_harness(
+        environ=test_environ(GH_SECRET="gh-secret"), providers={"gh": provider}
+    )
+    body_file = tmp_path / "push.json"
+    body_file.write_bytes(b'{"ref": "refs/heads/main"}')
+    extra = ["--event-id", "d-1", "--header", "X-GitHub-Hook-ID: 42"]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GH_SECRET", "gh-secret")
+        code, headers, err = _sign_provider(
+            capsys, harness, "gh", body_file, *extra, "--header", "X-GitHub-Event: push"
+        )
+    assert code == 0, err
+    resp = await harness.post("gh", body_file.read_bytes(), headers)
+    answer = await resp.json()
+    assert answer["key"] == "gh:42:d-1"
+    with sqlite3.connect(harness.receiver.config.settings.storage.path) as conn:
+        [(event_type,)] = conn.execute("SELECT event_type FROM events").fetchall()
+    assert event_type == "push"
+
+
+@pytest.mark.parametrize("line", ["no colon", "Bad Name: v", "X-A: v\r\nX-B: w"])
+def test_a_header_that_is_not_a_header_line_is_a_usage_error(
+    signing: tuple[Harness, Path], capsys: pytest.CaptureFixture[str], line: str
+) -> None:
+    harness, body_file = signing
+    argv = ["sign", "--config", str(harness.receiver.config.path), "--provider", "sw"]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--body", str(body_file), "--header", line])
+    assert info.value.code == 2
+    assert "not a header line" in capsys.readouterr().err
+
+
+def test_an_ipv6_host_is_bracketed_in_the_urls_printed() -> None:
+    from receiver.cli import _origin
+
+    assert _origin("::1", 8080) == "http://[::1]:8080"
+    assert _origin("127.0.0.1", 8080) == "http://127.0.0.1:8080"
+
+
+def test_every_command_documents_its_config_option(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("serve", "check-config", "sign", "events", "replay", "purge"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "--config PATH" in capsys.readouterr().out, command
