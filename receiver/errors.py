@@ -6,6 +6,7 @@ Hierarchy::
     ├── ConfigError                    the YAML or the environment is wrong (all problems at once)
     ├── RequestRejected                a delivery the receiver refuses (4xx at the HTTP edge)
     │   ├── UnknownProvider            404 unknown_provider
+    │   ├── MethodNotAllowed           405 method_not_allowed
     │   ├── PayloadTooLarge            413 payload_too_large
     │   ├── MissingSignature           401 missing_signature
     │   ├── InvalidSignature           401 invalid_signature
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidBody",
     "InvalidSignature",
     "KeyConflict",
+    "MethodNotAllowed",
     "MissingEventId",
     "MissingSignature",
     "PayloadTooLarge",
@@ -92,6 +94,11 @@ class RequestRejected(ReceiverError):
 class UnknownProvider(RequestRejected):
     code = "unknown_provider"
     status = 404
+
+
+class MethodNotAllowed(RequestRejected):
+    code = "method_not_allowed"
+    status = 405
 
 
 class PayloadTooLarge(RequestRejected):

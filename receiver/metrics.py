@@ -34,7 +34,7 @@ class Metrics:
         r = self.registry
         self.received = Counter(
             "receiver_deliveries_total",
-            "Deliveries answered, by provider and outcome",
+            "Deliveries answered, by provider and outcome (each event of a batch counts)",
             ["provider", "outcome"],
             registry=r,
         )

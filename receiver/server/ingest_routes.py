@@ -23,6 +23,7 @@ from aiohttp import HttpVersion11, web
 from receiver.errors import (
     BodyTimeout,
     ClientDisconnected,
+    MethodNotAllowed,
     PayloadTooLarge,
     RequestRejected,
     ServerBusy,
@@ -145,8 +146,12 @@ async def receive(request: web.Request) -> web.StreamResponse:
     log = request.app[REQUEST_LOG]
     body_bytes = 0
     key: str | None = None
+    # A name not configured is the caller's: never a metric label (each one would be kept).
+    is_known = service.has_provider(name)
     reservation = request.app[BODY_BUDGET].reservation()
     try:
+        if request.method != "POST":
+            raise MethodNotAllowed("a webhook is delivered with POST")
         service.provider(name)  # 404 before reading anything
         inbound = await capture(request, request.app[INGEST_LIMITS], reservation)
         body_bytes = len(inbound.body)
@@ -161,8 +166,9 @@ async def receive(request: web.Request) -> web.StreamResponse:
         response = error_response(exc)
         if isinstance(exc, PayloadTooLarge | BodyTimeout):
             response.force_close()
-        known = exc.code != "unknown_provider"
-        metrics.rejections.labels(name if known else "", exc.code).inc()
+        elif isinstance(exc, MethodNotAllowed):
+            response.headers["Allow"] = "POST"
+        metrics.rejections.labels(name if is_known else "", exc.code).inc()
         journal = request.app.get(REJECTIONS)
         if journal is not None:
             journal.record(
@@ -188,6 +194,7 @@ async def receive(request: web.Request) -> web.StreamResponse:
                 status=result.status, body=result.body, content_type=result.content_type
             )
             outcome, status = "handshake_answered", result.status
+            metrics.received.labels(name, outcome).inc()
         else:
             response, outcome, key = _result_response(result)
             status = 200
@@ -203,15 +210,18 @@ async def receive(request: web.Request) -> web.StreamResponse:
     finally:
         reservation.release()  # the body is no longer held once ingest has answered
     elapsed = time.perf_counter() - started
-    if outcome != "request_rejected" or status != 404:  # not an unknown provider's name
+    if is_known:
         metrics.ingest_for(name).latency.observe(elapsed)
-    log.info(
+    # A delivery refused for the receiver's own trouble (storage, memory) is a warning: it
+    # must stay in the log when ``logging.level: warning`` hides the per-request lines.
+    emit = log.warning if status >= 500 else log.info
+    emit(
         outcome,
         provider=name[:64],  # an unknown name is whatever the caller sent: never log it whole
         status=status,
         key=key,
         duration_ms=round(elapsed * 1000, 2),
-        body_bytes=body_bytes,
+        body_bytes=body_bytes or request.content_length or 0,
         remote=request.remote,
         **log_extra,
     )
@@ -243,4 +253,6 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
 def add_ingest_routes(app: web.Application) -> None:
     app[REQUEST_LOG] = structlog.get_logger("receiver.ingest").bind()
     app[BODY_BUDGET] = BodyBudget(app[INGEST_LIMITS].body_memory_bytes)
-    app.router.add_post("/webhooks/{provider}", receive, expect_handler=expect_continue)
+    # Every method: one that is not POST is answered 405 by ``receive``, logged and counted
+    # like any other refusal (the router's own 405 was neither).
+    app.router.add_route("*", "/webhooks/{provider}", receive, expect_handler=expect_continue)

@@ -86,3 +86,60 @@ async def test_metrics_follow_retries_and_dead_events(
     assert _value(text, attempts, outcome="dead", provider="doomed") == 1
     assert _value(text, "receiver_dead_events_total", provider="doomed") == 1
     assert _value(text, "receiver_dead_events_total", provider="flaky") == 0
+
+
+async def test_a_wrong_method_is_counted_and_never_becomes_a_label(
+    admin_make_harness: Any, monkeypatch: Any
+) -> None:
+    """``GET /webhooks/...`` was answered 405 by the router: no log line, no count. A name
+    that is not configured must not become a series either (the caller chooses it)."""
+    import json
+
+    from tests.support.logs import json_logs
+
+    with json_logs(monkeypatch) as buffer:
+        h = await admin_make_harness()  # its request log writes where json_logs reads
+        ok = await h.ingest.get("/webhooks/plain")
+        odd = await h.ingest.put("/webhooks/made-up-name", data=b"x")
+    for resp in (ok, odd):
+        assert resp.status == 405 and resp.headers["Allow"] == "POST"
+        assert (await resp.json())["error"] == "method_not_allowed"
+    text = str(await (await h.get("/metrics")).text())
+    counted = _value(text, "receiver_rejections_total", cause="method_not_allowed", provider="")
+    assert _value(text, "receiver_rejections_total", cause="method_not_allowed", provider="plain")
+    assert counted == 1
+    assert "made-up-name" not in text
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    refused = [line for line in lines if line.get("cause") == "method_not_allowed"]
+    assert [(line["event"], line["status"]) for line in refused] == [("request_rejected", 405)] * 2
+
+
+async def test_a_handshake_is_counted_as_a_delivery_answered(make_harness: Any) -> None:
+    """A Slack ``url_verification`` was in the latency histogram and in no counter."""
+    import hashlib
+    import hmac
+    import json
+    import time
+
+    from receiver.server.ingest_routes import METRICS
+    from tests.support.factories import test_environ
+
+    harness = await make_harness(
+        environ=test_environ(SLACK_SECRET="slack-secret"),
+        providers={"slack": {"scheme": "slack", "secret_envs": ["SLACK_SECRET"]}},
+    )
+    body = json.dumps({"type": "url_verification", "challenge": "c-1"}).encode()
+    ts = str(int(time.time()))
+    mac = hmac.new(b"slack-secret", b"v0:" + ts.encode() + b":" + body, hashlib.sha256)
+    headers = {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": "v0=" + mac.hexdigest(),
+        "Content-Type": "application/json",
+    }
+    resp = await harness.post("slack", body, headers)
+    assert resp.status == 200
+    text = harness.receiver.ingest_app[METRICS].render().decode()
+    assert (
+        _value(text, "receiver_deliveries_total", outcome="handshake_answered", provider="slack")
+        == 1
+    )

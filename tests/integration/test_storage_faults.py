@@ -125,6 +125,29 @@ async def test_database_locked_past_budget_is_503_then_recovers(make_harness: An
     assert (await resp.json())["status"] == "accepted"
 
 
+async def test_a_503_for_storage_trouble_is_logged_at_warning_level(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At ``logging.level: warning`` (to drop the per-request lines) a full or locked disk left
+    no line at all: only the metric knew."""
+    import json
+
+    from tests.support.logs import json_logs
+
+    with json_logs(monkeypatch, "warning") as buffer:
+        harness: Harness = await make_harness(storage={"busy_timeout_s": 0.3})
+        async with _write_lock_held(harness):
+            body = event_body("warned")
+            resp = await harness.post("sw", body, signed_headers(body, msg_id="warned"))
+            assert resp.status == 503
+        resp = await harness.post("sw", body, signed_headers(body, msg_id="warned"))
+        assert resp.status == 200
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    refused = [line for line in lines if line["event"] == "storage_unavailable"]
+    assert [(line["level"], line["key"]) for line in refused] == [("warning", "sw:warned")]
+    assert not [line for line in lines if line["event"] == "event_accepted"]
+
+
 async def test_each_event_is_answered_within_the_budget_while_the_lock_is_held(
     make_harness: Any,
 ) -> None:
