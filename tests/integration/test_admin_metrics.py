@@ -112,6 +112,7 @@ async def test_a_wrong_method_is_counted_and_never_becomes_a_label(
     lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
     refused = [line for line in lines if line.get("cause") == "method_not_allowed"]
     assert [(line["event"], line["status"]) for line in refused] == [("request_rejected", 405)] * 2
+    assert [line["body_bytes"] for line in refused] == [0, 1]  # unread: the size declared
 
 
 async def test_a_handshake_is_counted_as_a_delivery_answered(make_harness: Any) -> None:
