@@ -96,6 +96,7 @@ class Receiver:
             readiness=self.readiness,
             rejections=self.store.rejections,
         )
+        self._admin_tokens = AdminTokens.from_env(s.admin, self.environ)
         self.admin_app = build_admin_app(
             metrics=self.metrics,
             readiness=self.readiness,
@@ -106,7 +107,7 @@ class Receiver:
                 policies=policies_of(config.providers),
                 clock=clock,
             ),
-            tokens=AdminTokens.from_env(s.admin, self.environ),
+            tokens=self._admin_tokens,
         )
         self.store.rejections.on_dropped = self.metrics.rejection_journal_dropped.inc
         self.store.replayer.on_replayed = self._count_replays
@@ -153,6 +154,14 @@ class Receiver:
         startup_log = unfiltered_logger("receiver")  # shown even with logging.level: error
         for warning in self.config.warnings:
             startup_log.warning("config_warning", message=warning)
+        if self._admin_tokens.is_open:  # allowed on loopback only (checked above), yet say so
+            startup_log.warning(
+                "admin_api_open",
+                message=(
+                    "no admin token is set (admin.token_env): whoever reaches"
+                    f" {self.config.settings.admin.host} can read every event and replay it"
+                ),
+            )
         await self.store.open()
         self.purger.start()
         await self.worker.start()

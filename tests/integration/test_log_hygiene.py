@@ -386,3 +386,25 @@ async def test_an_unverified_provider_is_warned_about_at_every_start_whatever_th
     assert warnings[0]["level"] == "warning"
     assert "provider open uses scheme 'none'" in warnings[0]["message"]
     assert not [line for line in lines if line["event"] == "receiver_started"]  # info: filtered
+
+
+async def test_an_admin_api_without_a_token_is_warned_about_at_every_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A misspelt ``admin.token_env`` left the admin API open on loopback without a word,
+    where ``scheme: none`` is warned about at every start."""
+    from receiver.config import load_config
+    from receiver.runtime import Receiver
+
+    path = write_config(tmp_path)
+    closed = {**factories.test_environ(), "RECEIVER_ADMIN_TOKEN": "t0ken-for-this-test"}
+    opened = {k: v for k, v in closed.items() if k != "RECEIVER_ADMIN_TOKEN"}
+    with capture_json_logs(monkeypatch, "error") as buffer:
+        for env in (closed, opened):
+            receiver = Receiver(load_config(path, environ=env), environ=env)
+            await receiver.start()
+            await receiver.stop()
+        lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    warnings = [line for line in lines if line["event"] == "admin_api_open"]
+    assert len(warnings) == 1 and warnings[0]["level"] == "warning"
+    assert "t0ken-for-this-test" not in buffer.getvalue()
