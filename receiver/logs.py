@@ -10,6 +10,7 @@ __all__ = ["configure_logging", "unfiltered_logger"]
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import MutableMapping
@@ -59,21 +60,45 @@ class _UtcTimestamp:
         return event_dict
 
 
+# What a terminal would act on rather than show: C0 and C1 controls (ESC starts a sequence
+# that can erase or hide a line), DEL, and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")  # tracebacks
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _printable(
+    logger: object, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Console lines only (JSON escapes these itself): text a caller controls (an unknown
+    provider's name from the URL) is shown escaped, so it cannot move the cursor, erase the
+    line before it, or write a forged one over it on the operator's terminal."""
+    for name, value in event_dict.items():
+        if isinstance(value, str):
+            control = _CONTROL_BUT_NEWLINE if name == "exception" else _CONTROL
+            event_dict[name] = control.sub(_escape, value)
+    return event_dict
+
+
 def configure_logging(
     level: str = "info", fmt: Literal["auto", "json", "console"] = "auto"
 ) -> None:
     is_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer(serializer=_dumps)
+    render: list[structlog.typing.Processor] = (
+        [structlog.processors.JSONRenderer(serializer=_dumps)]
         if is_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        else [_printable, structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())]
     )
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             _UtcTimestamp(),
             structlog.processors.format_exc_info,
-            renderer,
+            *render,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),

@@ -57,3 +57,31 @@ def test_the_timestamp_matches_the_standard_library_to_the_microsecond(
     stamp = stamper(None, "info", {})["timestamp"]
     assert stamp == expected
     assert stamp == datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_a_console_line_shows_control_characters_escaped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unknown provider's name comes from the URL: raw, ESC sequences in it erased the line
+    on the operator's terminal and wrote a forged one in its place."""
+    import sys
+
+    from receiver.logs import configure_logging
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", buffer)
+    configure_logging("info", "console")
+    try:
+        # No ASCII space, "=" or quote: the renderer would quote (and so escape) the value.
+        forged = "\x1b[2K\x1b[G[info]\xa0event_accepted\u2028\x1b[8m"
+        structlog.get_logger("t").info("request_rejected", provider=forged)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            structlog.get_logger("t").exception("unhandled_error")
+    finally:
+        structlog.reset_defaults()
+    text = buffer.getvalue()
+    assert "\x1b" not in text and "\u2028" not in text
+    assert "x1b[2K" in text  # shown, escaped
+    assert "Traceback (most recent call last):\n" in text  # a traceback keeps its lines
