@@ -29,6 +29,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -143,6 +144,13 @@ _RESERVED_HEADERS = frozenset(
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
+def _has_userinfo(url: str) -> bool:
+    try:
+        return "@" in urlsplit(url).netloc
+    except ValueError:
+        return False  # not a URL at all: check_handler says so
+
+
 class HttpHandler(_Strict):
     kind: Literal["http"]
     url: str
@@ -151,6 +159,17 @@ class HttpHandler(_Strict):
     # Header name -> the environment variable holding its value (a downstream's token): the
     # secret stays out of the YAML like a webhook secret. Resolved at load into ``headers``.
     header_envs: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> HttpHandler:
+        """aiohttp refuses to send both at once: every attempt would fail, every event die."""
+        names = {name.lower() for name in (*self.headers, *self.header_envs)}
+        if "authorization" in names and _has_userinfo(self.url):
+            raise ValueError(
+                "the url carries credentials (user:password@) and an Authorization header is"
+                " set too: only one can be sent; keep the header (header_envs keeps it secret)"
+            )
+        return self
 
     @field_validator("header_envs")
     @classmethod

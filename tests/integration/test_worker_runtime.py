@@ -101,6 +101,23 @@ def test_handler_headers_cannot_reframe_or_impersonate_the_request(
     assert message in problems["providers.p.handler.headers"], problems
 
 
+@pytest.mark.parametrize("where", ["headers", "header_envs"])
+def test_url_credentials_and_an_authorization_header_cannot_both_be_configured(
+    tmp_path: Path, where: str
+) -> None:
+    """aiohttp refuses to send both: check-config passed it, then every attempt failed and
+    every event went dead."""
+    handler = {
+        "kind": "http",
+        "url": "http://user:Pa55word@127.0.0.1:9/hook",
+        where: {"Authorization": "PATH" if where == "header_envs" else "Bearer t"},
+    }
+    problems = _problems(tmp_path, {"p": handler})
+    [message] = [m for path, m in problems.items() if path.startswith("providers.p.handler")]
+    assert "only one can be sent" in message
+    assert "Pa55word" not in str(problems)
+
+
 async def test_a_running_receiver_processes_what_it_acknowledges(tmp_path: Path) -> None:
     providers = {
         "shop": {
