@@ -22,10 +22,10 @@ import random as random_module
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 import structlog
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from receiver.config import HttpHandler, ProviderSettings, WorkerSettings
 from receiver.errors import StorageUnavailable
@@ -367,7 +367,8 @@ class Worker:
             key=job.key,
             provider=job.provider,
             type=job.event_type,
-            headers=MappingProxyType(dict(job.headers)),  # read-only, like the rest
+            # Read-only like the rest, and by any case: event.headers["X-GitHub-Event"].
+            headers=CIMultiDictProxy(CIMultiDict(job.headers)),
             body=body,
             content_type=job.content_type,
             attempt=job.attempt,

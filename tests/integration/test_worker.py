@@ -240,6 +240,9 @@ async def test_python_handlers_async_and_sync_get_a_frozen_event(
     )
     assert a.body == b'{"order": 7}' and a.json == {"order": 7}
     assert a.headers["x-shop"] == "demo"
+    assert a.headers["X-Shop"] == "demo"  # as the provider's docs spell it
+    with pytest.raises(TypeError):
+        a.headers["x-shop"] = "other"  # type: ignore[index]  # proving it is read-only
     assert (s.id, s.body, s.json, s.content_type) == (second, b"plain text", None, "text/plain")
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.attempt = 2  # type: ignore[misc]  # proving the value is frozen
