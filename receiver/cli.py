@@ -130,6 +130,14 @@ def _sign(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     signed = {name.lower() for name in headers}
+    written = [name for name, _ in args.header if name.lower() in signed]
+    if written:
+        print(
+            f"error: --header {written[0]}: sign writes that header itself (give the event ID"
+            " with --event-id)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     headers |= {name: value for name, value in carried.items() if name.lower() not in signed}
     if args.curl:
         content_type = f"Content-Type: {provider.scheme.content_type}"

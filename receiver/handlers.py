@@ -155,18 +155,24 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
     response.close()
 
 
-_URL = re.compile(r"""https?://[^\s'"<>]+""")
+_URL = re.compile(r"""(?i)https?://[^\s'"<>]+""")
 
 
 def _shown_url(match: re.Match[str]) -> str:
-    """A URL as error texts may show it: no credentials, no query string (which often carries a
-    token), whatever form the client library quoted it in."""
+    """A URL found in an error text, as it may be shown (see :func:`_shown_location`)."""
+    return _shown_location(match.group(0))
+
+
+def _shown_location(url: str) -> str:
+    """A URL as error texts may show it, absolute or relative (a redirect's ``Location``): no
+    credentials, no query string or fragment (which often carry a token)."""
     try:
-        parts = urlsplit(match.group(0))
+        parts = urlsplit(url)
         host = parts.netloc.rpartition("@")[2]
     except ValueError:
         return "<url>"
-    return f"{parts.scheme}://{host}{parts.path}"
+    origin = f"{parts.scheme}://{host}" if parts.scheme else f"//{host}" if parts.netloc else ""
+    return origin + parts.path
 
 
 class HttpTarget:
@@ -209,7 +215,7 @@ class HttpTarget:
                 error = f"HTTP {status} {response.reason or ''}".strip()
                 location = response.headers.get("Location")
                 if 300 <= status < 400 and location:  # redirects are not followed: say where
-                    error += " to " + _URL.sub(_shown_url, location)
+                    error += " to " + _shown_location(location)
                 return Outcome(
                     is_success=False,
                     error=error[:_ERROR_CHARS],

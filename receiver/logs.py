@@ -27,13 +27,21 @@ _LEVELS = {
 }
 
 
+# What a terminal acts on (a ``tail -f`` of the log) that JSON may leave raw: orjson escapes
+# only the C0 controls. DEL, the C1 controls and the Unicode line separators get ``\uXXXX``.
+_RAW_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
 def _dumps(event: object, **_: object) -> str:
     """orjson on the hot path (a log line per request); the standard library for what orjson
     refuses (text carrying undecodable bytes as surrogates), so a log line never raises."""
     try:
-        return orjson.dumps(event, default=str).decode("utf-8")
+        text = orjson.dumps(event, default=str).decode("utf-8")
     except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(event, default=str)
+        return json.dumps(event, default=str)  # ASCII only: everything escaped
+    if _RAW_IN_JSON.search(text):  # rare: a caller's text (an unknown provider's name)
+        text = _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
+    return text
 
 
 class _UtcTimestamp:

@@ -89,10 +89,12 @@ def _variable_name_problem(var: str) -> str | None:
 
 
 def _shown_path(path: Path) -> str:
-    """A secret file's path as an error may repeat it: one that looks like a path (a secret
-    pasted in its place usually does not; one that starts like a secret is never shown)."""
+    """A secret file's path as an error may repeat it: only one whose directory exists (a
+    secret pasted in its place, ``q2Zr/8kPx+…`` or ``whsec_…``, names none), and never one
+    that starts like a secret."""
     text = str(path)
-    if "/" in text and not text.startswith(SECRET_PREFIXES):
+    is_in_a_directory = len(path.parts) > 1 and path.parent != Path(path.anchor)
+    if is_in_a_directory and path.parent.is_dir() and not text.startswith(SECRET_PREFIXES):
         return text
     return "the file named there"
 

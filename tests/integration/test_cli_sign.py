@@ -224,7 +224,10 @@ async def test_extra_headers_key_and_type_a_hand_made_delivery_as_a_real_one(
         code, headers, err = _sign_provider(
             capsys, harness, "gh", body_file, *extra, "--header", "X-GitHub-Event: push"
         )
-    assert code == 0, err
+        assert code == 0, err
+        clash = ["--header", "X-GitHub-Delivery: my-guid"]
+        code, _, err = _sign_provider(capsys, harness, "gh", body_file, *extra, *clash)
+        assert code == 2 and "sign writes that header itself" in err  # not silently dropped
     resp = await harness.post("gh", body_file.read_bytes(), headers)
     answer = await resp.json()
     assert answer["key"] == "gh:42:d-1"

@@ -352,7 +352,9 @@ def test_an_unset_variable_is_named_only_when_it_looks_like_a_name(tmp_path: Pat
     assert "SW_UNSET is not set" in problems["providers.billing.secret_envs.1"]
 
 
-@pytest.mark.parametrize("pasted", [_PASTED_SECRET, "Tr0ub4dor3xyz"])
+@pytest.mark.parametrize(
+    "pasted", [_PASTED_SECRET, "Tr0ub4dor3xyz", "q2Zr/8kPx+Tm3Yb9Lw7Vn4Hs1Gd6Fa0E=", "/8kPx+Tm3Y="]
+)
 def test_a_secret_pasted_where_a_secret_files_path_belongs_is_never_echoed(
     tmp_path: Path, pasted: str
 ) -> None:
