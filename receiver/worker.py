@@ -70,6 +70,7 @@ class _Flight:
     is_settling: bool = False  # writing the outcome: let it finish, never cancel it
     is_lease_lost: bool = False  # another worker may own the job now: stop renewing
     holds_slot: bool = True  # until its handler returns; its outcome is written meanwhile
+    is_overrunning: bool = False  # past its timeout, not ended: waited for, for a while
 
 
 class Worker:
@@ -251,11 +252,14 @@ class Worker:
     async def _drain(self) -> None:
         if not self._flights:
             return
+        for task, flight in self._flights.items():
+            if flight.is_overrunning:  # its attempt has failed: record it now, do not wait
+                task.cancel()
         tasks = set(self._flights)
         _, pending = await asyncio.wait(tasks, timeout=self._settings.shutdown_timeout_s)
         for task in pending:
             if not self._flights[task].is_settling:
-                task.cancel()
+                task.cancel()  # a handler: its job goes back; an overrun: its attempt counts
         await asyncio.gather(*pending, return_exceptions=True)
 
     # -- claiming ----------------------------------------------------------------------------
@@ -337,28 +341,42 @@ class Worker:
         started = time.monotonic()
         try:
             outcome = await self._run_handler(job, route)
-            if outcome.still_running is not None:
-                await self._outlive(flight, outcome.still_running)
         except asyncio.CancelledError:
             flight.is_settling = True
             await self._release(job)
             raise
+        if outcome.still_running is not None:
+            await self._outlive(flight, outcome.still_running)
         await self._settle(flight, route, outcome, duration_s=time.monotonic() - started)
 
     async def _outlive(self, flight: _Flight, work: asyncio.Future[object]) -> None:
         """A run past its timeout that has not ended (a thread cannot be stopped; async code
         may ignore its cancellation): its slot goes to the next job, but its event stays
-        running, the lease renewed, until it ends. Run again meanwhile, the same event would
-        run twice at once, past ``serialize_by`` and the provider's ``concurrency``."""
+        running, the lease renewed, until it ends or ``lease_s`` more has passed. Run again
+        meanwhile, the same event would run twice at once, past ``serialize_by`` and the
+        provider's ``concurrency``. Bounded, and never past a shutdown, so that code that
+        never returns still spends its attempts and goes dead instead of holding the event
+        (and, given back at each restart, starting over) for ever. The attempt has failed
+        all the same: it is recorded, not given back, however the wait ends."""
         self._release_slot(flight)
-        done, _ = await asyncio.wait({work}, timeout=_OVERRUN_NOTICE_S)
-        if done:
-            return  # cancelled async code that stopped, as it should
-        job = flight.job
-        self._log.warning(
-            "handler_overrunning", event_id=job.event_id, provider=job.provider, key=job.key
-        )
-        await asyncio.wait({work})
+        flight.is_overrunning = True
+        try:
+            done, _ = await asyncio.wait({work}, timeout=_OVERRUN_NOTICE_S)
+            if done:
+                return  # cancelled async code that stopped, as it should
+            job = flight.job
+            self._log.warning(
+                "handler_overrunning",
+                event_id=job.event_id,
+                provider=job.provider,
+                key=job.key,
+                waits_s=self._settings.lease_s,
+            )
+            await asyncio.wait({work}, timeout=self._settings.lease_s)
+        except asyncio.CancelledError:  # a shutdown: record the timed-out attempt below
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
 
     async def _run_handler(self, job: ClaimedJob, route: Route) -> Outcome:
         body = job.body or b""

@@ -918,6 +918,47 @@ async def test_a_run_past_its_timeout_is_not_run_again_until_it_ends(
     assert targets.STATE.max_parallel == 1
 
 
+async def test_code_that_never_returns_spends_its_attempts_and_goes_dead(
+    store: SqliteStore,
+) -> None:
+    """Waiting for a thread that never returns held its event running for good: given back
+    uncounted at every restart, it started over and never went dead."""
+    worker = make_worker(
+        store,
+        time.time,
+        {"p": python_with("hang_sync", timeout_s=0.1, max_attempts=2)},
+        lease_s=0.5,
+        backoff_base_s=0.01,
+        backoff_max_s=0.01,
+    )
+    event_id = await record(store, "p", 1)
+    await asyncio.wait_for(worker.run(until_empty=True), timeout=20)
+    assert status_of(store, event_id) == ("dead", "dead", 2)
+    assert [a["error"] for a in attempts_of(store, event_id)] == ["timed out after 0.1s"] * 2
+
+
+async def test_a_shutdown_does_not_wait_for_an_overrun_and_counts_its_attempt(
+    store: SqliteStore,
+) -> None:
+    """The overrun held every shutdown for its full timeout, then gave the attempt back."""
+    worker = make_worker(
+        store,
+        time.time,
+        {"p": python_with("hang_sync", timeout_s=0.1, max_attempts=3)},
+        shutdown_timeout_s=10.0,
+    )
+    store.on_committed(worker.wake)
+    await worker.start()
+    event_id = await record(store, "p", 1)
+    await asyncio.wait_for(_wait_for(lambda: len(targets.STATE.calls) == 1), timeout=10)
+    await asyncio.sleep(0.5)  # past its timeout: overrunning
+    started = time.monotonic()
+    await worker.stop()
+    assert time.monotonic() - started < 8.0  # not the whole 10 s shutdown budget
+    assert status_of(store, event_id)[1:] == ("queued", 1)  # counted; its retry is queued
+    assert [a["error"] for a in attempts_of(store, event_id)] == ["timed out after 0.1s"]
+
+
 async def test_a_handlers_own_cancelled_error_is_a_failed_attempt_not_a_shutdown(
     store: SqliteStore, clock: FakeClock
 ) -> None:
