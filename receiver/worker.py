@@ -272,7 +272,11 @@ class Worker:
         caps = {name: route.concurrency for name, route in self.routes.items()}
         try:
             jobs = await self._queue.claim(
-                caps=caps, limit=free, now=self._clock(), lease_s=self._settings.lease_s
+                caps=caps,
+                limit=free,
+                now=self._clock(),
+                lease_s=self._settings.lease_s,
+                running_here=[flight.job.event_id for flight in self._flights.values()],
             )
         except StorageUnavailable as exc:
             self._log.warning("worker_claim_failed", error=exc.detail)

@@ -22,7 +22,8 @@ __all__ = ["AttemptRecord", "ClaimedJob", "JobQueue", "QueueStats"]
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -117,14 +118,21 @@ class JobQueue:
         limit: int,
         now: float,
         lease_s: float,
+        running_here: Collection[int] = (),
     ) -> list[ClaimedJob]:
         """Lease up to ``limit`` ready jobs of the providers in ``caps`` (name -> concurrency
-        limit, None for none), oldest ``run_at`` first, within each provider's limit."""
+        limit, None for none), oldest ``run_at`` first, within each provider's limit.
+        ``running_here``: the events this worker still runs. A lease of theirs that ran out
+        (a clock step, a lock held past the renewal) does not make them claimable again by
+        this worker, and they still count against their provider's limit."""
         if limit <= 0 or not caps:
             return []
+        running = frozenset(running_here)
 
         def work(conn: sqlite3.Connection) -> list[ClaimedJob]:
-            return _claim(conn, caps=caps, limit=limit, now=now, lease_s=lease_s)
+            return _claim(
+                conn, caps=caps, limit=limit, now=now, lease_s=lease_s, running_here=running
+            )
 
         # Urgent: it carries the completions waiting for a transaction (see Database.coalesced).
         return await self._db.coalesced(work)
@@ -355,25 +363,28 @@ def _claim(
     limit: int,
     now: float,
     lease_s: float,
+    running_here: frozenset[int],
 ) -> list[ClaimedJob]:
     names = sorted(caps)
     placeholders, params = _in(names)
-    busy = {
-        row[0]: int(row[1])
-        for row in conn.execute(
-            "SELECT provider, COUNT(*) FROM jobs WHERE status = 'running'"
-            f" AND lease_expires_at > :now AND provider IN {placeholders} GROUP BY provider",
-            {"now": now, **params},
-        )
-    }
+    busy: Counter[str] = Counter()
+    for provider, event_id, expires_at in conn.execute(
+        "SELECT provider, event_id, lease_expires_at FROM jobs WHERE status = 'running'"
+        f" AND provider IN {placeholders}",
+        params,
+    ):
+        if (expires_at is not None and expires_at > now) or event_id in running_here:
+            busy[provider] += 1
     candidates: list[tuple[float, int]] = []
     for name in names:
         cap = caps[name]
-        room = limit if cap is None else min(limit, cap - busy.get(name, 0))
+        room = limit if cap is None else min(limit, cap - busy[name])
         if room <= 0:
             continue
         rows = conn.execute(_CANDIDATES, {"provider": name, "now": now, "limit": room})
-        candidates.extend((float(row[1]), int(row[0])) for row in rows)
+        candidates.extend(
+            (float(row[1]), int(row[0])) for row in rows if int(row[0]) not in running_here
+        )
     chosen = [event_id for _, event_id in sorted(candidates)[:limit]]
     return _lease(conn, chosen, now=now, lease_s=lease_s)
 

@@ -552,6 +552,28 @@ async def test_a_hung_handler_is_taken_over_and_its_late_answer_refused(
     assert [r["outcome"] for r in attempts_of(store, event_id)] == ["retry", "succeeded"]
 
 
+async def test_a_worker_never_claims_again_an_event_it_still_runs(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """A lease that ran out on paper (a clock step, a lock held past the renewal) made the
+    event claimable again by the very worker still running it: twice at once, past the
+    provider's concurrency of 1."""
+    worker = make_worker(store, clock, {"p": {**python("block"), "concurrency": 1}}, lease_s=30.0)
+    store.on_committed(worker.wake)
+    await worker.start()
+    first = await record(store, "p", 1)
+    await asyncio.wait_for(targets.STATE.entered.wait(), timeout=10)
+    second = await record(store, "p", 2)
+    clock.now += 120  # the clock steps: the lease has run out while the handler still runs
+    for _ in range(10):
+        worker.wake()
+        await asyncio.sleep(0.05)
+    assert [call.id for call in targets.STATE.calls] == [first]
+    assert status_of(store, second)[1:] == ("queued", 0)  # the provider's one slot is taken
+    targets.STATE.gate.set()
+    await worker.stop()
+
+
 async def test_a_long_handler_keeps_its_lease_by_renewing(tmp_path: Path) -> None:
     import time
 
