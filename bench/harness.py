@@ -267,9 +267,14 @@ def _receiver_config(
     return path
 
 
-def _fresh_db(path: Path) -> Path:
-    for suffix in ("", "-wal", "-shm", "-journal"):
+def _remove_db(path: Path) -> None:
+    """A database and everything SQLite and receiver keep beside it."""
+    for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _fresh_db(path: Path) -> Path:
+    _remove_db(path)
     return path
 
 
@@ -547,8 +552,7 @@ def run_scenario(run: Run, scn: Scenario, *, profile_to: Path | None = None) -> 
     if scn.server != "b0" and scn.kind == "unique" and stores and rows["events"] < requests:
         problems.append(f"only {rows['events']} rows for {requests} acknowledged requests")
     result["problems"] = problems
-    for suffix in ("", "-wal", "-shm"):  # every run has its own database (or copy of a seed)
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    _remove_db(db)  # every run has its own database (or copy of a seed)
     if server.strace_log is not None:
         server.strace_log.unlink(missing_ok=True)
     return result
@@ -629,8 +633,7 @@ def run_soak(run: Run) -> dict[str, Any]:
         sampler.join(timeout=5)
         server.stop()
     rows = _count_rows(scn, db)
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    _remove_db(db)
     return _soak_summary(samples, requests, errors, elapsed, segments, peak, rows)
 
 

@@ -19,6 +19,7 @@ from aiohttp import web
 from receiver.config import Config, serving_problems
 from receiver.errors import StartupError
 from receiver.ingest import IngestService
+from receiver.instance_lock import InstanceLock
 from receiver.logs import unfiltered_logger
 from receiver.metrics import Metrics
 from receiver.server.admin_auth import AdminTokens
@@ -112,6 +113,7 @@ class Receiver:
         self.store.rejections.on_dropped = self.metrics.rejection_journal_dropped.inc
         self.store.replayer.on_replayed = self._count_replays
         self.purger = PurgeTask(self.store.retention, on_report=self._count_purge)
+        self._instance = InstanceLock(s.storage.path)
         self._runners: list[web.AppRunner] = []
         self.ingest_port: int | None = None
         self.admin_port: int | None = None
@@ -162,6 +164,7 @@ class Receiver:
                     f" {self.config.settings.admin.host} can read every event and replay it"
                 ),
             )
+        self._instance.acquire()  # before the store: a second server must not migrate it
         await self.store.open()
         self.purger.start()
         await self.worker.start()
@@ -184,6 +187,7 @@ class Receiver:
         await asyncio.gather(*(runner.cleanup() for runner in runners), self.worker.stop())
         await self.purger.stop()
         await self.store.close()
+        self._instance.release()
         log.info("receiver_stopped")
 
 

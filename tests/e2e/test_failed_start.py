@@ -61,6 +61,31 @@ def test_a_second_instance_on_the_same_ports_exits_1_and_the_first_serves_on(
         first.terminate()
 
 
+@pytest.mark.timeout(90)
+def test_a_second_server_on_the_same_database_exits_1_naming_the_first(tmp_path: Path) -> None:
+    """On other ports it started: two servers ingesting, working and purging one file, each
+    commit waiting on the other's (a unit started twice, a manual start beside the service)."""
+    config = serve_config(tmp_path)
+    first = ServeProcess(config, serve_env(), tmp_path / "first.log")
+    first.start()
+    try:
+        (tmp_path / "other").mkdir()
+        other = serve_config(tmp_path / "other", storage={"path": str(tmp_path / "receiver.db")})
+        result = _serve(other, tmp_path / "second.log")
+        output = (tmp_path / "second.log").read_text()
+        assert result.returncode == 1, output
+        assert first.proc is not None
+        assert f"another receiver (pid {first.proc.pid}) is serving" in output
+        assert "Traceback" not in output
+        assert first.returncode is None
+    finally:
+        first.terminate()
+    # The lock goes with its process: a restart on the same file starts.
+    again = ServeProcess(config, serve_env(), tmp_path / "again.log")
+    again.start()
+    again.terminate()
+
+
 def _break_newer_schema(db: Path) -> None:
     import sqlite3
 

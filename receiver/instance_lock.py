@@ -1,0 +1,61 @@
+"""One ``receiver serve`` per database file.
+
+Two servers on one file would both ingest, run workers and purge: correct (SQLite and the
+leases keep them apart) but each one's commits would wait on the other's, and a delivery
+answered 503 by one would look like storage trouble. More often it is a mistake (a unit
+started twice, a manual start beside the service). The server holds an exclusive advisory
+lock on ``<database>.lock`` while it runs; a second one is refused at start, naming the
+first one's process. The operations commands take no lock: they run beside a server.
+
+The lock is the kernel's (``flock``): it goes with the process, so a ``kill -9`` or a crash
+leaves no stale lock behind. Where ``fcntl`` does not exist, there is no lock.
+"""
+
+from __future__ import annotations
+
+__all__ = ["InstanceLock"]
+
+import contextlib
+import os
+from pathlib import Path
+
+from receiver.errors import StartupError
+
+try:
+    import fcntl
+except ImportError:  # not on POSIX
+    fcntl = None  # type: ignore[assignment]
+
+
+class InstanceLock:
+    def __init__(self, database: Path) -> None:
+        self.database = database
+        self.path = database.with_name(database.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if fcntl is None or self._fd is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise StartupError(
+                f"another receiver (pid {holder}) is serving {self.database}:"
+                " one server per database file"
+            ) from None
+        except OSError:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # closing drops the lock; the file stays (removing it would race)
