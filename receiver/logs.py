@@ -39,7 +39,8 @@ def _dumps(event: object, **_: object) -> str:
         text = orjson.dumps(event, default=str).decode("utf-8")
     except (TypeError, orjson.JSONEncodeError):
         return json.dumps(event, default=str)  # ASCII only: everything escaped
-    if _RAW_IN_JSON.search(text):  # rare: a caller's text (an unknown provider's name)
+    # ASCII (almost every line) is checked in C at once; the search only for the rest.
+    if not text.isascii() and _RAW_IN_JSON.search(text):
         text = _RAW_IN_JSON.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
     return text
 
