@@ -28,7 +28,7 @@ _LEVELS = {
 
 
 # What a terminal acts on (a ``tail -f`` of the log) that JSON may leave raw: orjson escapes
-# only the C0 controls. DEL, the C1 controls and the Unicode line separators get ``\uXXXX``.
+# only the C0 controls. DEL, the C1 controls and the Unicode line separators get a ``\u`` escape.
 _RAW_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029]")
 
 

@@ -921,18 +921,24 @@ async def test_an_async_handler_that_ignores_cancellation_still_times_out(
     assert attempt["duration_s"] >= 1.5  # recorded once the code it could not stop ended
 
 
+def _timing_out(store: SqliteStore, target: str, *, max_attempts: int, **settings: Any) -> Worker:
+    """Provider ``p`` with ``target`` timing out after 0.1 s, retried at once (real time)."""
+    return make_worker(
+        store,
+        time.time,
+        {"p": python_with(target, timeout_s=0.1, max_attempts=max_attempts)},
+        backoff_base_s=0.01,
+        backoff_max_s=0.01,
+        **settings,
+    )
+
+
 async def test_a_run_past_its_timeout_is_not_run_again_until_it_ends(
     store: SqliteStore,
 ) -> None:
     """A timed-out sync handler's retry started while its thread still ran: the same event
     twice at once (past serialize_by), and one more thread per attempt."""
-    worker = make_worker(
-        store,
-        time.time,
-        {"p": python_with("overrun_sync", timeout_s=0.1, max_attempts=3)},
-        backoff_base_s=0.01,
-        backoff_max_s=0.01,
-    )
+    worker = _timing_out(store, "overrun_sync", max_attempts=3)
     event_id = await record(store, "p", 1)
     await asyncio.wait_for(worker.run(until_empty=True), timeout=20)
     assert status_of(store, event_id) == ("dead", "dead", 3)
@@ -945,14 +951,7 @@ async def test_code_that_never_returns_spends_its_attempts_and_goes_dead(
 ) -> None:
     """Waiting for a thread that never returns held its event running for good: given back
     uncounted at every restart, it started over and never went dead."""
-    worker = make_worker(
-        store,
-        time.time,
-        {"p": python_with("hang_sync", timeout_s=0.1, max_attempts=2)},
-        lease_s=0.5,
-        backoff_base_s=0.01,
-        backoff_max_s=0.01,
-    )
+    worker = _timing_out(store, "hang_sync", max_attempts=2, lease_s=0.5)
     event_id = await record(store, "p", 1)
     await asyncio.wait_for(worker.run(until_empty=True), timeout=20)
     assert status_of(store, event_id) == ("dead", "dead", 2)
