@@ -310,6 +310,12 @@ async def _thread_result(future: asyncio.Future[object]) -> object:
 _OVERRUNNING: set[asyncio.Future[object]] = set()
 
 
+def _give_up(task: asyncio.Future[object]) -> None:
+    task.cancel()
+    _OVERRUNNING.add(task)
+    task.add_done_callback(_OVERRUNNING.discard)
+
+
 async def _within(work: Awaitable[object], timeout_s: float) -> object:
     """``work``'s result within ``timeout_s``. At the timeout, or when the caller is cancelled,
     ``work`` is cancelled but not waited for: user code that ignores cancellation (or a thread,
@@ -318,12 +324,10 @@ async def _within(work: Awaitable[object], timeout_s: float) -> object:
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout_s)
     except asyncio.CancelledError:
-        task.cancel()
+        _give_up(task)  # a thread's run ends only with the thread
         raise
     if not done:
-        task.cancel()
-        _OVERRUNNING.add(task)
-        task.add_done_callback(_OVERRUNNING.discard)
+        _give_up(task)
         raise _TimedOut(task)
     if task.cancelled():  # by the user's own code (an awaited task someone else cancelled)
         raise _Exited("CancelledError: the handler's own code was cancelled")
