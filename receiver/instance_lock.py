@@ -29,8 +29,9 @@ except ImportError:  # not on POSIX
 
 class InstanceLock:
     def __init__(self, database: Path) -> None:
-        self.database = database
-        self.path = database.with_name(database.name + ".lock")
+        # The file itself, whatever the config calls it (a symlink, a relative path).
+        self.database = database.resolve()
+        self.path = self.database.with_name(self.database.name + ".lock")
         self._fd: int | None = None
 
     def acquire(self) -> None:

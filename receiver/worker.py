@@ -20,6 +20,7 @@ import contextlib
 import functools
 import random as random_module
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -128,6 +129,7 @@ class Worker:
         self._claim_batch = max(1, settings.concurrency // 2)
         # Handlers running now (a job whose outcome is being written no longer takes a slot).
         self._slots_taken = 0
+        self._abandoned: Counter[str] = Counter()  # runs given up on, still running, by provider
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -268,8 +270,12 @@ class Worker:
         free = self._free_slots()
         if free <= 0 or not self.routes:
             return
-        # Per-provider limits count live leases in the store, this worker's own included.
-        caps = {name: route.concurrency for name, route in self.routes.items()}
+        # Per-provider limits count live leases in the store, this worker's own included, and
+        # this worker's runs left running past their timeout.
+        caps = {
+            name: None if cap is None else max(0, cap - self._abandoned[name])
+            for name, cap in ((name, route.concurrency) for name, route in self.routes.items())
+        }
         try:
             jobs = await self._queue.claim(
                 caps=caps,
@@ -364,6 +370,8 @@ class Worker:
         all the same: it is recorded, not given back, however the wait ends."""
         self._release_slot(flight)
         flight.is_overrunning = True
+        if self._is_stopping:  # timed out during a shutdown: record it now
+            return
         try:
             done, _ = await asyncio.wait({work}, timeout=_OVERRUN_NOTICE_S)
             if done:
@@ -381,6 +389,19 @@ class Worker:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
+        if not work.done():  # left running unwatched: it still takes one of its provider's
+            self._abandon(flight.job.provider, work)
+
+    def _abandon(self, provider: str, work: asyncio.Future[object]) -> None:
+        """Count a run left running past its wait against its provider's ``concurrency``
+        until it ends, so a capped provider's hung code cannot pile up threads."""
+        self._abandoned[provider] += 1
+
+        def ended(_: asyncio.Future[object]) -> None:
+            self._abandoned[provider] -= 1
+            self._wake.set()
+
+        work.add_done_callback(ended)
 
     async def _run_handler(self, job: ClaimedJob, route: Route) -> Outcome:
         body = job.body or b""
@@ -493,9 +514,9 @@ class Worker:
                 return await write()
             except StorageUnavailable as exc:
                 if self._is_stopping or time.monotonic() + delay_s >= give_up_at:
-                    self._log.error("job_settle_failed", error=exc.detail, **fields)
+                    self._log.error("job_settle_failed", storage_error=exc.detail, **fields)
                     return None
-                self._log.warning("job_settle_retrying", error=exc.detail, **fields)
+                self._log.warning("job_settle_retrying", storage_error=exc.detail, **fields)
                 await asyncio.sleep(delay_s)  # real time, like the lease it races
                 delay_s = min(delay_s * 2, 2.0)
 

@@ -381,10 +381,12 @@ def _claim(
         room = limit if cap is None else min(limit, cap - busy[name])
         if room <= 0:
             continue
-        rows = conn.execute(_CANDIDATES, {"provider": name, "now": now, "limit": room})
-        candidates.extend(
-            (float(row[1]), int(row[0])) for row in rows if int(row[0]) not in running_here
-        )
+        # Asked for as many more as this worker runs: its own lapsed leases may be among the
+        # rows, and are dropped, not counted against the room.
+        limit_rows = room + len(running_here)
+        rows = conn.execute(_CANDIDATES, {"provider": name, "now": now, "limit": limit_rows})
+        mine = [(float(row[1]), int(row[0])) for row in rows if int(row[0]) not in running_here]
+        candidates.extend(mine[:room])
     chosen = [event_id for _, event_id in sorted(candidates)[:limit]]
     return _lease(conn, chosen, now=now, lease_s=lease_s)
 

@@ -980,6 +980,63 @@ async def test_a_shutdown_does_not_wait_for_an_overrun_and_counts_its_attempt(
     assert [a["error"] for a in attempts_of(store, event_id)] == ["timed out after 0.1s"]
 
 
+async def test_runs_left_running_still_take_their_providers_concurrency(
+    store: SqliteStore,
+) -> None:
+    """Once its wait ran out, a hung run no longer counted: a provider capped at one started
+    one more hung thread every timeout + lease_s, with no bound but events x attempts."""
+    worker = _timing_out(store, "hang_sync", max_attempts=5, lease_s=0.2)
+    worker.routes["p"] = dataclasses.replace(worker.routes["p"], concurrency=1)
+    for n in range(3):
+        await record(store, "p", n)
+    run = asyncio.create_task(worker.run())
+    await asyncio.sleep(3.0)  # many timeout + lease_s spans: the one hung thread holds the cap
+    assert len(targets.STATE.calls) == 1
+    targets.STATE.release.set()
+    await worker.stop()
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_a_run_that_times_out_during_a_shutdown_does_not_hold_it(
+    store: SqliteStore,
+) -> None:
+    """A handler inside its timeout at SIGTERM then timed out, and the shutdown waited its
+    whole budget for the run's overrun."""
+    worker = make_worker(
+        store,
+        time.time,
+        {"p": python_with("hang_sync", timeout_s=0.5, max_attempts=3)},
+        shutdown_timeout_s=8.0,
+    )
+    store.on_committed(worker.wake)
+    await worker.start()
+    event_id = await record(store, "p", 1)
+    await asyncio.wait_for(_wait_for(lambda: len(targets.STATE.calls) == 1), timeout=10)
+    started = time.monotonic()
+    await worker.stop()  # still inside its timeout
+    assert time.monotonic() - started < 5.0  # its timeout and a write, not the 8 s budget
+    assert [a["error"] for a in attempts_of(store, event_id)] == ["timed out after 0.5s"]
+
+
+async def test_a_lapsed_lease_of_its_own_does_not_keep_a_worker_from_free_slots(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """Its own lapsed runs filled the candidate rows, were dropped, and nothing was claimed
+    although a slot was free."""
+    worker = make_worker(store, clock, {"p": python("block")}, concurrency=2, lease_s=30.0)
+    store.on_committed(worker.wake)
+    await worker.start()
+    first = await record(store, "p", 1)
+    await asyncio.wait_for(targets.STATE.entered.wait(), timeout=10)
+    clock.now += 120  # the clock steps: the first run's lease has lapsed on paper
+    second = await record(store, "p", 2)
+    await asyncio.wait_for(_wait_for(lambda: len(targets.STATE.calls) == 2), timeout=10)
+    assert [call.id for call in targets.STATE.calls] == [first, second]
+    targets.STATE.gate.set()
+    await worker.stop()
+
+
 async def test_a_handlers_own_cancelled_error_is_a_failed_attempt_not_a_shutdown(
     store: SqliteStore, clock: FakeClock
 ) -> None:
@@ -1169,29 +1226,43 @@ async def test_jobs_left_running_by_a_provider_without_a_handler_now_are_queued_
     assert outcome == "retry" and "lease expired" in error
 
 
+@pytest.mark.parametrize(
+    ("target", "write", "final"),
+    [("record", "complete", "succeeded"), ("refuse", "bury", "dead")],
+)
 async def test_an_outcome_write_that_meets_a_lock_is_tried_again_while_the_lease_holds(
-    store: SqliteStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    store: SqliteStore,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+    write: str,
+    final: str,
 ) -> None:
     """A completion that failed on a briefly locked database was dropped: the lease ran out and
-    the job ran again (or, on its last attempt, went dead although the handler succeeded)."""
+    the job ran again (or, on its last attempt, went dead although the handler succeeded). A
+    failed run's outcome met a crash instead: its log line named ``error`` twice."""
     from receiver.errors import StorageUnavailable
 
     event_id = await record(store, "p", 1)
-    real = JobQueue.complete
+    real = getattr(JobQueue, write)
     failures = {"left": 2}
 
     async def locked_then_free(self: JobQueue, *args: Any, **kwargs: Any) -> bool:
         if failures["left"]:
             failures["left"] -= 1
             raise StorageUnavailable("the database is locked by another writer", retry_after_s=1)
-        return await real(self, *args, **kwargs)
+        return bool(await real(self, *args, **kwargs))
 
-    monkeypatch.setattr(JobQueue, "complete", locked_then_free)
-    worker = make_worker(store, clock, {"p": python("record", max_attempts=1)}, lease_s=10)
-    await worker.run(until_empty=True)
-    assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
+    monkeypatch.setattr(JobQueue, write, locked_then_free)
+    worker = make_worker(store, clock, {"p": python(target, max_attempts=1)}, lease_s=10)
+    with structlog.testing.capture_logs() as logs:
+        await worker.run(until_empty=True)
+    assert status_of(store, event_id) == (final, final, 1)
     assert len(targets.STATE.calls) == 1
     assert failures["left"] == 0
+    assert (
+        event_names(logs, "job_settle_retrying", "job_task_failed") == ["job_settle_retrying"] * 2
+    )
 
 
 async def test_after_a_quick_restart_such_jobs_are_queued_again_once_their_lease_ran_out(
