@@ -114,6 +114,12 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.overrunning = Gauge(
+            "receiver_handlers_overrunning",
+            "Handler runs past their timeout that have not ended (a thread cannot be stopped)",
+            ["provider"],
+            registry=r,
+        )
 
     def _add_operations_metrics(self) -> None:
         r = self.registry

@@ -377,6 +377,7 @@ class Worker:
             if done:
                 return  # cancelled async code that stopped, as it should
             job = flight.job
+            self._count_overrun(job.provider, work)
             self._log.warning(
                 "handler_overrunning",
                 event_id=job.event_id,
@@ -391,6 +392,14 @@ class Worker:
                 task.uncancel()
         if not work.done():  # left running unwatched: it still takes one of its provider's
             self._abandon(flight.job.provider, work)
+
+    def _count_overrun(self, provider: str, work: asyncio.Future[object]) -> None:
+        """``receiver_handlers_overrunning``: up now, down when the code really ends."""
+        if self._metrics is None:
+            return
+        gauge = self._metrics.overrunning.labels(provider)
+        gauge.inc()
+        work.add_done_callback(lambda _: gauge.dec())
 
     def _abandon(self, provider: str, work: asyncio.Future[object]) -> None:
         """Count a run left running past its wait against its provider's ``concurrency``

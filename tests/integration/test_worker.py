@@ -998,6 +998,24 @@ async def test_runs_left_running_still_take_their_providers_concurrency(
     await asyncio.gather(run, return_exceptions=True)
 
 
+async def test_a_run_overrunning_its_timeout_is_a_gauge_until_it_ends(
+    store: SqliteStore,
+) -> None:
+    """It was one log line and nothing an alert could watch."""
+    metrics = Metrics()
+    worker = _timing_out(store, "hang_sync", max_attempts=1, metrics=metrics)
+    await record(store, "p", 1)
+    run = asyncio.create_task(worker.run(until_empty=True))
+
+    def overrunning() -> float | None:
+        return metrics.registry.get_sample_value("receiver_handlers_overrunning", {"provider": "p"})
+
+    await asyncio.wait_for(_wait_for(lambda: overrunning() == 1), timeout=10)
+    targets.STATE.release.set()  # the thread returns at last
+    await asyncio.wait_for(run, timeout=10)
+    assert overrunning() == 0
+
+
 async def test_a_run_that_times_out_during_a_shutdown_does_not_hold_it(
     store: SqliteStore,
 ) -> None:
