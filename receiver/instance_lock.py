@@ -41,16 +41,19 @@ class InstanceLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            is_held_elsewhere = False
         except BlockingIOError:
+            is_held_elsewhere = True
+        except OSError:
+            os.close(fd)
+            raise
+        if is_held_elsewhere:  # raised here, not in the handler: no errno chained to the words
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             raise StartupError(
                 f"another receiver (pid {holder}) is serving {self.database}:"
                 " one server per database file"
-            ) from None
-        except OSError:
-            os.close(fd)
-            raise
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         self._fd = fd
