@@ -958,20 +958,28 @@ async def test_code_that_never_returns_spends_its_attempts_and_goes_dead(
     assert [a["error"] for a in attempts_of(store, event_id)] == ["timed out after 0.1s"] * 2
 
 
-async def test_a_shutdown_does_not_wait_for_an_overrun_and_counts_its_attempt(
-    store: SqliteStore,
-) -> None:
-    """The overrun held every shutdown for its full timeout, then gave the attempt back."""
+async def _hung_and_started(
+    store: SqliteStore, *, timeout_s: float, shutdown_timeout_s: float
+) -> tuple[Worker, int]:
+    """A started worker whose one event's sync handler hangs, once that handler has begun."""
     worker = make_worker(
         store,
         time.time,
-        {"p": python_with("hang_sync", timeout_s=0.1, max_attempts=3)},
-        shutdown_timeout_s=10.0,
+        {"p": python_with("hang_sync", timeout_s=timeout_s, max_attempts=3)},
+        shutdown_timeout_s=shutdown_timeout_s,
     )
     store.on_committed(worker.wake)
     await worker.start()
     event_id = await record(store, "p", 1)
     await asyncio.wait_for(_wait_for(lambda: len(targets.STATE.calls) == 1), timeout=10)
+    return worker, event_id
+
+
+async def test_a_shutdown_does_not_wait_for_an_overrun_and_counts_its_attempt(
+    store: SqliteStore,
+) -> None:
+    """The overrun held every shutdown for its full timeout, then gave the attempt back."""
+    worker, event_id = await _hung_and_started(store, timeout_s=0.1, shutdown_timeout_s=10.0)
     await asyncio.sleep(0.5)  # past its timeout: overrunning
     started = time.monotonic()
     await worker.stop()
@@ -1021,16 +1029,7 @@ async def test_a_run_that_times_out_during_a_shutdown_does_not_hold_it(
 ) -> None:
     """A handler inside its timeout at SIGTERM then timed out, and the shutdown waited its
     whole budget for the run's overrun."""
-    worker = make_worker(
-        store,
-        time.time,
-        {"p": python_with("hang_sync", timeout_s=0.5, max_attempts=3)},
-        shutdown_timeout_s=8.0,
-    )
-    store.on_committed(worker.wake)
-    await worker.start()
-    event_id = await record(store, "p", 1)
-    await asyncio.wait_for(_wait_for(lambda: len(targets.STATE.calls) == 1), timeout=10)
+    worker, event_id = await _hung_and_started(store, timeout_s=0.5, shutdown_timeout_s=8.0)
     started = time.monotonic()
     await worker.stop()  # still inside its timeout
     assert time.monotonic() - started < 5.0  # its timeout and a write, not the 8 s budget
