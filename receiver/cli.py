@@ -22,7 +22,7 @@ from receiver.config import Config, config_path, load_config
 from receiver.durations import format_duration
 from receiver.errors import ConfigError, ReceiverError
 from receiver.logs import configure_logging
-from receiver.signatures.base import Signer
+from receiver.signatures.base import Signer, Unsigned
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -124,7 +124,7 @@ def _sign(args: argparse.Namespace) -> int:
         carried[named[1]] = event_id
     try:
         headers = verifier.sign(
-            body, now_s=time.time(), event_id=event_id, url=url, carried=carried
+            Unsigned(body=body, now_s=time.time(), event_id=event_id, url=url, carried=carried)
         )
     except ValueError as exc:  # the signed content names a header nobody gave
         print(f"error: {exc}", file=sys.stderr)

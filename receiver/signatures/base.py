@@ -49,21 +49,24 @@ class Handshaker(Protocol):
     def handshake(self, request: InboundRequest, document: object) -> HandshakeReply | None: ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unsigned:
+    """A delivery to sign, as a provider would send it at ``now_s`` to ``url``. ``carried``:
+    other headers it carries (its event ID's, those given with ``--header``), for a scheme
+    whose signed content names them."""
+
+    body: bytes
+    now_s: float
+    event_id: str
+    url: str
+    carried: Mapping[str, str] = field(default_factory=dict)
+
+
 @runtime_checkable
 class Signer(Protocol):
-    """Produces the headers a provider would send, for ``receiver sign`` and for tests.
-    ``carried``: other headers the delivery carries (its event ID's, those given with
-    ``--header``), for a scheme whose signed content names them."""
+    """Produces the headers a provider would send, for ``receiver sign`` and for tests."""
 
-    def sign(
-        self,
-        body: bytes,
-        *,
-        now_s: float,
-        event_id: str,
-        url: str,
-        carried: Mapping[str, str] | None = None,
-    ) -> dict[str, str]: ...
+    def sign(self, d: Unsigned) -> dict[str, str]: ...
 
 
 @runtime_checkable

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from receiver.errors import InvalidSignature, MissingSignature, RequestRejected
 from receiver.models import InboundRequest
-from receiver.signatures.base import BuildContext, Scheme
+from receiver.signatures.base import BuildContext, Scheme, Unsigned
 from receiver.signatures.common import (
     DAY_S,
     Algorithm,
@@ -238,25 +238,17 @@ class HmacVerifier:
 
     # --- signing ------------------------------------------------------------------------
 
-    def sign(
-        self,
-        body: bytes,
-        *,
-        now_s: float,
-        event_id: str,
-        url: str,
-        carried: Mapping[str, str] | None = None,
-    ) -> dict[str, str]:
+    def sign(self, d: Unsigned) -> dict[str, str]:
         spec = self.spec
-        ts = str(int(now_s * 1000) if spec.timestamp_unit == "ms" else int(now_s))
+        ts = str(int(d.now_s * 1000) if spec.timestamp_unit == "ms" else int(d.now_s))
         headers: dict[str, str] = {}
         if spec.timestamp_source == "header":
             headers[spec.timestamp_header] = ts
         if ("id", "") in self._parts:
-            headers[spec.id_header] = event_id
+            headers[spec.id_header] = d.event_id
         if spec.event_id_header:
-            headers[spec.event_id_header] = event_id
-        lowered = {k.lower(): v for k, v in {**(carried or {}), **headers}.items()}
+            headers[spec.event_id_header] = d.event_id
+        lowered = {k.lower(): v for k, v in {**d.carried, **headers}.items()}
 
         def header(name: str) -> str | None:
             if name.lower() not in lowered:
@@ -266,7 +258,7 @@ class HmacVerifier:
                 )
             return lowered[name.lower()]
 
-        content = self._render(body=body, timestamp=ts, url=self.url or url, header=header)
+        content = self._render(body=d.body, timestamp=ts, url=self.url or d.url, header=header)
         mac = hmac_digest(self.keys[0], content, spec.algorithm)
         signature = encode_signature(mac, spec.encoding)
         if spec.format == "plain":

@@ -10,8 +10,6 @@ is what counts; ``options.require_signature`` refuses token-only deliveries alto
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 __all__ = ["GitlabOptions", "GitlabVerifier"]
 
 import hmac
@@ -20,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from receiver.errors import InvalidSignature, MissingSignature
 from receiver.models import InboundRequest
-from receiver.signatures.base import BuildContext, Scheme
+from receiver.signatures.base import BuildContext, Scheme, Unsigned
 from receiver.signatures.common import (
     DAY_S,
     options_of,
@@ -71,20 +69,10 @@ class GitlabVerifier:
         if not matched:
             raise InvalidSignature("the token does not match")
 
-    def sign(
-        self,
-        body: bytes,
-        *,
-        now_s: float,
-        event_id: str,
-        url: str,
-        carried: Mapping[str, str] | None = None,
-    ) -> dict[str, str]:
-        headers = {"Idempotency-Key": event_id}
+    def sign(self, d: Unsigned) -> dict[str, str]:
+        headers = {"Idempotency-Key": d.event_id}
         if self.signing is not None:
-            headers.update(
-                self.signing.sign(body, now_s=now_s, event_id=event_id, url=url, carried=carried)
-            )
+            headers.update(self.signing.sign(d))
         if self.tokens:
             headers[_TOKEN_HEADER] = self.tokens[0].decode("utf-8", "surrogateescape")
         return headers

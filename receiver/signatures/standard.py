@@ -12,7 +12,7 @@ from __future__ import annotations
 __all__ = ["StandardKeys", "StandardSigningVerifier", "StandardVerifier", "load_keys"]
 
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from receiver.errors import InvalidSignature
 from receiver.models import InboundRequest
-from receiver.signatures.base import BuildContext, Scheme, Verifier
+from receiver.signatures.base import BuildContext, Scheme, Unsigned, Verifier
 from receiver.signatures.common import (
     DAY_S,
     check_window,
@@ -110,17 +110,9 @@ class StandardVerifier:
 class StandardSigningVerifier(StandardVerifier):
     """A verifier that also signs: a ``whsec_`` (v1) or ``whsk_`` (v1a) secret is configured."""
 
-    def sign(
-        self,
-        body: bytes,
-        *,
-        now_s: float,
-        event_id: str,
-        url: str,
-        carried: Mapping[str, str] | None = None,
-    ) -> dict[str, str]:
-        timestamp = str(int(now_s))
-        content = to_bytes(f"{event_id}.{timestamp}.") + body
+    def sign(self, d: Unsigned) -> dict[str, str]:
+        timestamp = str(int(d.now_s))
+        content = to_bytes(f"{d.event_id}.{timestamp}.") + d.body
         if self.keys.hmac_keys:
             mac = hmac_digest(self.keys.hmac_keys[0], content)
             signature = "v1," + base64.b64encode(mac).decode("ascii")
@@ -129,7 +121,7 @@ class StandardSigningVerifier(StandardVerifier):
         else:
             raise ValueError("cannot sign: configure a whsec_ or whsk_ secret")
         return {
-            self.id_header: event_id,
+            self.id_header: d.event_id,
             self.timestamp_header: timestamp,
             self.signature_header: signature,
         }

@@ -11,8 +11,6 @@ request's query string appended when it has none), else the request URL.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 __all__ = ["TwilioVerifier", "signed_string"]
 
 import hashlib
@@ -22,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from receiver.errors import InvalidSignature
 from receiver.keys import body_sha256_param, form_signing_text, signed_form_params, signed_url
 from receiver.models import InboundRequest
-from receiver.signatures.base import BuildContext, Scheme
+from receiver.signatures.base import BuildContext, Scheme, Unsigned
 from receiver.signatures.common import (
     DAY_S,
     Algorithm,
@@ -108,17 +106,9 @@ class TwilioVerifier:
         except ValueError:
             raise InvalidSignature("the form body has too many fields") from None
 
-    def sign(
-        self,
-        body: bytes,
-        *,
-        now_s: float,
-        event_id: str,
-        url: str,
-        carried: Mapping[str, str] | None = None,
-    ) -> dict[str, str]:
-        target = self.public_url or url
-        content = to_bytes(signed_string(target, self._params(body, target)))
+    def sign(self, d: Unsigned) -> dict[str, str]:
+        target = self.public_url or d.url
+        content = to_bytes(signed_string(target, self._params(d.body, target)))
         mac = hmac_digest(self.keys[0], content, "sha1")
         return {_SIGNATURE_HEADER: encode_signature(mac, "base64")}
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 __all__ = ["AcceptAll"]
 
 from receiver.models import InboundRequest
-from receiver.signatures.base import BuildContext, Scheme
+from receiver.signatures.base import BuildContext, Scheme, Unsigned
 from receiver.signatures.common import DAY_S
 from receiver.signatures.registry import register
 
@@ -16,15 +14,7 @@ class AcceptAll:
     def verify(self, request: InboundRequest, *, now_s: float) -> None:
         return None
 
-    def sign(
-        self,
-        body: bytes,
-        *,
-        now_s: float,
-        event_id: str,
-        url: str,
-        carried: Mapping[str, str] | None = None,
-    ) -> dict[str, str]:
+    def sign(self, d: Unsigned) -> dict[str, str]:
         return {}
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from receiver.errors import RequestRejected
 from receiver.keys import parse_source
-from receiver.signatures.base import Handshaker, Scheme, Signer
+from receiver.signatures.base import Handshaker, Scheme, Signer, Unsigned
 from receiver.signatures.registry import all_schemes
 
 DAY = 86400
@@ -90,7 +90,9 @@ def test_sign_output_verifies(kit, scheme_name):
     if not isinstance(verifier, Signer):
         return
     body = kit.linear_body(kit.NOW * 1000) if scheme_name == "linear" else kit.BODY
-    headers = verifier.sign(body, now_s=kit.NOW, event_id="evt_contract", url=kit.URL)
+    headers = verifier.sign(
+        Unsigned(body=body, now_s=kit.NOW, event_id="evt_contract", url=kit.URL)
+    )
     verifier.verify(kit.request(headers, body), now_s=kit.NOW)
 
 

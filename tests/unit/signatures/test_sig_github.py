@@ -6,7 +6,7 @@ import pytest
 
 from receiver.errors import InvalidSignature, MissingSignature
 from receiver.keys import Document, parse_source
-from receiver.signatures.base import Signer
+from receiver.signatures.base import Signer, Unsigned
 from receiver.signatures.registry import get_scheme
 
 
@@ -49,7 +49,7 @@ def test_event_id_is_scoped_by_hook_id(kit):
 def test_sign_output_verifies_and_carries_the_delivery_id(kit, scheme, id_header):
     verifier = kit.build(scheme, [kit.PLAIN[0]])
     assert isinstance(verifier, Signer)
-    headers = verifier.sign(kit.BODY, now_s=kit.NOW, event_id="d-1", url=kit.URL)
+    headers = verifier.sign(Unsigned(body=kit.BODY, now_s=kit.NOW, event_id="d-1", url=kit.URL))
     verifier.verify(kit.request(headers), now_s=kit.NOW)
     if id_header:
         assert headers[id_header] == "d-1"

@@ -9,7 +9,7 @@ import standardwebhooks
 from pydantic import ValidationError
 
 from receiver.errors import InvalidSignature, MissingSignature
-from receiver.signatures.base import Signer
+from receiver.signatures.base import Signer, Unsigned
 
 
 def _signed_headers(kit, secret, ts, msg_id="idem-1"):
@@ -67,7 +67,9 @@ def test_token_compare_is_exact(kit):
 def test_sign_output(kit):
     verifier = kit.build("gitlab", [kit.WHSEC[0], kit.PLAIN[0]])
     assert isinstance(verifier, Signer)
-    headers = verifier.sign(kit.BODY, now_s=time.time(), event_id="idem-7", url=kit.URL)
+    headers = verifier.sign(
+        Unsigned(body=kit.BODY, now_s=time.time(), event_id="idem-7", url=kit.URL)
+    )
     assert headers["Idempotency-Key"] == headers["webhook-id"] == "idem-7"
     assert headers["X-Gitlab-Token"] == kit.PLAIN[0]
     standardwebhooks.Webhook(kit.WHSEC[0]).verify(kit.BODY, headers)

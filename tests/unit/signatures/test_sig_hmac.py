@@ -18,7 +18,7 @@ from slack_sdk.signature import SignatureVerifier
 from square.utils.webhooks_helper import verify_signature
 
 from receiver.errors import InvalidSignature, MissingSignature, TimestampOutOfTolerance
-from receiver.signatures.base import DeclaresSecretHeaders, Signer
+from receiver.signatures.base import DeclaresSecretHeaders, Signer, Unsigned
 
 SECRET = "test_generic_secret"
 BODY = b'{"id":"evt_1","type":"demo"}'
@@ -178,7 +178,7 @@ def test_hmac_sign_round_trips(kit, provider):
     options, _make_headers, body = EXPRESSIONS[provider]
     verifier = kit.build("hmac", [_secret(provider)], options=options, public_url=SQUARE_URL)
     assert isinstance(verifier, Signer)
-    headers = verifier.sign(body, now_s=TS, event_id="msg_1", url=SQUARE_URL)
+    headers = verifier.sign(Unsigned(body=body, now_s=TS, event_id="msg_1", url=SQUARE_URL))
     verifier.verify(kit.request(headers, body), now_s=TS)
 
 
@@ -186,7 +186,7 @@ def test_hmac_sign_output_passes_provider_sdks(kit):
     stripe_verifier = kit.build("hmac", [SECRET], options=EXPRESSIONS["stripe"][0])
     assert isinstance(stripe_verifier, Signer)
     now = time.time()
-    headers = stripe_verifier.sign(BODY, now_s=now, event_id="e", url="")
+    headers = stripe_verifier.sign(Unsigned(body=BODY, now_s=now, event_id="e", url=""))
     assert stripe.WebhookSignature.verify_header(
         BODY.decode(), headers["Stripe-Signature"], SECRET, 300
     )
@@ -194,7 +194,7 @@ def test_hmac_sign_output_passes_provider_sdks(kit):
         "hmac", [SECRET], options=EXPRESSIONS["square"][0], public_url=SQUARE_URL
     )
     assert isinstance(square_verifier, Signer)
-    headers = square_verifier.sign(BODY, now_s=now, event_id="e", url=SQUARE_URL)
+    headers = square_verifier.sign(Unsigned(body=BODY, now_s=now, event_id="e", url=SQUARE_URL))
     assert verify_signature(
         request_body=BODY.decode(),
         signature_header=headers["x-square-hmacsha256-signature"],

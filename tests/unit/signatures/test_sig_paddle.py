@@ -9,7 +9,7 @@ import pytest
 from paddle_billing.Notifications import PaddleSignature, Secret, Verifier
 
 from receiver.errors import TimestampOutOfTolerance
-from receiver.signatures.base import Signer
+from receiver.signatures.base import Signer, Unsigned
 
 
 @dataclass
@@ -21,7 +21,9 @@ class PaddleRequest:
 def test_our_signature_passes_the_sdk_verifier(kit):
     verifier = kit.build("paddle", [kit.PLAIN[0]])
     assert isinstance(verifier, Signer)
-    headers = verifier.sign(kit.BODY, now_s=time.time(), event_id="evt_1", url=kit.URL)
+    headers = verifier.sign(
+        Unsigned(body=kit.BODY, now_s=time.time(), event_id="evt_1", url=kit.URL)
+    )
     assert Verifier().verify(PaddleRequest(headers, kit.BODY), Secret(kit.PLAIN[0]))
     assert PaddleSignature().verify(
         headers["Paddle-Signature"], kit.BODY.decode(), [Secret(kit.PLAIN[1]), Secret(kit.PLAIN[0])]

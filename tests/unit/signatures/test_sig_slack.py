@@ -6,7 +6,7 @@ import json
 
 from slack_sdk.signature import Clock, SignatureVerifier
 
-from receiver.signatures.base import Handshaker, Signer
+from receiver.signatures.base import Handshaker, Signer, Unsigned
 
 
 class FrozenClock(Clock):
@@ -20,7 +20,7 @@ class FrozenClock(Clock):
 def test_our_signature_passes_slack_sdk(kit):
     verifier = kit.build("slack", [kit.PLAIN[0]])
     assert isinstance(verifier, Signer)
-    headers = verifier.sign(kit.BODY, now_s=kit.NOW, event_id="Ev1", url=kit.URL)
+    headers = verifier.sign(Unsigned(body=kit.BODY, now_s=kit.NOW, event_id="Ev1", url=kit.URL))
     oracle = SignatureVerifier(kit.PLAIN[0], clock=FrozenClock(kit.NOW))
     assert oracle.is_valid(
         kit.BODY, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"]

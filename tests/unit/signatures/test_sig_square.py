@@ -6,7 +6,7 @@ import pytest
 from square.utils.webhooks_helper import verify_signature
 
 from receiver.errors import InvalidSignature
-from receiver.signatures.base import Signer
+from receiver.signatures.base import Signer, Unsigned
 
 NOTIFY = "https://square.example.test/webhooks/square"
 
@@ -14,7 +14,7 @@ NOTIFY = "https://square.example.test/webhooks/square"
 def test_our_signature_passes_the_sdk(kit):
     verifier = kit.build("square", [kit.PLAIN[0]], public_url=NOTIFY)
     assert isinstance(verifier, Signer)
-    headers = verifier.sign(kit.BODY, now_s=kit.NOW, event_id="e", url=NOTIFY)
+    headers = verifier.sign(Unsigned(body=kit.BODY, now_s=kit.NOW, event_id="e", url=NOTIFY))
     assert verify_signature(
         request_body=kit.BODY.decode(),
         signature_header=headers["x-square-hmacsha256-signature"],

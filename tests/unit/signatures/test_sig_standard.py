@@ -10,7 +10,7 @@ import standardwebhooks
 import svix.webhooks
 
 from receiver.errors import InvalidSignature
-from receiver.signatures.base import Signer
+from receiver.signatures.base import Signer, Unsigned
 
 
 def _std_headers(kit, secret, ts, body=None, msg_id="msg_1"):
@@ -98,7 +98,9 @@ def test_no_secret_fails_at_build(kit):
 def test_our_signature_passes_standardwebhooks(kit):
     verifier = kit.build("standard-webhooks", [kit.WHSEC[0]])
     assert isinstance(verifier, Signer)
-    headers = verifier.sign(kit.BODY, now_s=time.time(), event_id="msg_9", url=kit.URL)
+    headers = verifier.sign(
+        Unsigned(body=kit.BODY, now_s=time.time(), event_id="msg_9", url=kit.URL)
+    )
     assert standardwebhooks.Webhook(kit.WHSEC[0]).verify(kit.BODY, headers) == {
         "id": "evt_1",
         "type": "demo",
@@ -109,7 +111,9 @@ def test_our_signature_passes_standardwebhooks(kit):
 def test_our_signature_passes_svix(kit, scheme):
     verifier = kit.build(scheme, [kit.WHSEC[1]])
     assert isinstance(verifier, Signer)
-    headers = verifier.sign(kit.BODY, now_s=time.time(), event_id="msg_9", url=kit.URL)
+    headers = verifier.sign(
+        Unsigned(body=kit.BODY, now_s=time.time(), event_id="msg_9", url=kit.URL)
+    )
     assert set(headers) == {"svix-id", "svix-timestamp", "svix-signature"}
     svix.webhooks.Webhook(kit.WHSEC[1]).verify(kit.BODY, headers)
 

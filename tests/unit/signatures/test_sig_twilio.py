@@ -9,7 +9,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from receiver.errors import InvalidSignature
-from receiver.signatures.base import Signer
+from receiver.signatures.base import Signer, Unsigned
 
 TOKEN = "test_twilio_token"
 
@@ -91,7 +91,7 @@ def test_default_port_variants(kit, signed_url, configured_url):
 def test_our_signature_passes_the_sdk(kit):
     verifier = kit.build("twilio", [TOKEN], public_url=kit.URL)
     assert isinstance(verifier, Signer)
-    headers = verifier.sign(kit.FORM_BODY, now_s=kit.NOW, event_id="e", url=kit.URL)
+    headers = verifier.sign(Unsigned(body=kit.FORM_BODY, now_s=kit.NOW, event_id="e", url=kit.URL))
     from urllib.parse import parse_qs
 
     params = {k: v[0] for k, v in parse_qs(kit.FORM_BODY.decode(), keep_blank_values=True).items()}

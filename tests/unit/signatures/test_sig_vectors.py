@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from receiver.signatures.base import Signer
+from receiver.signatures.base import Signer, Unsigned
 
 BODY = b'{"id":"evt_1","type":"demo"}'
 TS = 1_700_000_000
@@ -122,7 +122,7 @@ def test_sign_reproduces_vector(kit, scheme, secret, headers):
     verifier = kit.build(scheme, [secret])
     assert isinstance(verifier, Signer)
     event_id = headers.get("webhook-id", "evt_1")
-    signed = verifier.sign(BODY, now_s=TS, event_id=event_id, url=kit.URL)
+    signed = verifier.sign(Unsigned(body=BODY, now_s=TS, event_id=event_id, url=kit.URL))
     lowered = {k.lower(): v for k, v in signed.items()}
     for name, value in headers.items():
         assert lowered[name.lower()] == value
@@ -131,7 +131,7 @@ def test_sign_reproduces_vector(kit, scheme, secret, headers):
 def test_v1a_whsk_secret_signs_the_vector(kit):
     verifier = kit.build("standard-webhooks", ["whsk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="])
     assert isinstance(verifier, Signer)
-    signed = verifier.sign(BODY, now_s=TS, event_id="msg_1", url=kit.URL)
+    signed = verifier.sign(Unsigned(body=BODY, now_s=TS, event_id="msg_1", url=kit.URL))
     assert signed["webhook-signature"] == (
         "v1a,TUpzhgqdDKsXnGswww0XjGi7k5w3mH1XbdHRTPU6W0Ox3Xyse9lmDiHiZz8caBJGPJVIShE1I6hHEiCVKhsjDg=="
     )
@@ -142,13 +142,16 @@ def test_square_vector(kit):
     headers = {"x-square-hmacsha256-signature": "QhLGdmqaCJqjceAuTweSasqLC0qdVS3I8ztj48kEMpU="}
     verifier.verify(kit.request(headers, BODY), now_s=TS)
     assert isinstance(verifier, Signer)
-    assert verifier.sign(BODY, now_s=TS, event_id="e", url="https://other.test/") == headers
+    assert (
+        verifier.sign(Unsigned(body=BODY, now_s=TS, event_id="e", url="https://other.test/"))
+        == headers
+    )
 
 
 def test_linear_vector(kit):
     verifier = kit.build("linear", ["lin_secret"])
     assert isinstance(verifier, Signer)
-    signed = verifier.sign(BODY, now_s=TS, event_id="d-1", url=kit.URL)
+    signed = verifier.sign(Unsigned(body=BODY, now_s=TS, event_id="d-1", url=kit.URL))
     expected = "aae6a2fdb4e1f3fc95add87058eea7ba73a76226d3f308057bd74501c600b4a6"
     assert signed["Linear-Signature"] == expected
 
@@ -182,4 +185,4 @@ def test_twilio_documented_example(kit):
     verifier = kit.build("twilio", ["12345"], public_url=url)
     verifier.verify(kit.request(headers, body, url="http://127.0.0.1:8080/x"), now_s=TS)
     assert isinstance(verifier, Signer)
-    assert verifier.sign(body, now_s=TS, event_id="e", url=url) == headers
+    assert verifier.sign(Unsigned(body=body, now_s=TS, event_id="e", url=url)) == headers
