@@ -25,8 +25,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from standardwebhooks.webhooks import Webhook
 
-# Bumped when seeded rows change shape: cached seeds of another version are not reused.
-SEED_VERSION = 2
+# Bumped when seeded rows change shape or the preset windows they carry (3: standard-webhooks
+# keeps keys 90 days): cached seeds of another version are not reused.
+SEED_VERSION = 3
 PROVIDER_HMAC = "bench"  # standard-webhooks, v1 HMAC (whsec_)
 PROVIDER_ED25519 = "benched"  # standard-webhooks, v1a Ed25519 (whpk_)
 KINDS = ("unique", "dup", "mix")

@@ -9,7 +9,6 @@ from __future__ import annotations
 __all__ = ["IngestResult", "IngestService", "Prepared", "Recorder"]
 
 import asyncio
-import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -118,7 +117,11 @@ class IngestService:
         provider = self.provider(request.provider)
         now = self._clock()
         provider.verifier.verify(request, now_s=now)
-        document = Document(request, url=signed_url(provider.public_url, request.url))
+        document = Document(
+            request,
+            url=signed_url(provider.public_url, request.url),
+            delivery_fields=provider.scheme.delivery_fields,
+        )
         content_type = request.header("content-type")
         if _is_json_content(content_type) and document.json is None:
             raise InvalidBody("the body is not valid JSON although Content-Type says it is")
@@ -209,7 +212,7 @@ class IngestService:
             body=body,
             headers=headers,
             content_type=_as_text(request.header("content-type")),
-            fingerprint=hashlib.sha256(body).hexdigest(),
+            fingerprint=document.event_sha256,
             received_at_s=now,
             payload_expires_at_s=now + provider.payload_retention_s,
             dedupe_expires_at_s=now + provider.dedupe_retention_s,

@@ -7,6 +7,10 @@ An expression is one of
 - ``form:NAME``            a field of an ``application/x-www-form-urlencoded`` body
 - ``query:NAME``           a query-string parameter
 - ``body_sha256``          the hex SHA-256 of the raw body
+- ``event_sha256``         the hex SHA-256 of the body without the parts a scheme names as the
+                           delivery's own (Mailgun's ``signature``, Linear's
+                           ``webhookTimestamp``): the same for every retry of one event even
+                           when the provider signs it again; ``body_sha256`` for other schemes
 - ``form_sha256``          the hex SHA-256 of what a Twilio signature covers past the endpoint's
                            own URL: the query string, then the body's form parameters sorted as
                            Twilio signs them (the raw body when the query carries bodySHA256)
@@ -38,7 +42,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import orjson
 
@@ -59,7 +63,16 @@ class Document:
     every number exact, only when a value read for a key turns out to be such a float.
     """
 
-    __slots__ = ("_exact", "_form", "_json", "body", "request", "url")
+    __slots__ = (
+        "_event_sha256",
+        "_exact",
+        "_form",
+        "_json",
+        "body",
+        "delivery_fields",
+        "request",
+        "url",
+    )
 
     def __init__(
         self,
@@ -67,8 +80,12 @@ class Document:
         json_value: object = _MISSING,
         body: bytes | None = None,
         url: str | None = None,
+        delivery_fields: frozenset[str] = frozenset(),
     ) -> None:
         self.request = request
+        # Top-level JSON members or form fields that belong to the delivery, not the event.
+        self.delivery_fields = delivery_fields
+        self._event_sha256: str | None = None
         # The event's own bytes: the request body, or one element's bytes in a batch.
         self.body = request.body if body is None else body
         # The URL the provider signed (see signed_url): the request's own without public_url.
@@ -108,6 +125,31 @@ class Document:
             except (UnicodeDecodeError, ValueError):
                 self._form = {}
         return self._form
+
+    @property
+    def event_sha256(self) -> str:
+        """The hex SHA-256 of the event without its delivery fields: of the remaining JSON
+        members (sorted, compact) or form fields (sorted, encoded), or of the raw body when it
+        carries none of them. Two retries of one event that differ only in those agree."""
+        if self._event_sha256 is None:
+            self._event_sha256 = hashlib.sha256(self._event_bytes()).hexdigest()
+        return self._event_sha256
+
+    def _event_bytes(self) -> bytes:
+        fields = self.delivery_fields
+        if not fields:
+            return self.body
+        value = self.json
+        if isinstance(value, dict):
+            if fields.isdisjoint(value):
+                return self.body
+            kept = {k: v for k, v in value.items() if k not in fields}
+            return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS, default=str)
+        form = self.form if value is None else {}
+        if fields.isdisjoint(form):
+            return self.body
+        kept_fields = sorted((k, v) for k, v in form.items() if k not in fields)
+        return urlencode(kept_fields, doseq=True).encode()
 
 
 Extractor = Callable[[Document], str | None]
@@ -222,6 +264,10 @@ def _body_sha256(doc: Document) -> str:
     return hashlib.sha256(doc.body).hexdigest()
 
 
+def _event_sha256(doc: Document) -> str:
+    return doc.event_sha256
+
+
 def _form_sha256(doc: Document) -> str:
     """SHA-256 of what a Twilio signature covers after the endpoint's own URL: the query string
     as sent, then the body's form parameters as Twilio signs them (names sorted, each name's
@@ -289,11 +335,13 @@ def _simple(expr: str) -> Extractor:
         return _body_sha256
     if expr == "form_sha256":
         return _form_sha256
+    if expr == "event_sha256":
+        return _event_sha256
     kind, sep, arg = expr.partition(":")
     if not sep or kind not in _KINDS:
         raise SourceSyntaxError(
             f"{expr!r} is not header:NAME, json:PATH, form:NAME, query:NAME, body_sha256, "
-            "form_sha256 or a {…} template"
+            "event_sha256, form_sha256 or a {…} template"
         )
     if not arg:
         raise SourceSyntaxError(f"{expr!r} names no {kind}")

@@ -259,6 +259,15 @@ def _resolve_one(
                 "could be stored twice)",
             )
         )
+    if scheme.is_batch and ps.on_conflict == "reject":
+        problems.append(
+            ConfigProblem(
+                f"{prefix}.on_conflict",
+                "reject cannot refuse one event of a batch: the batch's other events are "
+                "stored by then, and its sender retries the whole batch for nothing; "
+                "use duplicate",
+            )
+        )
     if ps.handler is not None:
         field = f"{prefix}.handler.{_HANDLER_FIELD[ps.handler.kind]}"
         problems.extend(ConfigProblem(field, message) for message in check_handler(ps.handler))

@@ -107,6 +107,11 @@ class Scheme:
     options_model: type[BaseModel] | None = None
     # A batch scheme's body is a JSON array; each element is stored as its own event (SendGrid).
     is_batch: bool = False
+    # Top-level body members (JSON) or fields (form) that belong to one delivery, not to the
+    # event: a signature or a send time written into the body, new on every retry. They are
+    # left out of the fingerprint that tells a conflict from a redelivery (and of the
+    # ``event_sha256`` key source).
+    delivery_fields: frozenset[str] = frozenset()
     # Header names (lower-case) never stored, beyond the common credential headers.
     secret_headers: frozenset[str] = frozenset()
     # What the provider's deliveries are (``receiver sign --curl`` sends it).

@@ -25,7 +25,13 @@ _RETENTION_S = 7 * DAY_S  # retry schedules are not documented: conservative
 
 
 def _scheme(
-    name: str, summary: str, spec: HmacSpec, event_id: str, event_type: str, docs_id: str
+    name: str,
+    summary: str,
+    spec: HmacSpec,
+    event_id: str,
+    event_type: str,
+    docs_id: str,
+    delivery_fields: frozenset[str] = frozenset(),
 ) -> Scheme:
     algorithm = spec.algorithm.upper().replace("SHA", "SHA-")
     return Scheme(
@@ -37,6 +43,7 @@ def _scheme(
         default_tolerance_s=None,
         dedupe_retention_s=_RETENTION_S,
         payload_retention_s=7 * DAY_S,
+        delivery_fields=delivery_fields,
         secret_headers=frozenset({"x-hub-signature"}),
         docs={
             "headers": f"X-Hub-Signature ({spec.prefix}hex HMAC-{algorithm} of the body)",
@@ -55,6 +62,8 @@ register(
         "json:id",
         "json:topic",
         "body id (notif_…)",
+        # A notification counts its own attempts in its body.
+        delivery_fields=frozenset({"delivery_attempts"}),
     )
 )
 register(

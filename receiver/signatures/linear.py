@@ -33,6 +33,8 @@ register(
         default_tolerance_s=_TOLERANCE_S,
         dedupe_retention_s=2 * DAY_S,  # retries at +1 min, +1 h, +6 h
         payload_retention_s=7 * DAY_S,
+        # Stamped anew on every attempt (Linear's SDK refuses one older than 60 s).
+        delivery_fields=frozenset({"webhookTimestamp"}),
         secret_headers=frozenset({"linear-signature"}),
         docs={
             "headers": "Linear-Signature (hex), Linear-Delivery, Linear-Event",

@@ -118,15 +118,20 @@ register(
         name="mailgun",
         summary="Mailgun: body signature {timestamp, token, signature}, HMAC-SHA256 hex.",
         build=_build,
-        # JSON webhooks carry event-data.id; legacy form webhooks do not: keyed on their bytes.
-        event_id="json:event-data.id || body_sha256",
+        # event-data.id is "unique within a day" (Mailgun's words): the event's own timestamp
+        # makes it unique for the whole window. Legacy form webhooks carry no ID: keyed on
+        # their fields without the signature's, which a retry signs again.
+        event_id="{json:event-data.id}:{json:event-data.timestamp?} || event_sha256",
         event_type="json:event-data.event || form:event",
         default_tolerance_s=_TOLERANCE_S,
         dedupe_retention_s=2 * DAY_S,  # retried for 8 h
         payload_retention_s=7 * DAY_S,
+        # Each attempt is signed anew: a retry's body differs from the first in these only.
+        delivery_fields=frozenset({"signature", "timestamp", "token"}),
         docs={
             "headers": "none: signature.timestamp/token/signature in the body",
-            "event_id": "body event-data.id, else SHA-256 of the body (legacy forms)",
+            "event_id": "body event-data.id and event-data.timestamp (the ID is unique only "
+            "within a day); legacy forms: SHA-256 of the fields but the signature's",
             "tolerance": "900 s both ways (Mailgun SDK default)",
             "dedupe": "2 days (retries for 8 h)",
             "signing": "HMAC-SHA256 hex of timestamp+token with the signing key, written into "

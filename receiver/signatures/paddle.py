@@ -34,14 +34,14 @@ register(
         event_id="json:event_id",
         event_type="json:event_type",
         default_tolerance_s=_TOLERANCE_S,
-        dedupe_retention_s=30 * DAY_S,  # 3 days of retries plus API replays
+        dedupe_retention_s=90 * DAY_S,  # 3 days of retries; replays of notifications ≤ 90 days old
         payload_retention_s=7 * DAY_S,
         secret_headers=frozenset({"paddle-signature"}),
         docs={
             "headers": "Paddle-Signature (ts=…;h1=…; several h1 during rotation)",
             "event_id": "body event_id (evt_…)",
             "tolerance": "5 s both ways (Paddle SDK default)",
-            "dedupe": "30 days (3 days of retries plus API replays)",
+            "dedupe": "90 days (3 days of retries; replays of notifications up to 90 days old)",
         },
     )
 )

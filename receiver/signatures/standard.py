@@ -42,7 +42,9 @@ from receiver.signatures.common import (
 from receiver.signatures.registry import register
 
 _TOLERANCE_S = 300
-_RETENTION_S = 7 * DAY_S  # Svix retries for ~27.6 h, plus manual resends
+# Svix retries for ~27.6 h, and a message can be resent by hand (or recovered in bulk) while
+# Svix keeps its payload: 90 days.
+_RETENTION_S = 90 * DAY_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +178,7 @@ def _svix_scheme(name: str, who: str) -> Scheme:
             "headers": "svix-id, svix-timestamp, svix-signature (v1,base64; space-separated)",
             "event_id": "svix-id header (same on every retry)",
             "tolerance": "300 s both ways",
-            "dedupe": "7 days (Svix retries ~27.6 h, plus manual resends)",
+            "dedupe": "90 days (retries ~27.6 h; resends while Svix keeps a message: 90 days)",
             "secret": "whsec_ + base64 signing secret (whpk_ public keys also accepted)",
         },
     )
@@ -197,7 +199,7 @@ register(
             "headers": "webhook-id, webhook-timestamp, webhook-signature (v1,… / v1a,…)",
             "event_id": "webhook-id header (same on every retry)",
             "tolerance": "300 s both ways",
-            "dedupe": "7 days (retries span ~27.6 h at Svix, plus manual resends)",
+            "dedupe": "90 days (Svix: retries ~27.6 h; resends while it keeps a message: 90 days)",
             "secret": "whsec_ + base64 (v1 HMAC) or whpk_ + base64 32-byte Ed25519 public key",
             "signing": (
                 "v1: HMAC-SHA256 with the whsec_ secret; v1a: the sender's Ed25519 secret key "

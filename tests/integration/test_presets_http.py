@@ -14,7 +14,15 @@ import pytest
 
 from tests.integration.conftest import Harness
 from tests.support.factories import test_environ
-from tests.support.provider_cases import CASES, FORM_BODY, URL, Case
+from tests.support.provider_cases import (
+    CASES,
+    FORM_BODY,
+    PLAIN,
+    URL,
+    Case,
+    hmac_hex,
+    mailgun_body,
+)
 
 # One body that carries every preset's event-ID and event-type field.
 RICH_BODY = json.dumps(
@@ -67,11 +75,14 @@ def _signed(case: Case, index: int, *, ts: int) -> tuple[bytes, dict[str, str]]:
     return signed.body, headers
 
 
-async def _harness(make_harness: Any, case: Case, *, secrets: tuple[int, ...] = (0, 1)) -> Harness:
+async def _harness(
+    make_harness: Any, case: Case, *, secrets: tuple[int, ...] = (0, 1), **settings: Any
+) -> Harness:
     provider: dict[str, Any] = {
         "scheme": case.scheme,
         "secret_envs": [f"PRESET_SECRET_{i}" for i in secrets],
         "public_url": case.public_url or URL,
+        **settings,
     }
     if case.options is not None:
         provider["options"] = dict(case.options)
@@ -86,7 +97,12 @@ async def _harness(make_harness: Any, case: Case, *, secrets: tuple[int, ...] = 
 async def test_signed_delivery_is_accepted_and_redelivery_is_duplicate(
     make_harness: Any, case: Case
 ) -> None:
-    harness = await _harness(make_harness, case)
+    """A retry signed again is a duplicate, not a conflict, even where the provider writes the
+    signature or the send time into the body (Mailgun, Linear): ``on_conflict: reject`` would
+    answer a conflict 409, and the provider would retry it until it gave up (a batch scheme
+    cannot refuse one event, so SendGrid keeps the default)."""
+    on_conflict = "duplicate" if case.scheme == "sendgrid" else "reject"
+    harness = await _harness(make_harness, case, on_conflict=on_conflict)
     now = int(time.time())
     body, headers = _signed(case, 0, ts=now)
     first = await harness.post("p", body, headers)
@@ -227,8 +243,6 @@ def _slash_command(ts: int) -> tuple[bytes, dict[str, str]]:
 
 
 def _legacy_mailgun_form(ts: int) -> tuple[bytes, dict[str, str]]:
-    from tests.support.provider_cases import PLAIN, hmac_hex
-
     token = f"legacy{ts}".ljust(50, "t")
     fields = {
         "timestamp": str(ts),
@@ -251,6 +265,8 @@ _WITHOUT_AN_ID = {
     "mailgun": ("mailgun", _legacy_mailgun_form, "delivered"),
     "gitlab-token": ("gitlab-token", _gitlab_before_17_4, "Push Hook"),
 }
+# Keyed on the fields but the signature's, which Mailgun signs anew for every attempt.
+_UNSIGNED_MAILGUN_FIELDS = b"Message-Id=%3C20260101.1%40mg.example%3E&event=delivered"
 
 
 @pytest.mark.parametrize("name", list(_WITHOUT_AN_ID))
@@ -259,21 +275,76 @@ async def test_a_genuine_delivery_without_the_id_field_is_keyed_on_its_bytes(
 ) -> None:
     """GitLab before 17.4 sends no Idempotency-Key, Slack's slash commands have no event_id,
     Mailgun's legacy forms no event-data: each was verified and then refused 400 for ever
-    (every retry too). They are stored, keyed on their exact bytes; a resend is a duplicate."""
+    (every retry too). They are stored, keyed on their exact bytes (Mailgun's: but its
+    signature fields); a resend is a duplicate."""
     case_id, make, expected_type = _WITHOUT_AN_ID[name]
     harness = await _harness(make_harness, _case(case_id))
     body, headers = make(int(time.time()))
     first = await harness.post("p", body, headers)
     assert first.status == 200, await first.text()
     answer = await first.json()
+    keyed = _UNSIGNED_MAILGUN_FIELDS if name == "mailgun" else body
     assert (answer["status"], answer["key"]) == (
         "accepted",
-        f"p:{hashlib.sha256(body).hexdigest()}",
+        f"p:{hashlib.sha256(keyed).hexdigest()}",
     )
     again = await harness.post("p", body, headers)
     assert (await again.json())["status"] == "duplicate"
     stored = await harness.receiver.store.get_event(int(answer["id"]))
     assert stored is not None and stored.event_type == expected_type
+
+
+async def test_a_legacy_mailgun_form_signed_again_for_its_retry_is_a_duplicate(
+    make_harness: Any,
+) -> None:
+    """Mailgun signs every attempt anew (a fresh timestamp and token); keyed on its whole
+    bytes, each retry of a legacy form webhook was a new event, and its handler ran again."""
+    harness = await _harness(make_harness, _case("mailgun"))
+    now = int(time.time())
+    first = await harness.post("p", *_legacy_mailgun_form(now))
+    retry = await harness.post("p", *_legacy_mailgun_form(now + 300))
+    answers = [await first.json(), await retry.json()]
+    assert [a["status"] for a in answers] == ["accepted", "duplicate"]
+    assert answers[0]["key"] == answers[1]["key"]
+    other_body, headers = _legacy_mailgun_form(now + 301)
+    other = await harness.post("p", other_body.replace(b"delivered", b"opened"), headers)
+    assert (await other.json())["status"] == "accepted"
+
+
+async def test_a_mailgun_event_id_seen_again_on_another_day_is_another_event(
+    make_harness: Any,
+) -> None:
+    """Mailgun's event-data.id is "unique within a day"; keys are kept two days. The same ID on
+    a later event (another timestamp) was answered duplicate, and that event never ran."""
+    harness = await _harness(make_harness, _case("mailgun"))
+    now = int(time.time())
+    answers = []
+    for token, at in (("a" * 50, 1_700_000_000.25), ("b" * 50, 1_700_090_000.5)):
+        event = {"id": "reused-id", "timestamp": at, "event": "delivered"}
+        body = mailgun_body(PLAIN[0], now, token=token, event=event)
+        resp = await harness.post("p", body, {"Content-Type": "application/json"})
+        answers.append(await resp.json())
+    assert [(a["status"], a["key"]) for a in answers] == [
+        ("accepted", "p:reused-id:1700000000.25"),
+        ("accepted", "p:reused-id:1700090000.5"),
+    ]
+
+
+async def test_an_intercom_retry_counting_its_attempt_is_not_a_conflict(
+    make_harness: Any,
+) -> None:
+    """An Intercom notification's body counts its own delivery attempts, so a retry's bytes
+    differ from the first; that is a redelivery, not a key reused for another body."""
+    case = _case("intercom")
+    harness = await _harness(make_harness, case, on_conflict="reject")
+    answers = []
+    for attempt in (1, 2):
+        notification = {"type": "notification_event", "id": "notif_1", "topic": "t"}
+        body = json.dumps({**notification, "delivery_attempts": attempt}).encode()
+        signed = case.sign(0, body, int(time.time()))
+        headers = {**signed.headers, "Content-Type": "application/json"}
+        answers.append(await (await harness.post("p", signed.body, headers)).json())
+    assert [a.get("status") for a in answers] == ["accepted", "duplicate"], answers
 
 
 async def test_a_sendgrid_element_without_sg_event_id_is_stored_with_the_rest(

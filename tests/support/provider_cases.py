@@ -239,7 +239,8 @@ def mailgun_body(key: str, ts: int, token: str = "t" * 50, event: object = None)
     signature = hmac_hex(key, f"{ts}{token}".encode())
     document = {
         "signature": {"timestamp": str(ts), "token": token, "signature": signature},
-        "event-data": event or {"id": "mg-evt-1", "event": "delivered"},
+        "event-data": event
+        or {"id": "mg-evt-1", "timestamp": 1700000000.123456, "event": "delivered"},
     }
     return json.dumps(document).encode()
 

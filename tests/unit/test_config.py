@@ -9,6 +9,7 @@ import pytest
 from receiver.cli import main
 from receiver.config import load_config
 from receiver.errors import ConfigError
+from tests.support.provider_cases import sendgrid_public_key
 
 SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 ENV = {"SW_SECRET": SECRET}
@@ -108,13 +109,15 @@ providers:
   c: {scheme: github, secret_envs: [UNSET_VAR]}
   d: {scheme: none, event_id: "xml:id"}
   e: {scheme: none, event_id: body_sha256, payload_retention: 30d, dedupe_retention: 1d}
+  f: {scheme: sendgrid, secret_envs: [F_KEY], on_conflict: reject}
 """
-    problems = _problems(tmp_path, text, env={})
+    problems = _problems(tmp_path, text, env={"F_KEY": sendgrid_public_key(0)})
     assert "unknown scheme 'nope'" in problems["providers.a.scheme"]
     assert "needs a secret" in problems["providers.b.secret_envs"]
     assert "UNSET_VAR is not set" in problems["providers.c.secret_envs.0"]
     assert "providers.d.event_id" in problems
     assert "providers.e.payload_retention" in problems
+    assert "one event of a batch" in problems["providers.f.on_conflict"]
 
 
 def test_secret_files_are_read_and_unreadable_ones_named(tmp_path: Path) -> None:

@@ -286,3 +286,53 @@ def test_form_sha256_covers_the_query_string_as_twilio_signs_it() -> None:
     assert extract(_form_doc("?menu=main")) == main
     # Without a query string the key is what it always was: the sorted parameters alone.
     assert extract(_form_doc("")) == hashlib.sha256(b"Digits1MessageSidSM1").hexdigest()
+
+
+def _delivered(body: bytes, *fields: str) -> Document:
+    doc = _doc(body)
+    return Document(doc.request, delivery_fields=frozenset(fields))
+
+
+@pytest.mark.parametrize(
+    ("first", "retry"),
+    [
+        (  # Mailgun JSON: signed again for the retry
+            b'{"signature":{"timestamp":"1","token":"a"},"event-data":{"id":"e","n":1.5}}',
+            b'{"event-data": {"n": 1.5, "id": "e"}, "signature": {"timestamp": "2", "token": "b"}}',
+        ),
+        (  # Mailgun legacy form: the same fields in another order, signed again
+            b"timestamp=1&token=a&signature=00&event=opened&Message-Id=%3Cm%3E",
+            b"Message-Id=%3Cm%3E&signature=ff&event=opened&token=b&timestamp=2",
+        ),
+    ],
+)
+def test_event_sha256_leaves_out_what_belongs_to_the_delivery(first: bytes, retry: bytes) -> None:
+    fields = ("signature", "timestamp", "token")
+    digest = parse_source("event_sha256").extract(_delivered(first, *fields))
+    assert digest == _delivered(retry, *fields).event_sha256
+    assert digest != hashlib.sha256(first).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        (b'{"webhookTimestamp":1,"data":{"id":"a"}}', b'{"webhookTimestamp":1,"data":{"id":"b"}}'),
+        (b"webhookTimestamp=1&event=opened", b"webhookTimestamp=1&event=clicked"),
+        (b'{"data":{"webhookTimestamp":1}}', b'{"data":{"webhookTimestamp":2}}'),  # not top-level
+    ],
+)
+def test_event_sha256_still_tells_two_events_apart(one: bytes, other: bytes) -> None:
+    assert (
+        _delivered(one, "webhookTimestamp").event_sha256
+        != _delivered(other, "webhookTimestamp").event_sha256
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"id":"e"}', b"[1,2]", b"\xff\xfe binary", b"event=opened", b""],
+)
+def test_event_sha256_is_the_body_hash_when_nothing_belongs_to_the_delivery(body: bytes) -> None:
+    expected = hashlib.sha256(body).hexdigest()
+    assert _doc(body).event_sha256 == expected  # a scheme that names no delivery fields
+    assert _delivered(body, "signature").event_sha256 == expected  # a body without them

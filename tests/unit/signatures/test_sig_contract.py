@@ -23,20 +23,22 @@ from receiver.signatures.base import Handshaker, Scheme, Signer, Unsigned
 from receiver.signatures.registry import all_schemes
 
 DAY = 86400
-# providers.md, "Dedupe retention guidance": at least this long.
+# providers.md, "Dedupe retention guidance": at least this long; longer where the provider
+# replays by hand for longer (Svix keeps a message 90 days and resends it, Paddle replays a
+# notification up to 90 days old).
 MIN_DEDUPE_S = {
     "stripe": 30 * DAY,
     "github": 7 * DAY,
     "shopify": 2 * DAY,
     "slack": 3600,
-    "standard-webhooks": 7 * DAY,
-    "svix": 7 * DAY,
-    "clerk": 7 * DAY,
-    "resend": 7 * DAY,
+    "standard-webhooks": 90 * DAY,
+    "svix": 90 * DAY,
+    "clerk": 90 * DAY,
+    "resend": 90 * DAY,
     "twilio": DAY,
     "discord": 3600,
     "sendgrid": 3 * DAY,
-    "paddle": 30 * DAY,
+    "paddle": 90 * DAY,
     "square": 7 * DAY,
     "mailgun": 2 * DAY,
     "zoom": DAY,
