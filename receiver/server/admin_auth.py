@@ -43,8 +43,14 @@ class AdminTokens:
 
     @classmethod
     def from_env(cls, settings: AdminSettings, environ: Mapping[str, str]) -> AdminTokens:
-        read = environ.get(settings.read_token_env) if settings.read_token_env else None
-        return cls(full=environ.get(settings.token_env) or None, read=read or None)
+        """The tokens the variables hold, without surrounding whitespace (a secret mounted from
+        a file often ends in a newline, which no ``Authorization`` header can carry)."""
+
+        def token(name: str | None) -> str | None:
+            value = environ.get(name, "").strip() if name else ""
+            return value or None
+
+        return cls(full=token(settings.token_env), read=token(settings.read_token_env))
 
     @property
     def is_open(self) -> bool:

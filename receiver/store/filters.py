@@ -32,6 +32,7 @@ from receiver.models import EventStatus
 
 _TEXT_LIMITS = {"provider": 64, "type": 200, "key": 600, "q": 500, "cause": 64}
 _RELATIVE = re.compile(r"^\s*\d+(?:\.\d+)?\s*[smhdw]\s*$", re.ASCII)
+_COMPACT_DATE = re.compile(r"^\s*\d{8}\s*$", re.ASCII)  # ISO-8601 basic: YYYYMMDD
 
 
 class InvalidParameter(ReceiverError):
@@ -79,7 +80,14 @@ def parse_time(parameter: str, value: object, *, now_s: float) -> float | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise InvalidParameter(parameter, "must be an ISO-8601 time or Unix seconds")
     if isinstance(value, str) and _RELATIVE.match(value):
-        seconds: float = now_s - parse_duration(value)
+        try:
+            seconds: float = now_s - parse_duration(value)
+        except ValueError:  # 0s: nothing ago
+            raise InvalidParameter(
+                parameter, "a duration ago must be more than zero (leave it out for now)"
+            ) from None
+    elif isinstance(value, str) and _COMPACT_DATE.match(value):
+        seconds = _iso_seconds(parameter, value)  # 20240501 is a date, not 1970-08-23
     else:
         try:
             # ASCII only: float() also reads other scripts' digits (FULLWIDTH ONE as 1).

@@ -24,7 +24,7 @@ import functools
 import itertools
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -62,8 +62,11 @@ def _headers_json(ev: NewEvent) -> str:
     return orjson.dumps(dict(ev.headers)).decode("utf-8")
 
 
+def _arrival_status(ev: NewEvent) -> EventStatus:
+    return EventStatus.QUEUED if ev.has_handler else EventStatus.RECEIVED
+
+
 def _event_row(ev: NewEvent) -> tuple[object, ...]:
-    status = EventStatus.QUEUED if ev.has_handler else EventStatus.RECEIVED
     return (
         ev.provider,
         ev.key,
@@ -74,7 +77,7 @@ def _event_row(ev: NewEvent) -> tuple[object, ...]:
         _headers_json(ev),
         ev.content_type,
         ev.remote,
-        str(status),
+        str(_arrival_status(ev)),
         ev.serialize_key,
         ev.received_at_s,
         ev.received_at_s,
@@ -397,7 +400,7 @@ def _record_duplicates(
     results: list[Duplicate] = []
     counts: dict[int, tuple[int, int]] = {}
     conflicts: list[tuple[int, str, float]] = []
-    requeue: list[int] = []
+    requeue: dict[int, NewEvent] = {}
     restore: list[tuple[int, NewEvent]] = []
     inserted_ids = set(inserted.values())
     for ev in duplicates:
@@ -421,7 +424,7 @@ def _record_duplicates(
             and not (is_purged and is_conflict)
         )
         if is_requeued:
-            requeue.append(event_id)
+            requeue[event_id] = ev
             if is_purged:
                 restore.append((event_id, ev))
         results.append(
@@ -457,15 +460,18 @@ def _record_duplicates(
     return results
 
 
-def _requeue_dead(conn: sqlite3.Connection, event_ids: Sequence[int], now: float) -> None:
-    """A provider redelivering a dead event says it still matters: queue it again."""
+def _requeue_dead(conn: sqlite3.Connection, events: Mapping[int, NewEvent], now: float) -> None:
+    """A provider redelivering a dead event says it still matters: queue it again (its event
+    ``received`` when its provider has no handler now, as a new one would be)."""
+    event_ids = list(events)
     conn.executemany(
         "UPDATE jobs SET status = 'queued', attempts = 0, run_at = ?, lease_token = NULL,"
         " lease_expires_at = NULL, updated_at = ? WHERE event_id = ?",
         [(now, now, event_id) for event_id in event_ids],
     )
     conn.executemany(
-        "UPDATE events SET status = 'queued' WHERE id = ?", [(event_id,) for event_id in event_ids]
+        "UPDATE events SET status = ? WHERE id = ?",
+        [(str(_arrival_status(ev)), event_id) for event_id, ev in events.items()],
     )
     conn.executemany(
         "INSERT INTO requeues (event_id, at, cause) VALUES (?, ?, 'redelivery')",

@@ -4,7 +4,9 @@ A replay sets the job to ``queued`` (attempts 0, run now, lease cleared, ``is_re
 event to ``queued``, and writes a ``requeues`` row (cause ``replay``, the actor, the reason), all
 in one transaction. An event whose payload was purged cannot be replayed (there is nothing to
 hand the handler), nor one whose provider has no handler configured (nothing would run it); one
-that a worker is running right now is left alone, so a replay never races a live attempt.
+that a worker is running right now is left alone, so a replay never races a live attempt. A run
+whose lease has lapsed (its server was killed) is no longer live: it is replayed, and the
+worker, which never claims again an event it still runs, keeps the two apart.
 
 Bulk replay walks the matching events newest first below the highest id present when it
 started (events arriving meanwhile are not swept in) and commits in small batches with a pause
@@ -70,16 +72,22 @@ class _Candidate:
 
 
 async def _classify(
-    conn: aiosqlite.Connection, ids: Sequence[int], handled: Collection[str] | None
+    conn: aiosqlite.Connection,
+    ids: Sequence[int],
+    handled: Collection[str] | None,
+    *,
+    now: float,
 ) -> list[_Candidate]:
-    """Which of ``ids`` can be replayed now, in the caller's transaction or snapshot; with
-    ``handled`` (the providers that have a handler), only events of those."""
+    """Which of ``ids`` can be replayed at ``now``, in the caller's transaction or snapshot;
+    with ``handled`` (the providers that have a handler), only events of those."""
     if not ids:
         return []
     rows = await conn.execute_fetchall(
-        "SELECT e.id, e.body IS NULL AS purged, j.status AS job_status, e.provider FROM events e"
-        " LEFT JOIN jobs j ON j.event_id = e.id WHERE e.id IN (" + ",".join("?" * len(ids)) + ")",
-        list(ids),
+        "SELECT e.id, e.body IS NULL AS purged,"
+        f" j.status = '{JobStatus.RUNNING}' AND coalesce(j.lease_expires_at > ?, 1) AS is_live,"
+        " e.provider FROM events e LEFT JOIN jobs j ON j.event_id = e.id"
+        " WHERE e.id IN (" + ",".join("?" * len(ids)) + ")",
+        [now, *ids],
     )
     found = {row[0]: row for row in rows}
     result: list[_Candidate] = []
@@ -91,7 +99,7 @@ async def _classify(
             outcome = ReplayOutcome.PAYLOAD_PURGED
         elif handled is not None and row[3] not in handled:
             outcome = ReplayOutcome.NO_HANDLER
-        elif row[2] == JobStatus.RUNNING:
+        elif row[2]:
             outcome = ReplayOutcome.RUNNING
         else:
             outcome = ReplayOutcome.REPLAYED
@@ -145,7 +153,7 @@ class Replayer:
                 await asyncio.sleep(self._pause_s)
             if dry_run:
                 async with self._db.reading() as conn:
-                    candidates = await _classify(conn, chunk, self._handled)
+                    candidates = await _classify(conn, chunk, self._handled, now=self._clock())
             else:
                 candidates = await self._replay_batch(chunk, actor=actor, reason=reason)
             for c in candidates:
@@ -230,7 +238,7 @@ class Replayer:
         now = self._clock()
 
         async def work(conn: aiosqlite.Connection) -> list[_Candidate]:
-            candidates = await _classify(conn, ids, self._handled)
+            candidates = await _classify(conn, ids, self._handled, now=now)
             ready = [(c.id,) for c in candidates if c.outcome is ReplayOutcome.REPLAYED]
             if not ready:
                 return candidates

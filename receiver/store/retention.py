@@ -4,6 +4,10 @@
   key, fingerprint and status stay, so a late redelivery is still recognised as a duplicate.
 * After ``dedupe_expires_at`` the row (and its job, attempts, conflicts, requeues) is deleted, so
   a redelivery after that is a new event again.
+* An event its worker has not finished (``queued``, ``processing``, ``retrying``) keeps its
+  payload and key past their expiry until it ends: retention never takes what a job still
+  needs (a replay queued near the end of the window, a backlog behind a handler outage). The
+  job's attempts and backoff bound the wait.
 * The rejections table is cut back to its newest ``keep_rejections`` rows.
 * A provider's windows are fixed on each event when it is received; when the configured
   windows change, the server's first purge after it moves the expiry of that provider's stored
@@ -35,6 +39,7 @@ import structlog
 
 from receiver.durations import format_duration
 from receiver.errors import StorageUnavailable
+from receiver.models import EventStatus
 from receiver.store.database import Database
 from receiver.store.rejections import DEFAULT_KEEP_REJECTIONS, trim_rejections
 
@@ -43,6 +48,10 @@ log = structlog.get_logger("receiver.retention")
 _Step = Callable[[aiosqlite.Connection, float], Awaitable[int]]
 # A payload's window counts from its arrival, or from the redelivery that brought it back.
 _PAYLOAD_KEPT_FROM = "coalesce(payload_restored_at, received_at)"
+# Leaves out the events a worker will still run: their payload and key outlive their expiry.
+_NO_RUN_PENDING = "status NOT IN ({})".format(
+    ", ".join(f"'{s}'" for s in (EventStatus.QUEUED, EventStatus.PROCESSING, EventStatus.RETRYING))
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,7 +216,7 @@ class Retention:
         cursor = await conn.execute(
             "UPDATE events SET body = NULL, headers = NULL, payload_purged_at = ?"
             " WHERE id IN (SELECT id FROM events WHERE body IS NOT NULL"
-            " AND payload_expires_at <= ? LIMIT ?)",
+            f" AND payload_expires_at <= ? AND {_NO_RUN_PENDING} LIMIT ?)",
             (now, now, self._batch_size),
         )
         return max(cursor.rowcount, 0)
@@ -215,7 +224,7 @@ class Retention:
     async def _delete_expired(self, conn: aiosqlite.Connection, now: float) -> int:
         cursor = await conn.execute(
             "DELETE FROM events WHERE id IN"
-            " (SELECT id FROM events WHERE dedupe_expires_at <= ? LIMIT ?)",
+            f" (SELECT id FROM events WHERE dedupe_expires_at <= ? AND {_NO_RUN_PENDING} LIMIT ?)",
             (now, self._batch_size),
         )
         return max(cursor.rowcount, 0)

@@ -149,6 +149,13 @@ def test_tokens_from_the_environment() -> None:
     assert tokens.access_for("Bearer x") is None
     assert AdminTokens.from_env(settings, {}).access_for(None) is Access.OPEN
     assert AdminTokens.from_env(settings, {"FULL": ""}).is_open
+    # A token mounted from a file ends in a newline no Authorization header carries.
+    padded = AdminTokens.from_env(settings, {"FULL": "f\n", "READ": " r\r\n"})
+    assert (padded.access_for("Bearer f"), padded.access_for("Bearer r")) == (
+        Access.FULL,
+        Access.READ,
+    )
+    assert AdminTokens.from_env(settings, {"FULL": " \n"}).is_open  # as serve's check reads it
 
 
 def test_only_a_read_token_fails_closed_for_writes() -> None:

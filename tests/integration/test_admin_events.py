@@ -88,6 +88,10 @@ async def test_since_and_until_accept_iso_unix_and_durations(admin_harness: Admi
     assert await _ids(h, since="3m") == ids[:1:-1]
     naive = datetime.fromtimestamp(start + 240, UTC).replace(tzinfo=None).isoformat()
     assert await _ids(h, since=naive) == [ids[4]]  # no offset given: UTC
+    # Eight digits are an ISO-8601 basic date, not a Unix time in 1970.
+    tomorrow = datetime.fromtimestamp(start + 86400, UTC).strftime("%Y%m%d")
+    assert await _ids(h, since=tomorrow) == []
+    assert await _ids(h, until=tomorrow) == ids[::-1]
 
 
 async def test_text_search_falls_back_to_like_without_fts(admin_harness: AdminHarness) -> None:
@@ -126,6 +130,9 @@ async def test_fts_index_is_built_and_follows_purges(admin_harness: AdminHarness
         ({"limit": "\u0661"}, "limit"),  # ARABIC-INDIC DIGIT ONE
         ({"since": "\uff11"}, "since"),  # FULLWIDTH DIGIT ONE
         ({"since": "\u0662h"}, "since"),
+        ({"since": "0s"}, "since"),  # nothing ago: was a 500
+        ({"until": "0.0h"}, "until"),
+        ({"since": "20241399"}, "since"),  # eight digits, but no date
         ({"cursor": "not-a-cursor"}, "cursor"),
         ({"cursor": base64.urlsafe_b64encode(b"r1:5").decode()}, "cursor"),
         ({"q": "x" * 501}, "q"),

@@ -243,6 +243,64 @@ async def test_running_event_is_not_replayed(admin_harness: AdminHarness) -> Non
     assert _row(h, "SELECT lease_token FROM jobs WHERE event_id = ?", event_id) == ("L",)
 
 
+async def test_a_run_whose_lease_ran_out_is_replayed(admin_harness: AdminHarness) -> None:
+    """A server killed mid-run leaves its job ``running`` with a lease that runs out; an
+    operator replaying it then (the server down, or not yet back) was refused for good."""
+    h = admin_harness
+    answer = await h.deliver("plain", {"id": "crashed", "type": "t"})
+    event_id = int(answer["id"])
+    await _set_running(h, event_id)  # leased for another 60 s
+    h.clock.advance(61)
+    resp = await h.post(f"/admin/events/{event_id}/replay", {"reason": "after the crash"})
+    assert resp.status == 200, await resp.json()
+    assert _row(
+        h, "SELECT status, lease_token, is_replay FROM jobs WHERE event_id = ?", event_id
+    ) == (
+        "queued",
+        None,
+        1,
+    )
+
+
+async def _replay_harness(make: MakeAdminHarness) -> AdminHarness:
+    from tests.integration import handler_targets
+
+    handler_targets.reset()
+    providers = {
+        "hooked": {
+            "scheme": "none",
+            "event_id": "json:id",
+            "payload_retention": "1h",
+            "dedupe_retention": "2h",
+            "handler": {"kind": "python", "target": "tests.integration.handler_targets:record"},
+        }
+    }
+    return await make(providers=providers)
+
+
+@pytest.mark.parametrize("wait_s", [2, 3602])  # past the payload window; past the key's too
+async def test_a_replay_near_the_end_of_its_window_still_runs_with_its_body(
+    admin_make_harness: MakeAdminHarness, wait_s: int
+) -> None:
+    """The purge took a replayed event's payload (or its whole row) while its job waited in
+    the queue: the replay answered "replayed", and the handler never saw it."""
+    from tests.integration import handler_targets
+
+    h = await _replay_harness(admin_make_harness)
+    answer = await h.deliver("hooked", {"id": "old", "type": "t"})
+    await h.receiver.worker.run(until_empty=True)
+    h.clock.advance(3599)  # one second left of its payload window (1 h; its key: 2 h)
+    resp = await h.post(f"/admin/events/{answer['id']}/replay", {"reason": "lost downstream"})
+    assert (resp.status, (await resp.json())["status"]) == (200, "replayed")
+    h.clock.advance(wait_s)  # the queue is busy a while; the minute's purge runs meanwhile
+    report = await h.receiver.store.retention.purge_once()
+    assert (report.payloads_purged, report.events_deleted) == (0, 0)
+    await h.receiver.worker.run(until_empty=True)
+    assert [c.is_replay for c in handler_targets.STATE.calls] == [False, True]
+    report = await h.receiver.store.retention.purge_once()  # its run is over: now they go
+    assert (report.payloads_purged, report.events_deleted) == (1, int(wait_s > 3600))
+
+
 async def test_an_event_whose_provider_has_no_handler_is_not_replayed(
     admin_harness: AdminHarness,
 ) -> None:

@@ -311,3 +311,43 @@ async def test_a_restored_payload_keeps_its_window_from_the_restore_when_windows
     assert stored is not None and json.loads(stored[0]) == body
     after.clock.advance(24 * HOUR_S)
     assert (await after.receiver.store.retention.purge_once()).payloads_purged == 1
+
+
+async def test_a_backlog_outliving_its_windows_keeps_its_bodies_until_it_runs(
+    admin_make_harness: Any,
+) -> None:
+    """A handler down for longer than the payload window: the purge took the bodies of the
+    events still queued for it, and each ended dead with nothing to hand the handler."""
+    from tests.integration import handler_targets
+
+    handler_targets.reset()
+    handler = {"kind": "python", "target": "tests.integration.handler_targets:record"}
+    provider = {"scheme": "none", "event_id": "json:id", "handler": handler}
+    windows = {"payload_retention": "1h", "dedupe_retention": "2h"}
+    h = await admin_make_harness(providers={"p": {**provider, **windows}})
+    await h.deliver("p", {"id": "waiting", "note": "keep me"})
+    h.clock.advance(3 * HOUR_S)  # the worker did not run meanwhile
+    assert await h.receiver.store.retention.purge_once() == PurgeReport()
+    await h.receiver.worker.run(until_empty=True)
+    assert [json.loads(c.body)["note"] for c in handler_targets.STATE.calls] == ["keep me"]
+    report = await h.receiver.store.retention.purge_once()
+    assert (report.payloads_purged, report.events_deleted) == (1, 1)
+
+
+async def test_a_dead_event_requeued_for_a_provider_without_a_handler_reads_received(
+    admin_harness: AdminHarness,
+) -> None:
+    """A redelivery re-queues a dead event; when its provider has no handler (any more), it
+    is ``received`` like a new one, not ``queued`` for a worker that will never run it, and
+    its payload is purged on time."""
+    h = admin_harness
+    first = await h.deliver("short", {"id": "gone", "type": "t"})
+    with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
+        conn.execute("UPDATE events SET status = 'dead' WHERE id = ?", (int(first["id"]),))
+        conn.execute("UPDATE jobs SET status = 'dead' WHERE event_id = ?", (int(first["id"]),))
+    h.receiver.store.writer.recent.forget(int(first["id"]))
+    again = await h.deliver("short", {"id": "gone", "type": "t"})
+    assert again["status"] == "duplicate"
+    assert _event_row(h, "short:gone")[4] == "received"  # type: ignore[index]
+    h.clock.advance(HOUR_S)
+    assert (await h.receiver.store.retention.purge_once()).payloads_purged == 1

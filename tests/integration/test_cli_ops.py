@@ -97,6 +97,8 @@ async def test_bad_filter_exits_2_naming_the_flag(
     assert err.startswith("error: --since:")
     code, _, err = await _run(capsys, admin_cli, "events", "list", "--status", "nope")
     assert (code, err.startswith("error: --status:")) == (2, True)
+    code, _, err = await _run(capsys, admin_cli, "replay", "--until", "0s", "--dry-run")
+    assert (code, err.startswith("error: --until:")) == (2, True)  # was a traceback
 
 
 async def test_events_show(admin_cli: AdminHarness, capsys: pytest.CaptureFixture[str]) -> None:
