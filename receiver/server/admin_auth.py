@@ -14,7 +14,15 @@ data. Tokens are compared with :func:`hmac.compare_digest`, against both tokens 
 
 from __future__ import annotations
 
-__all__ = ["ADMIN_TOKENS", "Access", "AdminTokens", "admin_auth_middleware", "is_loopback"]
+__all__ = [
+    "ADMIN_ACCESS",
+    "ADMIN_TOKENS",
+    "Access",
+    "AdminTokens",
+    "admin_auth_middleware",
+    "is_admin_path",
+    "is_loopback",
+]
 
 import hmac
 import ipaddress
@@ -78,11 +86,13 @@ def _matches(given: bytes, token: str | None) -> bool:
 
 
 ADMIN_TOKENS = web.AppKey("admin_tokens", AdminTokens)
+# The access a request's token gave (for its log line).
+ADMIN_ACCESS = web.RequestKey("admin_access", Access)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _is_admin_path(path: str) -> bool:
+def is_admin_path(path: str) -> bool:
     return path == "/admin" or path.startswith("/admin/")
 
 
@@ -117,7 +127,7 @@ def _cross_site_problem(request: web.Request) -> str | None:
 
 @web.middleware
 async def admin_auth_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    if not _is_admin_path(request.path):
+    if not is_admin_path(request.path):
         return await handler(request)
     tokens = request.app.get(ADMIN_TOKENS) or AdminTokens()
     if tokens.is_open and (problem := _cross_site_problem(request)) is not None:
@@ -130,6 +140,7 @@ async def admin_auth_middleware(request: web.Request, handler: _Handler) -> web.
             "send the admin token as 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": 'Bearer realm="receiver-admin"'},
         )
+    request[ADMIN_ACCESS] = access
     if access is Access.READ and request.method not in _READ_METHODS:
         return error_json(403, "forbidden", "the read-only admin token cannot change anything")
     return await handler(request)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 __all__ = ["ADMIN", "AdminServices", "add_admin_routes", "parameter_errors"]
 
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-import orjson
 from aiohttp import web
 
 from receiver.server.openapi import openapi_document
@@ -77,14 +77,31 @@ def _not_found(raw: str) -> web.Response:
     return error_json(404, "not_found", f"no event with id {raw[:40]!r}")
 
 
+def _once_each(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """An object whose members are named once: ``{"dry_run": true, "dry_run": false}`` is a
+    mistake to refuse, not one to settle by taking the last."""
+    data: dict[str, object] = {}
+    for name, value in pairs:
+        if name in data:
+            raise InvalidParameter(name[:64], "is given twice")
+        data[name] = value
+    return data
+
+
+def _not_json(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
 async def _json_object(request: web.Request, allowed: frozenset[str]) -> dict[str, object]:
     raw = await request.read()
     if not raw.strip():
         data: object = {}
     else:
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+        try:  # a UTF-8 byte-order mark, as some Windows clients send, is allowed
+            data = json.loads(
+                raw.decode("utf-8-sig"), object_pairs_hook=_once_each, parse_constant=_not_json
+            )
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise InvalidParameter("body", "is not valid JSON") from None
     if not isinstance(data, dict):
         raise InvalidParameter("body", "must be a JSON object")

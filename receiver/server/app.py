@@ -9,6 +9,7 @@ from aiohttp import web
 from receiver.ingest import IngestService
 from receiver.metrics import Metrics
 from receiver.server.admin_auth import ADMIN_TOKENS, AdminTokens, admin_auth_middleware
+from receiver.server.admin_log import admin_log_middleware
 from receiver.server.admin_routes import ADMIN, AdminServices, add_admin_routes, parameter_errors
 from receiver.server.health_routes import READINESS, Readiness, add_health_routes
 from receiver.server.ingest_routes import (
@@ -56,7 +57,9 @@ def build_admin_app(
 
     ``tokens`` guard ``/admin`` (none configured: open, for a loopback-only listener).
     """
-    app = web.Application(middlewares=[error_middleware, admin_auth_middleware, parameter_errors])
+    # Outermost first: the log line sees the answer the error table made of any failure.
+    middlewares = [admin_log_middleware, error_middleware, admin_auth_middleware, parameter_errors]
+    app = web.Application(middlewares=middlewares)
     app[METRICS] = metrics
     app[READINESS] = readiness
     app[ADMIN_TOKENS] = tokens or AdminTokens()

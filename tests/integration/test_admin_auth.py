@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import structlog
 
 from receiver.config import AdminSettings
 from receiver.server.admin_auth import Access, AdminTokens
@@ -169,3 +170,26 @@ async def test_unicode_token_is_compared_safely(admin_secured: AdminHarness) -> 
         "/admin/stats", headers={"Authorization": "Bearer caf\u00e9"}
     )
     assert resp.status == 401
+
+
+async def test_each_admin_request_is_one_line_and_a_refused_token_a_warning(
+    admin_secured: AdminHarness,
+) -> None:
+    """Admin requests left no line at all: a token being guessed did not show anywhere."""
+    h = admin_secured
+    dry_run = {"provider": "plain", "dry_run": True}
+    with structlog.testing.capture_logs() as logs:
+        await h.get("/admin/events", token=ADMIN_READ_TOKEN, q="alice@example.com")
+        await h.get("/admin/stats", token="guess")
+        await h.post("/admin/replay", dry_run, token=ADMIN_READ_TOKEN)
+        await h.post("/admin/replay", dry_run, token=ADMIN_TOKEN)
+        await h.get("/healthz")
+        await h.get("/metrics")
+    lines = [(e["event"], e["log_level"], e["path"], e["status"], e["access"]) for e in logs]
+    assert lines == [
+        ("admin_request", "info", "/admin/events", 200, "read"),
+        ("admin_refused", "warning", "/admin/stats", 401, "none"),
+        ("admin_refused", "warning", "/admin/replay", 403, "read"),
+        ("admin_request", "info", "/admin/replay", 200, "full"),
+    ]
+    assert "alice" not in repr(logs) and ADMIN_TOKEN not in repr(logs)

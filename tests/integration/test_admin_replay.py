@@ -155,10 +155,32 @@ async def test_bulk_replay_refuses_bad_requests(
     assert _count(admin_harness, "SELECT count(*) FROM requeues") == 0
 
 
-async def test_invalid_json_body_is_400(admin_harness: AdminHarness) -> None:
-    resp = await admin_harness.admin.post("/admin/replay", data=b"{nope")
+@pytest.mark.parametrize("body", [b"{nope", b'{"provider": "plain", "limit": NaN}'])
+async def test_invalid_json_body_is_400(admin_harness: AdminHarness, body: bytes) -> None:
+    resp = await admin_harness.admin.post("/admin/replay", data=body)
     assert resp.status == 400
     assert (await resp.json())["parameter"] == "body"
+
+
+async def test_a_field_given_twice_is_refused_not_settled_by_the_last(
+    admin_harness: AdminHarness,
+) -> None:
+    """``{"dry_run": true, "dry_run": false}`` replayed for real: the last one won."""
+    h = admin_harness
+    (event_id,) = await _seed_dead(h, 1)
+    body = b'{"dry_run": true, "reason": "r", "dry_run": false}'
+    resp = await h.admin.post(f"/admin/events/{event_id}/replay", data=body)
+    assert resp.status == 400
+    assert (await resp.json())["parameter"] == "dry_run"
+    assert _row(h, "SELECT status FROM jobs WHERE event_id = ?", event_id) == ("dead",)
+
+
+async def test_a_body_with_a_utf8_byte_order_mark_is_read(admin_harness: AdminHarness) -> None:
+    h = admin_harness
+    (event_id,) = await _seed_dead(h, 1)
+    body = '\ufeff{"reason": "from a Windows client"}'.encode()
+    resp = await h.admin.post(f"/admin/events/{event_id}/replay", data=body)
+    assert resp.status == 200, await resp.json()
 
 
 async def test_bulk_replay_by_filter_in_paced_batches(admin_harness: AdminHarness) -> None:
