@@ -9,6 +9,7 @@ __all__ = ["main"]
 
 import argparse
 import asyncio
+import os
 import re
 import secrets
 import shlex
@@ -25,6 +26,7 @@ from receiver.logs import configure_logging
 from receiver.signatures.base import Signer, Unsigned
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # as a shell reports a process ended by SIGPIPE
 
 Command = Callable[[argparse.Namespace], int]
 _COMMANDS: dict[str, Command] = {}
@@ -222,7 +224,14 @@ def _explain(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _COMMANDS[args.command](args)
+        code = _COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, where a reader gone away is caught, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (``receiver events list | head``): stop quietly, as shell tools
+        # do, with the status a SIGPIPE gives them. Nothing more can reach that pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -242,6 +243,29 @@ async def test_subprocess_run_while_the_receiver_has_the_database_open(
     # The receiver keeps working on the same file.
     answer = await admin_cli.deliver("plain", {"id": "after-cli", "type": "t"})
     assert answer["status"] == "accepted"
+
+
+async def test_a_reader_that_goes_away_ends_the_listing_quietly(admin_cli: AdminHarness) -> None:
+    """``receiver events list --json | head -1`` printed ``error: Broken pipe`` (exit 1), or a
+    traceback from the interpreter's last flush."""
+    env: dict[str, Any] = {"PYTHONPATH": str(Path.cwd()), "PATH": ""}
+    argv = ["events", "list", "--json", "--config", str(admin_cli.config_path)]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # gone before the first line is written
+    try:
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "receiver", *argv],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (141, "")
 
 
 @pytest.mark.parametrize(
