@@ -144,7 +144,10 @@ class Document:
             if fields.isdisjoint(value):
                 return self.body
             kept = {k: v for k, v in value.items() if k not in fields}
-            return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS, default=str)
+            try:
+                return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS, default=str)
+            except TypeError:  # nested deeper than orjson writes (255): the whole body, then
+                return self.body
         form = self.form if value is None else {}
         if fields.isdisjoint(form):
             return self.body
