@@ -23,6 +23,7 @@ __all__ = [
     "load_config",
 ]
 
+import io
 import os
 import re
 from collections.abc import Collection, Mapping
@@ -427,8 +428,20 @@ def read_yaml(path: Path) -> object:
         raise ConfigError(
             [ConfigProblem("", f"config file {path} cannot be read: {exc.strerror}")]
         ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "",
+                    f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x}"
+                    f" at offset {exc.start}): save it as UTF-8",
+                )
+            ]
+        ) from None
+    stream = io.StringIO(text)
+    stream.name = str(path)  # so a YAML error names the file, not "<unicode string>"
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigProblem("", f"{path} is not valid YAML: {exc}")]) from None
 

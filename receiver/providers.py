@@ -72,7 +72,9 @@ def _read_secret_file(path: Path) -> str:
     if len(data) > _SECRET_FILE_MAX_BYTES:
         raise ValueError(f"larger than {_SECRET_FILE_MAX_BYTES // 1024} KiB: not a secret")
     try:
-        return data.decode("utf-8").strip()
+        # Without a byte-order mark (an editor's), which would otherwise become part of a key
+        # used as text, failing every delivery while `sign` agreed with it.
+        return data.decode("utf-8-sig").strip()
     except UnicodeDecodeError:
         raise ValueError("not UTF-8 text") from None
 

@@ -220,6 +220,8 @@ class Database:
                 # full-text merge, a reader holding a snapshot) must not keep the disk space.
                 await writer.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
                 await self._migrate(writer, is_allowed=migrate)
+                if migrate:  # a server: refuse to start on a file it cannot write
+                    await _probe_write(writer)
                 self.has_fts = await self._probe_fts(writer)
                 self._reader = await self._connect()
                 await self._reader.execute("PRAGMA query_only = ON")
@@ -485,6 +487,20 @@ async def _user_version(conn: aiosqlite.Connection) -> int:
 def _identity(path: Path) -> tuple[int, int]:
     stat = os.stat(path)
     return stat.st_dev, stat.st_ino
+
+
+async def _probe_write(conn: aiosqlite.Connection) -> None:
+    """Commit one real page write, or raise: an up-to-date file needs no write to open, so a
+    read-only one (a root-owned file, a read-only volume) would start and answer every
+    delivery 503."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        await _rewrite_header(conn)
+        await conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):  # the first error is the one to tell
+            await conn.execute("ROLLBACK")
+        raise
 
 
 async def _rewrite_header(conn: aiosqlite.Connection) -> None:

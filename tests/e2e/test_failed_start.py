@@ -6,10 +6,13 @@ stays alive doing nothing keeps the database open and looks healthy to it.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -120,3 +123,41 @@ def test_a_database_that_cannot_be_used_is_one_error_line_naming_it(
     assert result.returncode == 1, output
     assert says in output and str(db) in output
     assert "Traceback" not in output
+
+
+@contextlib.contextmanager
+def _unwritable(path: Path) -> Iterator[None]:
+    """``path`` read-only for this user: by its mode, or for root (whom modes do not stop) by
+    the immutable attribute."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        try:
+            yield
+        finally:
+            path.chmod(0o644)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(path)], check=False).returncode:
+        pytest.skip("root here cannot make a file read-only (no chattr +i)")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", str(path)], check=True)
+
+
+@pytest.mark.timeout(60)
+def test_a_database_it_cannot_write_is_refused_at_start(tmp_path: Path) -> None:
+    """A file the server may not write (owned by root after a first run as root, a read-only
+    volume) needs no write to open when its schema is current: the server started, looked
+    healthy to its supervisor, and answered every delivery 503."""
+    config = serve_config(tmp_path)
+    db = tmp_path / "receiver.db"
+    first = ServeProcess(config, serve_env(), tmp_path / "first.log")
+    first.start()
+    first.terminate()
+    with _unwritable(db):
+        result = _serve(config, tmp_path / "serve.log")
+    output = (tmp_path / "serve.log").read_text()
+    assert result.returncode == 1, output
+    assert "read-only" in output and str(db) in output
+    assert "receiver_started" not in output and "Traceback" not in output

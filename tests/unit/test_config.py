@@ -9,7 +9,7 @@ import pytest
 from receiver.cli import main
 from receiver.config import load_config
 from receiver.errors import ConfigError
-from tests.support.provider_cases import sendgrid_public_key
+from tests.support.provider_cases import CASES, NOW, sendgrid_public_key
 
 SECRET = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 ENV = {"SW_SECRET": SECRET}
@@ -194,10 +194,32 @@ def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
 
 
 def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
         load_config(_write(tmp_path, "providers: [unclosed"), environ={})
+    assert f'in "{tmp_path / "receiver.yaml"}"' in str(info.value)  # not "<unicode string>"
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "absent.yaml", environ={})
+
+
+@pytest.mark.parametrize("encoded", ["latin-1", "utf-16"])
+def test_a_config_that_is_not_utf8_is_a_config_error(tmp_path: Path, encoded: str) -> None:
+    """A Latin-1 comment or a file saved as UTF-16 ended in a traceback (exit 1)."""
+    path = tmp_path / "receiver.yaml"
+    path.write_bytes(("# réception\n" + VALID).encode(encoded))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(path, environ=ENV)
+    assert main(["check-config", "--config", str(path)]) == 2
+
+
+def test_a_secret_file_with_a_byte_order_mark_holds_the_same_secret(tmp_path: Path) -> None:
+    """An editor's byte-order mark became part of a key used as text (Stripe's): every real
+    delivery was refused, while ``sign``, with the same wrong key, agreed."""
+    stripe = next(c for c in CASES if c.id == "stripe")
+    secret_file = tmp_path / "stripe.secret"
+    secret_file.write_bytes(("\ufeff" + stripe.secret(0) + "\r\n").encode())
+    text = f"providers:\n  p: {{scheme: stripe, secret_files: [{secret_file}]}}\n"
+    verifier = load_config(_write(tmp_path, text), environ={}).providers["p"].verifier
+    verifier.verify(stripe.request(0), now_s=NOW)
 
 
 def test_scheme_none_warns(tmp_path: Path) -> None:
