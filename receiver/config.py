@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -48,6 +49,31 @@ from receiver.durations import parse_duration
 from receiver.errors import ConfigError, ConfigProblem
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+_MAX_RETENTION_S = 3650 * 86400
+
+
+def _at_most_ten_years(seconds: float) -> float:
+    # A window meant as "for ever" (100000000w) put expiries past the year 9999, where no
+    # date can be written: the events it kept could not be shown.
+    if seconds > _MAX_RETENTION_S:
+        raise ValueError("a retention window is at most 3650d (ten years)")
+    return seconds
+
+
+def _absolute_http_url(value: str) -> str:
+    # Twilio and Square sign the URL they called: one without a scheme or host, or blank,
+    # fails every delivery's signature.
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or value != value.strip():
+        raise ValueError(
+            "must be the absolute http(s) URL the provider calls, like "
+            "https://hooks.example.com/webhooks/twilio"
+        )
+    return value
+
+
+Retention = Annotated[Duration, AfterValidator(_at_most_ten_years)]
+PublicUrl = Annotated[str, AfterValidator(_absolute_http_url)]
 # Numbers and switches as YAML writes them: ``true`` is not the number 1, nor ``"8"`` a count.
 Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict()]  # an integer is a float too; .inf and .nan are refused
@@ -80,7 +106,7 @@ class ServerSettings(_Strict):
     # opened or after its last answer is closed: idle keep-alives, and slow-header attacks.
     idle_timeout_s: Float = Field(default=15.0, gt=0)
     # The externally visible base URL (behind a proxy), for schemes that sign the URL.
-    public_base_url: str | None = None
+    public_base_url: PublicUrl | None = None
     # All request bodies held in memory at once; a body that would pass it is answered 503.
     body_memory_bytes: Int = Field(default=64 * 1024 * 1024, ge=1)
 
@@ -118,6 +144,12 @@ class WorkerSettings(_Strict):
     shutdown_timeout_s: Float = Field(default=10.0, ge=0)
     backoff_base_s: Float = Field(default=1.0, gt=0)
     backoff_max_s: Float = Field(default=3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _base_within_max(self) -> WorkerSettings:
+        if self.backoff_base_s > self.backoff_max_s:
+            raise ValueError("backoff_base_s must not be more than backoff_max_s")
+        return self
 
 
 class LogSettings(_Strict):
@@ -217,12 +249,12 @@ class ProviderSettings(_Strict):
     tolerance_s: Int | None = Field(default=None, ge=0)
     event_id: str | None = None
     event_type: str | None = None
-    public_url: str | None = None
+    public_url: PublicUrl | None = None
     options: dict[str, Any] | None = None
     handler: HandlerSettings | None = None
     on_conflict: Literal["duplicate", "reject"] = "duplicate"
-    payload_retention: Duration | None = None
-    dedupe_retention: Duration | None = None
+    payload_retention: Retention | None = None
+    dedupe_retention: Retention | None = None
     requeue_dead: Bool = True
     serialize_by: str | None = None
     max_attempts: Int | None = Field(default=None, ge=1)

@@ -415,3 +415,20 @@ def test_an_exposed_admin_host_is_named_even_beside_a_typo_in_its_section(
     assert main(["check-config", "--config", str(_write(tmp_path, text))]) == 2
     err = capsys.readouterr().err
     assert "admin.prot" in err and "admin.host" in err
+
+
+def test_values_that_would_only_fail_later_are_refused_now(tmp_path: Path) -> None:
+    """Each of these passed check-config and serve, then failed every Twilio delivery, made
+    stored events unreadable (an expiry past the year 9999), or made backoff meaningless."""
+    text = """
+server: {public_base_url: hooks.example.com}
+worker: {backoff_base_s: 100, backoff_max_s: 1}
+providers:
+  a: {scheme: none, event_id: body_sha256, dedupe_retention: 100000000w}
+  b: {scheme: twilio, secret_envs: [TW], public_url: "  "}
+"""
+    problems = _problems(tmp_path, text, env={"TW": "twilio-token"})
+    assert "absolute http(s) URL" in problems["server.public_base_url"]
+    assert "absolute http(s) URL" in problems["providers.b.public_url"]
+    assert "at most 3650d" in problems["providers.a.dedupe_retention"]
+    assert "backoff_base_s must not be more than backoff_max_s" in problems["worker"]
