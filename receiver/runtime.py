@@ -225,8 +225,16 @@ def serve(receiver: Receiver, *, loop_factory: Callable[[], asyncio.AbstractEven
 async def run_until_signalled(receiver: Receiver) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    received: list[str] = []
+
+    def request_stop(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
+    # SIGHUP too: a closed terminal or a log rotation's `kill -HUP` ended the process at once,
+    # leaving its handlers' jobs held until their leases ran out.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, request_stop, sig)
     try:
         # Inside the try: a start that fails half-way (a port in use, a database that breaks
         # at the first read) still closes what it opened, or the store's threads would keep
@@ -234,6 +242,6 @@ async def run_until_signalled(receiver: Receiver) -> None:
         await receiver.start()
         _settle_garbage_collector()
         await stop.wait()
-        log.info("shutdown_requested")
+        log.info("shutdown_requested", signal=received[0])
     finally:
         await receiver.stop()

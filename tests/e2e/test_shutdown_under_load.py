@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 from pathlib import Path
 
 import aiohttp
@@ -20,7 +21,12 @@ from tests.support.serve import ServeProcess, serve_config, serve_env
 
 
 @pytest.mark.timeout(60)
-async def test_sigterm_under_load_commits_every_2xx_and_exits_zero(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+async def test_sigterm_under_load_commits_every_2xx_and_exits_zero(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """SIGHUP (a closed terminal, a log rotation's ``kill -HUP``) stops it the same way: it
+    used to end the process at once, its running jobs held until their leases ran out."""
     server = ServeProcess(serve_config(tmp_path), serve_env(), tmp_path / "serve.log")
     server.start()
     report = CrashReport()
@@ -34,12 +40,13 @@ async def test_sigterm_under_load_commits_every_2xx_and_exits_zero(tmp_path: Pat
                 break
             await asyncio.sleep(0.01)
         assert not task.done(), "the load finished before SIGTERM: nothing was in flight"
-        elapsed_s = await asyncio.to_thread(server.terminate, timeout_s=30)
+        elapsed_s = await asyncio.to_thread(server.terminate, timeout_s=30, sig=sig)
     finally:
         stop.set()
         server.kill()
         await task
     assert server.returncode == 0, server.log_path.read_text()[-2000:]
+    assert f'"signal":"{sig.name}"' in server.log_path.read_text()
     assert elapsed_s < 15  # shutdown_timeout_s is 10 s; in practice well under a second
     check_acknowledged(tmp_path / "receiver.db", report)
     assert not report.problems

@@ -81,11 +81,11 @@ class ServeProcess:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
-    def terminate(self, *, timeout_s: float = 15.0) -> float:
-        """SIGTERM and wait; returns how long the exit took."""
+    def terminate(self, *, timeout_s: float = 15.0, sig: signal.Signals = signal.SIGTERM) -> float:
+        """SIGTERM (or ``sig``) and wait; returns how long the exit took."""
         assert self.proc is not None
         started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(sig)
         self.proc.wait(timeout=timeout_s)
         return time.monotonic() - started
 
