@@ -210,15 +210,20 @@ def _add_config_option(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _explain(exc: BaseException) -> str:
-    """The cause chain in plain words, without tracebacks."""
+    """The cause chain in plain words, without tracebacks (and without the causes an error
+    raised ``from None`` already put in its own words)."""
     parts = [str(exc) or type(exc).__name__]
-    cause = exc.__cause__ or exc.__context__
+    cause = _cause_of(exc)
     while cause is not None and len(parts) < 4:
         text = str(cause)
         if text and text not in parts:
             parts.append(text)
-        cause = cause.__cause__ or cause.__context__
+        cause = _cause_of(cause)
     return ": ".join(parts)
+
+
+def _cause_of(exc: BaseException) -> BaseException | None:
+    return exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

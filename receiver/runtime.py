@@ -131,7 +131,7 @@ class Receiver:
         if problems:  # the one check check-config runs too (an exposed admin API)
             raise StartupError("; ".join(str(problem) for problem in problems))
 
-    async def _start_site(self, app: web.Application, host: str, port: int) -> int:
+    async def _start_site(self, app: web.Application, section: str, host: str, port: int) -> int:
         runner = web.AppRunner(
             app,
             access_log=None,
@@ -147,7 +147,16 @@ class Receiver:
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # which setting to change, not only the system's words
+            # asyncio's bind error repeats the address; a name lookup's (gaierror) errno is not
+            # an errno, its text is the cause.
+            errno = exc.errno or 0
+            cause = os.strerror(errno) if errno > 0 else (exc.strerror or str(exc))
+            raise StartupError(
+                f"cannot listen on {section}.host:{section}.port ({host}:{port}): {cause}"
+            ) from None
         # The bound address tells the real port when 0 (any free port) was asked for.
         return int(runner.addresses[0][1])
 
@@ -170,8 +179,9 @@ class Receiver:
         self.purger.start()
         await self.worker.start()
         s = self.config.settings
-        self.ingest_port = await self._start_site(self.ingest_app, s.server.host, s.server.port)
-        self.admin_port = await self._start_site(self.admin_app, s.admin.host, s.admin.port)
+        ingest, admin = (s.server.host, s.server.port), (s.admin.host, s.admin.port)
+        self.ingest_port = await self._start_site(self.ingest_app, "server", *ingest)
+        self.admin_port = await self._start_site(self.admin_app, "admin", *admin)
         log.info(
             "receiver_started",
             ingest=f"{s.server.host}:{self.ingest_port}",

@@ -41,11 +41,13 @@ def test_a_port_already_in_use_exits_1_after_opening_the_database(tmp_path: Path
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
-        config = serve_config(tmp_path, server={"port": holder.getsockname()[1]})
+        port = holder.getsockname()[1]
+        config = serve_config(tmp_path, server={"port": port})
         result = _serve(config, tmp_path / "serve.log")
     output = (tmp_path / "serve.log").read_text()
     assert result.returncode == 1, output
-    assert "address already in use" in output
+    assert f"cannot listen on server.host:server.port (127.0.0.1:{port})" in output
+    assert "address already in use" in output.lower()
     assert "Traceback" not in output
 
 
