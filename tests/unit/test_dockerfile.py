@@ -27,6 +27,19 @@ def test_runs_as_non_root_with_a_data_volume_and_a_health_check() -> None:
     assert "HEALTHCHECK" in text and "/healthz" in text
 
 
+def test_an_init_reaps_orphans_and_the_build_context_leaves_data_out() -> None:
+    """receiver as PID 1 never reaped the orphans of a command handler's children (zombies
+    piled up); a build sent ``data/``, real webhook bodies, as part of its context."""
+    text = DOCKERFILE.read_text()
+    entrypoint = next(line for line in text.splitlines() if line.startswith("ENTRYPOINT "))
+    assert entrypoint.startswith('ENTRYPOINT ["/usr/bin/tini", "--", "receiver"')
+    ignored = Path(".dockerignore").read_text().split()
+    assert {".git", ".venv", "data", "*.db"} <= set(ignored)
+    # Everything the build copies stays in the context.
+    copied = {"pyproject.toml", "README.md", "receiver", "config"}
+    assert not copied & set(ignored)
+
+
 def test_the_image_config_points_the_database_at_the_volume() -> None:
     import yaml
 
