@@ -13,8 +13,12 @@ import functools
 import re
 
 _CREDENTIAL = re.compile(
-    r"auth|token|secret|passw|signature|hmac|cookie|session|credential"
-    r"|api-?key|private-?key|access-?key|client-?key|secret-?key"
+    r"auth|token|secret|passw|passcode|pwd|signature|hmac|cookie|session|credential|bearer"
+    r"|jwt|oidc|(?:api|private|access|client|secret|subscription|functions|webhook|signing"
+    r"|shared|master|account|app)-?key"
+    # "sig" and "key" as a whole word ("X-Hook-Sig", "Key"), not inside one: Idempotency-Key
+    # and X-Event-Key (Bitbucket's event type) name no secret.
+    r"|(?:^|-)sig(?:-|$)|^key$"
 )
 
 
