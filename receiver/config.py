@@ -109,6 +109,9 @@ class ServerSettings(_Strict):
     public_base_url: PublicUrl | None = None
     # All request bodies held in memory at once; a body that would pass it is answered 503.
     body_memory_bytes: Int = Field(default=64 * 1024 * 1024, ge=1)
+    # Open connections at once; the next is answered 503 and closed (each holds a descriptor
+    # and its unfinished request head).
+    max_connections: Int = Field(default=512, ge=1, le=65536)
 
     @model_validator(mode="after")
     def _one_body_fits(self) -> ServerSettings:

@@ -47,6 +47,12 @@ class Metrics:
         self.duplicates = Counter(
             "receiver_duplicates_total", "Redeliveries recognised", ["provider"], registry=r
         )
+        self.connections_refused = Counter(
+            "receiver_connections_refused_total",
+            "Connections answered 503 at once: the listener had max_connections open",
+            ["listener"],
+            registry=r,
+        )
         self.conflicts = Counter(
             "receiver_conflicts_total",
             "Redeliveries whose body differs from the original",

@@ -8,6 +8,7 @@ __all__ = ["Receiver", "StartupError", "run_until_signalled"]
 import asyncio
 import gc
 import os
+import resource
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from receiver.metrics import Metrics
 from receiver.server.admin_auth import AdminTokens
 from receiver.server.admin_routes import AdminServices
 from receiver.server.app import build_admin_app, build_ingest_app
+from receiver.server.connection_cap import cap_connections
 from receiver.server.health_routes import Readiness
 from receiver.server.ingest_routes import IngestLimits
 from receiver.server.protocol_log import route_aiohttp_server_log
@@ -39,6 +41,13 @@ log = structlog.get_logger("receiver")
 _GC_YOUNG_THRESHOLD = 10_000
 # How long tasks still running after shutdown get to end before they are left behind.
 _LEFTOVER_GRACE_S = 1.0
+# Header lines a request head may have (aiohttp's default is 128, 8 KiB each).
+_MAX_HEADERS = 64
+# Open connections on the admin listener: operators, dashboards, a scraper, probes.
+_ADMIN_MAX_CONNECTIONS = 64
+# Descriptors beyond the listeners' connections: the database, the worker's handler
+# connections and commands, logs.
+_SPARE_FILES = 256
 
 
 def _file_bytes(path: Path) -> int:
@@ -143,9 +152,18 @@ class Receiver:
             # aiohttp closes a connection idle this long, also one that never finished its
             # request head (its default is an hour: a slow-header client would hold a socket).
             keepalive_timeout=self.config.settings.server.idle_timeout_s,
+            # aiohttp allows 128 header lines of 8 KiB each, kept until the head is complete:
+            # a webhook carries a few dozen (more pass through proxies).
+            max_headers=_MAX_HEADERS,
         )
         await runner.setup()
         self._runners.append(runner)
+        cap_connections(
+            runner,
+            listener=section,
+            max_connections=self._max_connections(section),
+            on_refused=lambda listener: self.metrics.connections_refused.labels(listener).inc(),
+        )
         site = web.TCPSite(runner, host, port, reuse_address=True)
         try:
             await site.start()
@@ -160,8 +178,32 @@ class Receiver:
         # The bound address tells the real port when 0 (any free port) was asked for.
         return int(runner.addresses[0][1])
 
+    def _max_connections(self, section: str) -> int:
+        if section == "admin":
+            return _ADMIN_MAX_CONNECTIONS
+        return self.config.settings.server.max_connections
+
+    def _raise_open_files_limit(self) -> None:
+        """Let the soft open-files limit (often 1024) hold every connection the listeners
+        admit, as far as the hard limit allows; say so when it cannot."""
+        needed = self.config.settings.server.max_connections + _ADMIN_MAX_CONNECTIONS
+        needed += self.config.settings.worker.concurrency + _SPARE_FILES
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            if raised < needed:
+                unfiltered_logger("receiver").warning(
+                    "open_files_limit_low",
+                    limit=raised,
+                    needed=needed,
+                    message="server.max_connections may run the process out of file "
+                    "descriptors: lower it, or raise the hard open-files limit (ulimit -Hn)",
+                )
+
     async def start(self) -> None:
         self._check_admin_exposure()
+        self._raise_open_files_limit()
         route_aiohttp_server_log()
         startup_log = unfiltered_logger("receiver")  # shown even with logging.level: error
         for warning in self.config.warnings:

@@ -128,3 +128,62 @@ async def test_a_client_that_hangs_up_mid_body_is_a_quiet_rejection(
     out = capsys.readouterr().out
     assert "client_disconnected" in out
     assert "unhandled_error" not in out and "Traceback" not in out
+
+
+def _signed_request(msg_id: str) -> bytes:
+    body = event_body(msg_id)
+    headers = {k.encode(): v.encode() for k, v in signed_headers(body, msg_id=msg_id).items()}
+    headers[b"Content-Length"] = str(len(body)).encode()
+    return request_head(b"/webhooks/sw", headers) + body
+
+
+async def test_past_max_connections_a_new_one_is_answered_503_and_the_rest_serve_on(
+    tmp_path: Path,
+) -> None:
+    """Idle connections (a client that opens them and sends nothing) ran the process out of
+    file descriptors, and with it the admin listener, the worker and the database."""
+    path = factories.write_config(tmp_path, server={"max_connections": 3, "idle_timeout_s": 30})
+    env = factories.test_environ()
+    receiver = Receiver(load_config(path, environ=env), environ=env)
+    await receiver.start()
+    held = []
+    try:
+        for _ in range(3):
+            held.append(await asyncio.open_connection("127.0.0.1", receiver.ingest_port))
+        await asyncio.sleep(0.1)  # the server has taken them
+        reader, writer = await asyncio.open_connection("127.0.0.1", receiver.ingest_port)
+        refused = await read_response(reader)
+        writer.close()
+        assert refused is not None and refused.status == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"] == "server_busy"
+        refusals = receiver.metrics.connections_refused.labels("server")
+        assert refusals._value.get() == 1
+        # The held ones still serve, and a freed place serves a new client.
+        first_reader, first_writer = held[0]
+        first_writer.write(_signed_request("capped-1"))
+        answer = await read_response(first_reader)
+        assert answer is not None and answer.status == 200
+        for _, writer in held:
+            writer.close()
+        await asyncio.sleep(0.2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", receiver.ingest_port)
+        writer.write(_signed_request("capped-2"))
+        answer = await read_response(reader)
+        writer.close()
+        assert answer is not None and answer.status == 200
+    finally:
+        await receiver.stop()
+
+
+async def test_a_head_with_more_header_lines_than_a_webhook_needs_is_refused(
+    running: Receiver,
+) -> None:
+    """aiohttp's default, 128 header lines of 8 KiB each kept until the head ends, let a few
+    hundred connections hold a gigabyte."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.ingest_port)
+    many = {f"X-Filler-{i}".encode(): b"a" * 100 for i in range(65)}
+    writer.write(request_head(b"/webhooks/sw", {**many, b"Content-Length": b"0"}))
+    answer = await read_response(reader)
+    writer.close()
+    assert answer is not None and answer.status == 400
