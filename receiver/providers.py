@@ -289,6 +289,11 @@ def _resolve_one(
     except ValueError as exc:
         problems.append(ConfigProblem(prefix, str(exc)))
         return None
+    if ps.tolerance_s is not None and getattr(verifier, "tolerance_s", None) is None:
+        warnings.append(
+            f"provider {name}: tolerance_s has no effect, scheme {scheme.name} signs no "
+            "timestamp here (an old delivery replayed cannot be told by its age)"
+        )
     return Provider(
         name=name,
         settings=ps,

@@ -54,6 +54,11 @@ class GitlabVerifier:
         self.signing = signing
         self.require_signature = require_signature
 
+    @property
+    def tolerance_s(self) -> int | None:
+        """The window of signed deliveries (a plain token signs no time)."""
+        return self.signing.tolerance_s if self.signing is not None else None
+
     def verify(self, request: InboundRequest, *, now_s: float) -> None:
         has_signature = bool((request.header(_SIGNATURE_HEADER) or "").strip())
         use_signing = has_signature or self.require_signature or not self.tokens

@@ -229,6 +229,22 @@ def test_scheme_none_warns(tmp_path: Path) -> None:
     assert any("NOT verified" in w for w in config.warnings)
 
 
+def test_a_window_on_a_scheme_that_signs_no_time_warns(tmp_path: Path) -> None:
+    """``tolerance_s: 300`` on GitHub read as "old replays are refused", and changed nothing."""
+    text = (
+        "providers:\n"
+        "  gh: {scheme: github, secret_envs: [GH], tolerance_s: 300}\n"
+        "  gl: {scheme: gitlab, secret_envs: [GL], tolerance_s: 300}\n"
+        "  sw: {scheme: standard-webhooks, secret_envs: [SW_SECRET], tolerance_s: 60}\n"
+    )
+    env = {"GH": "gh-secret", "GL": SECRET, "SW_SECRET": SECRET}
+    warnings = load_config(_write(tmp_path, text), environ=env).warnings
+    assert [w for w in warnings if "tolerance_s has no effect" in w] == [
+        "provider gh: tolerance_s has no effect, scheme github signs no timestamp here (an old "
+        "delivery replayed cannot be told by its age)"
+    ]
+
+
 def test_check_config_prints_a_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
