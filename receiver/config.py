@@ -165,6 +165,7 @@ class LogSettings(_Strict):
 _RESERVED_HEADERS = frozenset(
     {
         "connection",
+        "content-encoding",
         "content-length",
         "content-type",
         "expect",

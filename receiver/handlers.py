@@ -195,6 +195,10 @@ class HttpTarget:
         )
         if event.type is not None:
             headers["Receiver-Event-Type"] = event.type
+        # The body is forwarded as it came: compressed bytes need their coding named with them.
+        encoding = event.headers.get("content-encoding")
+        if encoding:
+            headers["Content-Encoding"] = encoding
         return headers
 
     async def run(self, event: HandlerEvent) -> Outcome:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import gzip
 import json
 import os
 import sqlite3
@@ -180,6 +181,21 @@ def http_handler(url: str, **extra: Any) -> dict[str, Any]:
 
 
 # -- the three handler kinds, end to end ---------------------------------------------------
+
+
+async def test_http_handler_names_the_content_encoding_of_the_bytes_it_forwards(
+    store: SqliteStore, clock: FakeClock, make_sink: MakeSink
+) -> None:
+    """A gzip body was forwarded byte for byte without its Content-Encoding: the downstream
+    read compressed bytes as JSON."""
+    sink = await make_sink()
+    worker = make_worker(store, clock, {"shop": http_handler(sink.url)}, concurrency=1)
+    plain = b'{"n": 1}'
+    await record(store, "shop", 1, body=gzip.compress(plain), headers={"content-encoding": "gzip"})
+    await worker.run(until_empty=True)
+    [(headers, body, _)] = sink.requests
+    assert headers["Content-Encoding"] == "gzip"
+    assert body == plain  # the sink's aiohttp inflated it, as any server would
 
 
 async def test_http_handler_posts_original_bytes_with_stable_headers(

@@ -93,6 +93,7 @@ def new_event(
     content_type: str = "application/json",
     has_handler: bool = True,
     serialize_key: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> NewEvent:
     """A verified, keyed event as ingest hands it to the store (key ``{provider}:evt_{n}``)."""
     payload = body if body is not None else json.dumps({"n": n}).encode()
@@ -102,7 +103,7 @@ def new_event(
         provider_event_id=f"evt_{n}",
         event_type="order.created",
         body=payload,
-        headers={"content-type": content_type, "x-shop": "demo"},
+        headers={"content-type": content_type, "x-shop": "demo", **(headers or {})},
         content_type=content_type,
         fingerprint=hashlib.sha256(payload).hexdigest(),
         received_at_s=now,
