@@ -131,7 +131,8 @@ class AdminSettings(_Strict):
 
 
 class StorageSettings(_Strict):
-    path: Path = Path("data/receiver.db")
+    # A leading "~" is the home directory (it made a folder named "~" in the working one).
+    path: Annotated[Path, AfterValidator(Path.expanduser)] = Path("data/receiver.db")
     # How long a write may wait for a lock before ingest answers 503.
     busy_timeout_s: Float = Field(default=2.0, gt=0, le=60)
     synchronous: Literal["FULL", "NORMAL"] = "FULL"

@@ -43,6 +43,7 @@ async def test_metrics_follow_accept_duplicate_conflict_and_reject(
     assert _value(after, "receiver_conflicts_total", provider="plain") == 1
     assert _value(after, "receiver_rejections_total", cause="invalid_body", provider="plain") == 1
     assert _value(after, "receiver_rejections_total", cause="missing_signature", provider="sw") == 1
+    assert "_created" not in after  # one series per counter, not two
     for name in (
         "receiver_purged_payloads_total",
         "receiver_purged_events_total",

@@ -448,3 +448,10 @@ providers:
     assert "absolute http(s) URL" in problems["providers.b.public_url"]
     assert "at most 3650d" in problems["providers.a.dedupe_retention"]
     assert "backoff_base_s must not be more than backoff_max_s" in problems["worker"]
+
+
+def test_a_database_path_under_the_home_directory_is_expanded(tmp_path: Path) -> None:
+    """``~/receiver/r.db`` made a folder named "~" in the working directory."""
+    text = VALID.replace("storage: {path: data/receiver.db}", "storage: {path: ~/rcv/r.db}")
+    config = load_config(_write(tmp_path, text), environ=ENV)
+    assert config.settings.storage.path == Path.home() / "rcv" / "r.db"
