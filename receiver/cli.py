@@ -171,10 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="receiver", description="Webhook receiver and redelivery deduplicator."
     )
-    parser.add_argument(
-        "--config",
-        help="path to the YAML config (default: $RECEIVER_CONFIG, then config/receiver.yaml)",
-    )
+    parser.add_argument("--config", help=cli_ops.CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("serve", help="run the ingest server, the admin server and the worker")
     sub.add_parser("check-config", help="validate the config and summarise the providers")
@@ -205,7 +202,7 @@ def _add_config_option(sub: argparse._SubParsersAction[argparse.ArgumentParser])
             dest="config",
             default=argparse.SUPPRESS,
             metavar="PATH",
-            help="path to the YAML config (default: $RECEIVER_CONFIG, then config/receiver.yaml)",
+            help=cli_ops.CONFIG_HELP,
         )
 
 

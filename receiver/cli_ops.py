@@ -294,10 +294,13 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cursor", help="continue where the last run said (its --cursor)")
 
 
-def _hidden_config(parser: argparse.ArgumentParser) -> None:
-    # Accept --config after the subcommand too, like the other commands.
+CONFIG_HELP = "path to the YAML config (default: $RECEIVER_CONFIG, then config/receiver.yaml)"
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    # Accept --config after the action too, like the other commands, and say so in its --help.
     parser.add_argument(
-        "--config", dest="config", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        "--config", dest="config", default=argparse.SUPPRESS, metavar="PATH", help=CONFIG_HELP
     )
 
 
@@ -313,7 +316,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     show.add_argument("id", type=_event_id, help="event id")
     show.add_argument("--json", action="store_true", help="JSON for scripts")
     for parser in (listing, show):
-        _hidden_config(parser)
+        _config_option(parser)
 
     replay = sub.add_parser("replay", help="queue events again (by id, or by filter)")
     replay.add_argument("ids", nargs="*", type=_event_id, metavar="ID", help="event ids")

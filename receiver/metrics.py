@@ -18,7 +18,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 # No ``*_created`` series beside every counter and histogram: one more series per label set
 # that dashboards and alerts do not use (the setting is the process's, as the server is).
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # Handlers are slower than an ingest ack: up to their timeouts (seconds to minutes).

@@ -260,3 +260,7 @@ def test_every_command_documents_its_config_option(capsys: pytest.CaptureFixture
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "--config PATH" in capsys.readouterr().out, command
+    for action in ("list", "show"):  # the events actions' own --help, where it was hidden
+        with pytest.raises(SystemExit):
+            main(["events", action, "--help"])
+        assert "--config PATH" in capsys.readouterr().out, action
