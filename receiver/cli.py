@@ -114,6 +114,8 @@ def _sign(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if is_stdin and sys.stdin.isatty():  # else it looks like a hang
+        print("reading the body from the terminal; end it with Ctrl-D", file=sys.stderr)
     body = sys.stdin.buffer.read() if is_stdin else Path(args.body).read_bytes()
     s = config.settings
     url = args.url or f"{_origin(s.server.host, s.server.port)}/webhooks/{args.provider}"

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import pty
 import shlex
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -264,3 +269,32 @@ def test_every_command_documents_its_config_option(capsys: pytest.CaptureFixture
         with pytest.raises(SystemExit):
             main(["events", action, "--help"])
         assert "--config PATH" in capsys.readouterr().out, action
+
+
+def _sign_from_a_terminal(config: Path, typed: bytes) -> subprocess.CompletedProcess[bytes]:
+    controller, terminal = pty.openpty()
+    argv = [sys.executable, "-m", "receiver", "sign", "--config", str(config), "--provider", "sw"]
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+        )
+        os.write(controller, typed)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+async def test_a_body_read_from_the_terminal_is_announced(signing: tuple[Harness, Path]) -> None:
+    """``receiver sign --provider sw`` with no --body sat waiting on the terminal, silently."""
+    harness, _ = signing
+    config = harness.receiver.config.path
+    done = await asyncio.to_thread(_sign_from_a_terminal, config, b'{"id": 1}\n\x04')  # Ctrl-D
+    assert done.returncode == 0, done.stderr
+    assert b"reading the body from the terminal; end it with Ctrl-D" in done.stderr
+    assert b"webhook-signature: v1," in done.stdout
