@@ -130,9 +130,16 @@ class AdminSettings(_Strict):
     read_token_env: str | None = Field(default=None, pattern=ENV_NAME)
 
 
-class StorageSettings(_Strict):
+def _expand_home(path: Path) -> Path:
     # A leading "~" is the home directory (it made a folder named "~" in the working one).
-    path: Annotated[Path, AfterValidator(Path.expanduser)] = Path("data/receiver.db")
+    try:
+        return path.expanduser()
+    except RuntimeError:  # "~someone" with no such user
+        raise ValueError(f"{str(path)[:80]!r} names a home directory that does not exist") from None
+
+
+class StorageSettings(_Strict):
+    path: Annotated[Path, AfterValidator(_expand_home)] = Path("data/receiver.db")
     # How long a write may wait for a lock before ingest answers 503.
     busy_timeout_s: Float = Field(default=2.0, gt=0, le=60)
     synchronous: Literal["FULL", "NORMAL"] = "FULL"

@@ -141,13 +141,17 @@ class Document:
             return self.body
         value = self.json
         if isinstance(value, dict):
-            if fields.isdisjoint(value):
+            exact = self.exact_json  # every number as sent: 2**70 and 2**70 + 1 stay two
+            if fields.isdisjoint(value) or not isinstance(exact, dict):
                 return self.body
-            kept = {k: v for k, v in value.items() if k not in fields}
+            kept = {k: v for k, v in exact.items() if k not in fields}
             try:
-                return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS, default=str)
-            except TypeError:  # nested deeper than orjson writes (255): the whole body, then
+                text = json.dumps(
+                    kept, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+                )
+            except (RecursionError, ValueError):  # too deep to write again: the whole body
                 return self.body
+            return text.encode("utf-8", "surrogatepass")
         form = self.form if value is None else {}
         if fields.isdisjoint(form):
             return self.body

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = ["admin_log_middleware"]
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -37,6 +38,9 @@ async def admin_log_middleware(request: web.Request, handler: _Handler) -> web.S
         return response
     except web.HTTPException as exc:
         status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away first (nginx's word for it)
         raise
     finally:
         access = request.get(ADMIN_ACCESS)

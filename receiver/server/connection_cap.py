@@ -16,6 +16,7 @@ __all__ = ["cap_connections"]
 import asyncio
 import time
 from collections.abc import Callable
+from typing import cast
 
 import orjson
 import structlog
@@ -25,6 +26,7 @@ log = structlog.get_logger("receiver.http")
 
 _RETRY_AFTER_S = 1
 _LOG_EVERY_S = 10.0
+_ARRIVAL_S = 5.0  # far longer than a connection takes from its handler to being made
 _BODY = orjson.dumps(
     {"error": "server_busy", "detail": "too many connections are open; retry shortly"}
 )
@@ -41,23 +43,32 @@ class _Refused(asyncio.Protocol):
     """Answers 503 without reading anything, and closes."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.write(_ANSWER)
+        # A stream transport, whatever its class: uvloop's derive from no asyncio one.
+        cast(asyncio.WriteTransport, transport).write(_ANSWER)
         transport.close()
 
 
 class _CappedServer(web.Server):
-    """aiohttp's connection factory, with a cap on the connections it has open."""
+    """aiohttp's connection factory, with a cap on the connections it has open or opening."""
 
     max_connections: int
     listener: str
     on_refused: Callable[[str], None]
     _last_logged: float
     _unlogged: int
+    # Handlers made but not yet connected (the loop connects them a moment later, so a burst
+    # would pass a cap that counted connected ones only), with when they were made.
+    _arriving: dict[web.RequestHandler, float]
 
     def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
-        if len(self.connections) < self.max_connections:
-            return super().__call__()
+        now = time.monotonic()
+        for handler, made_at in list(self._arriving.items()):
+            if now - made_at > _ARRIVAL_S:  # its connection failed before it was made
+                del self._arriving[handler]
+        if len(self.connections) + len(self._arriving) < self.max_connections:
+            handler = super().__call__()
+            self._arriving[handler] = now
+            return handler
         self.on_refused(self.listener)
         self._unlogged += 1
         now = time.monotonic()
@@ -70,6 +81,10 @@ class _CappedServer(web.Server):
             )
             self._last_logged, self._unlogged = now, 0
         return _Refused()
+
+    def connection_made(self, handler: web.RequestHandler, transport: asyncio.Transport) -> None:
+        self._arriving.pop(handler, None)
+        super().connection_made(handler, transport)
 
 
 def cap_connections(
@@ -91,3 +106,4 @@ def cap_connections(
     capped.on_refused = on_refused
     capped._last_logged = float("-inf")
     capped._unlogged = 0
+    capped._arriving = {}

@@ -221,8 +221,10 @@ class JobQueue:
         from the config, or its handler taken away): no worker would ever claim them again,
         so they would show as processing for ever. Their jobs go back to queued (where
         ``waiting_for_a_handler`` counts them) and their events to received, like every event
-        of a provider without a handler; the open attempt is closed as a lost lease. Returns
-        how many, and whether others are still leased (a look later will find them)."""
+        of a provider without a handler; the open attempt is closed as a lost lease. Events
+        such a provider left queued or retrying read received too: no run is pending for them
+        here, and retention purges them on time. Returns how many events changed, and whether
+        others are still leased (a look later will find them)."""
 
         def work(conn: sqlite3.Connection) -> tuple[int, bool]:
             placeholders, params = _in(handled)
@@ -257,7 +259,17 @@ class JobQueue:
                     f"UPDATE events SET status = ? WHERE id IN ({marks})",
                     (str(EventStatus.RECEIVED), *chunk),
                 )
-            return len(ids), bool(still_leased)
+            waiting = conn.execute(
+                "UPDATE events SET status = :received WHERE status IN (:queued, :retrying)"
+                f"{unhandled}",
+                {
+                    "received": str(EventStatus.RECEIVED),
+                    "queued": str(EventStatus.QUEUED),
+                    "retrying": str(EventStatus.RETRYING),
+                    **params,
+                },
+            ).rowcount
+            return len(ids) + max(waiting, 0), bool(still_leased)
 
         return await self._db.transaction_sync(work, is_flushed=False)
 

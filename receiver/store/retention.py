@@ -29,6 +29,7 @@ __all__ = ["PurgeReport", "PurgeTask", "Retention", "RetentionPolicy", "policies
 import asyncio
 import contextlib
 import functools
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -45,12 +46,53 @@ from receiver.store.rejections import DEFAULT_KEEP_REJECTIONS, trim_rejections
 
 log = structlog.get_logger("receiver.retention")
 
-_Step = Callable[[aiosqlite.Connection, float], Awaitable[int]]
 # A payload's window counts from its arrival, or from the redelivery that brought it back.
 _PAYLOAD_KEPT_FROM = "coalesce(payload_restored_at, received_at)"
-# Leaves out the events a worker will still run: their payload and key outlive their expiry.
-_NO_RUN_PENDING = "status NOT IN ({})".format(
-    ", ".join(f"'{s}'" for s in (EventStatus.QUEUED, EventStatus.PROCESSING, EventStatus.RETRYING))
+# Events a worker here will still run: their payload and key outlive their expiry. (The worker
+# relabels the events of a provider with no handler ``received`` at start: nothing runs those.)
+_RUN_PENDING = (EventStatus.QUEUED, EventStatus.PROCESSING, EventStatus.RETRYING)
+_NO_RUN_PENDING = "status NOT IN ({})".format(", ".join(f"'{s}'" for s in _RUN_PENDING))
+
+
+@dataclass(frozen=True, slots=True)
+class _Expiry:
+    """One expiry an event can pass: which rows have it due (walked on the reader in the order
+    of its index, ``column`` then id, each step a seek) and what is done to them (on the
+    writer, where every condition is checked again)."""
+
+    column: str
+    also: str  # the index's own condition, "" when it has none
+    act: str  # an UPDATE or DELETE whose WHERE ends "id IN ({ids})", the marks filled in
+    act_params: Callable[[float], tuple[object, ...]]
+
+    def same_expiry(self) -> str:
+        """Rows past the walk's place that share its expiry (a batch's events do)."""
+        return (
+            f"SELECT id, {self.column}, status FROM events WHERE {self.also}{self.column} = ?"
+            " AND id > ? ORDER BY id LIMIT ?"
+        )
+
+    def later_expiry(self) -> str:
+        return (
+            f"SELECT id, {self.column}, status FROM events WHERE {self.also}{self.column} > ?"
+            f" AND {self.column} <= ? ORDER BY {self.column}, id LIMIT ?"
+        )
+
+
+_PAYLOAD_EXPIRY = _Expiry(
+    column="payload_expires_at",
+    also="body IS NOT NULL AND ",
+    act="UPDATE events SET body = NULL, headers = NULL, payload_purged_at = ?"
+    f" WHERE body IS NOT NULL AND payload_expires_at <= ? AND {_NO_RUN_PENDING}"
+    " AND id IN ({ids})",
+    act_params=lambda now: (now, now),
+)
+_DEDUPE_EXPIRY = _Expiry(
+    column="dedupe_expires_at",
+    also="",
+    act=f"DELETE FROM events WHERE dedupe_expires_at <= ? AND {_NO_RUN_PENDING}"
+    " AND id IN ({ids})",
+    act_params=lambda now: (now,),
 )
 
 
@@ -135,9 +177,9 @@ class Retention:
         if not self._is_policy_applied:
             await self._apply_policies(is_stopping)
         now = self._clock()
-        payloads = await self._in_batches(self._purge_payloads, now, is_stopping)
-        events = await self._in_batches(self._delete_expired, now, is_stopping)
-        rejections = await self._in_batches(self._trim_rejections, now, is_stopping)
+        payloads = await self._in_batches(_PAYLOAD_EXPIRY, now, is_stopping)
+        events = await self._in_batches(_DEDUPE_EXPIRY, now, is_stopping)
+        rejections = await self._trim_rejections(is_stopping)
         report = PurgeReport(
             payloads_purged=payloads, events_deleted=events, rejections_deleted=rejections
         )
@@ -145,15 +187,62 @@ class Retention:
             log.info("retention_purged", **report.as_json())
         return report
 
-    async def _in_batches(self, step: _Step, now: float, is_stopping: Callable[[], bool]) -> int:
+    async def _in_batches(
+        self, expiry: _Expiry, now: float, is_stopping: Callable[[], bool]
+    ) -> int:
+        """Act on every event ``expiry`` has due at ``now``, a batch per short transaction.
+        The events a worker still runs are walked past on the reader, once per run, however
+        many wait (a backlog behind a handler outage), never holding the writer."""
+        total = 0
+        after: tuple[float, int] = (-math.inf, 0)
+        while not is_stopping():
+            started = time.monotonic()
+            ids, after, is_done = await self._next_due(expiry, now, after)
+            if ids:
+                sql = expiry.act.format(ids=",".join("?" * len(ids)))
+                params = (*expiry.act_params(now), *ids)
+                total += await self._db.transaction(
+                    functools.partial(_rowcount, sql=sql, params=params)
+                )
+            if is_done:
+                break
+            # Rest as long as the batch took: ingest gets the writer at least half the time.
+            await self._sleep(time.monotonic() - started)
+        return total
+
+    async def _next_due(
+        self, expiry: _Expiry, now: float, after: tuple[float, int]
+    ) -> tuple[list[int], tuple[float, int], bool]:
+        """The next batch of due events no run is pending for, where the walk got to, and
+        whether it reached the end."""
+        ids: list[int] = []
+        limit = self._batch_size
+        async with self._db.reading() as conn:
+            while len(ids) < limit:
+                rows = list(await conn.execute_fetchall(expiry.same_expiry(), (*after, limit)))
+                if len(rows) < limit:
+                    rows += await conn.execute_fetchall(
+                        expiry.later_expiry(), (after[0], now, limit - len(rows))
+                    )
+                ids += [int(row[0]) for row in rows if row[2] not in _RUN_PENDING]
+                if rows:
+                    after = (float(rows[-1][1]), int(rows[-1][0]))
+                if len(rows) < limit:
+                    return ids, after, True
+        return ids, after, False
+
+    async def _trim_rejections(self, is_stopping: Callable[[], bool]) -> int:
         total = 0
         while not is_stopping():
             started = time.monotonic()
-            done = await self._db.transaction(lambda conn: step(conn, now))
-            total += done
-            if done < self._batch_size:
+            trimmed = await self._db.transaction(
+                lambda conn: trim_rejections(
+                    conn, keep=self._keep_rejections, limit=self._batch_size
+                )
+            )
+            total += trimmed
+            if trimmed < self._batch_size:
                 break
-            # Rest as long as the batch took: ingest gets the writer at least half the time.
             await self._sleep(time.monotonic() - started)
         return total
 
@@ -212,25 +301,10 @@ class Retention:
             )
         return bool(next(iter(rows))[0])
 
-    async def _purge_payloads(self, conn: aiosqlite.Connection, now: float) -> int:
-        cursor = await conn.execute(
-            "UPDATE events SET body = NULL, headers = NULL, payload_purged_at = ?"
-            " WHERE id IN (SELECT id FROM events WHERE body IS NOT NULL"
-            f" AND payload_expires_at <= ? AND {_NO_RUN_PENDING} LIMIT ?)",
-            (now, now, self._batch_size),
-        )
-        return max(cursor.rowcount, 0)
 
-    async def _delete_expired(self, conn: aiosqlite.Connection, now: float) -> int:
-        cursor = await conn.execute(
-            "DELETE FROM events WHERE id IN"
-            f" (SELECT id FROM events WHERE dedupe_expires_at <= ? AND {_NO_RUN_PENDING} LIMIT ?)",
-            (now, self._batch_size),
-        )
-        return max(cursor.rowcount, 0)
-
-    async def _trim_rejections(self, conn: aiosqlite.Connection, now: float) -> int:
-        return await trim_rejections(conn, keep=self._keep_rejections, limit=self._batch_size)
+async def _rowcount(conn: aiosqlite.Connection, *, sql: str, params: tuple[object, ...]) -> int:
+    cursor = await conn.execute(sql, params)
+    return max(cursor.rowcount, 0)
 
 
 _REEXPIRE_RANGE = 2000

@@ -7,7 +7,7 @@ CREATE TABLE events (
     key                 TEXT    NOT NULL UNIQUE,      -- "{provider}:{event id}": the dedupe key
     provider_event_id   TEXT    NOT NULL,
     event_type          TEXT,
-    fingerprint         TEXT    NOT NULL,             -- hex SHA-256 of the body
+    fingerprint         TEXT    NOT NULL,             -- hex SHA-256 of the body (keys.py: event_sha256)
     body                BLOB,                         -- NULL once the payload is purged
     headers             TEXT,                         -- JSON object, credentials removed; NULL once purged
     content_type        TEXT,

@@ -351,3 +351,45 @@ async def test_a_dead_event_requeued_for_a_provider_without_a_handler_reads_rece
     assert _event_row(h, "short:gone")[4] == "received"  # type: ignore[index]
     h.clock.advance(HOUR_S)
     assert (await h.receiver.store.retention.purge_once()).payloads_purged == 1
+
+
+async def test_events_left_queued_by_a_removed_handler_are_purged_on_time(
+    admin_make_harness: Any,
+) -> None:
+    """Retention spares events a worker will still run; a handler taken out of the config
+    left its queued events spared for ever, body and key, though nothing would run them."""
+    handler = {"kind": "python", "target": "tests.integration.handler_targets:record"}
+    windows = {"payload_retention": "1h", "dedupe_retention": "2h"}
+    provider = {"scheme": "none", "event_id": "json:id", **windows}
+    before = await admin_make_harness(providers={"p": {**provider, "handler": handler}})
+    await before.deliver("p", {"id": "orphan"})  # queued; the worker never ran
+    await before.receiver.store.close()
+
+    after = await admin_make_harness(providers={"p": provider})  # the handler is gone
+    after.clock.now_s = before.clock.now_s + 3 * HOUR_S
+    await after.receiver.worker.run(until_empty=True)  # its start relabels what it cannot run
+    assert _event_row(after, "p:orphan")[4] == "received"  # type: ignore[index]
+    report = await after.receiver.store.retention.purge_once()
+    assert (report.payloads_purged, report.events_deleted) == (1, 1)
+
+
+async def test_one_purge_walks_past_waiting_events_to_every_due_one(
+    admin_harness: AdminHarness,
+) -> None:
+    """Events a worker still runs sit among due ones (here sharing an expiry, as a batch's
+    do): each batch walks on from where the last stopped, so one run purges every due event
+    in small batches and reads each waiting one once."""
+    h = admin_harness
+    for at in range(2):
+        for n in range(6):
+            await h.deliver("short", {"id": f"w{at}-{n}", "type": "t"})
+        h.clock.advance(10)
+    with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
+        conn.execute("UPDATE events SET status = 'queued' WHERE id % 3 = 0")  # 4 of 12 wait
+    retention = Retention(h.receiver.store.db, clock=h.clock, batch_size=3)
+    h.clock.advance(HOUR_S)
+    report = await retention.purge_once()
+    assert report.payloads_purged == 8
+    with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
+        kept = conn.execute("SELECT id FROM events WHERE body IS NOT NULL ORDER BY id").fetchall()
+    assert [row[0] for row in kept] == [3, 6, 9, 12]

@@ -455,3 +455,6 @@ def test_a_database_path_under_the_home_directory_is_expanded(tmp_path: Path) ->
     text = VALID.replace("storage: {path: data/receiver.db}", "storage: {path: ~/rcv/r.db}")
     config = load_config(_write(tmp_path, text), environ=ENV)
     assert config.settings.storage.path == Path.home() / "rcv" / "r.db"
+    nobody = VALID.replace("storage: {path: data/receiver.db}", "storage: {path: ~nosuchuser/r.db}")
+    problems = _problems(tmp_path, nobody)  # was a traceback
+    assert "home directory that does not exist" in problems["storage.path"]

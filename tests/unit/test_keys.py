@@ -318,6 +318,11 @@ def test_event_sha256_leaves_out_what_belongs_to_the_delivery(first: bytes, retr
     [
         (b'{"webhookTimestamp":1,"data":{"id":"a"}}', b'{"webhookTimestamp":1,"data":{"id":"b"}}'),
         (b"webhookTimestamp=1&event=opened", b"webhookTimestamp=1&event=clicked"),
+        (  # numbers beyond what a float holds
+            b'{"webhookTimestamp":1,"n":123456789012345678901234567890}',
+            b'{"webhookTimestamp":1,"n":123456789012345678901234567891}',
+        ),
+        (b'{"webhookTimestamp":1,"n":0.1000000000000000001}', b'{"webhookTimestamp":1,"n":0.1}'),
         (b'{"data":{"webhookTimestamp":1}}', b'{"data":{"webhookTimestamp":2}}'),  # not top-level
     ],
 )
@@ -336,11 +341,23 @@ def test_event_sha256_still_tells_two_events_apart(one: bytes, other: bytes) -> 
         b"\xff\xfe binary",
         b"event=opened",
         b"",
-        b'{"signature":1,"a":' + b"[" * 300 + b"]" * 300 + b"}",  # deeper than orjson writes
+        b'{"signature":1,"a":' + b"[" * 2000 + b"]" * 2000 + b"}",  # too deep to parse
     ],
 )
 def test_event_sha256_is_the_body_hash_when_nothing_belongs_to_the_delivery(body: bytes) -> None:
     expected = hashlib.sha256(body).hexdigest()
     assert _doc(body).event_sha256 == expected  # a scheme that names no delivery fields
     assert _delivered(body, "signature").event_sha256 == expected  # a body without them (or
-    # one too deep to write again: hashed whole rather than failed)
+    # one too deep to read: hashed whole rather than failed)
+
+
+def test_event_sha256_reads_a_body_deeper_than_orjson_writes_exactly() -> None:
+    deep = b"[" * 300 + b"]" * 300  # orjson writes 255 levels at most
+    assert (
+        _delivered(
+            b'{"webhookTimestamp":1,"a":' + deep + b',"n":1}', "webhookTimestamp"
+        ).event_sha256
+        != _delivered(
+            b'{"webhookTimestamp":1,"a":' + deep + b',"n":2}', "webhookTimestamp"
+        ).event_sha256
+    )
