@@ -129,8 +129,9 @@ class Document:
     @property
     def event_sha256(self) -> str:
         """The hex SHA-256 of the event without its delivery fields: of the remaining JSON
-        members (sorted, compact) or form fields (sorted, encoded), or of the raw body when it
-        carries none of them. Two retries of one event that differ only in those agree."""
+        members (written one way: sorted, compact, numbers as sent) or form fields (sorted,
+        encoded), or of the raw body when it is neither (or a form without them, or a scheme
+        names none). Two retries of one event that differ only in those agree."""
         if self._event_sha256 is None:
             self._event_sha256 = hashlib.sha256(self._event_bytes()).hexdigest()
         return self._event_sha256
@@ -141,15 +142,14 @@ class Document:
             return self.body
         value = self.json
         if isinstance(value, dict):
-            exact = self.exact_json  # every number as sent: 2**70 and 2**70 + 1 stay two
-            if fields.isdisjoint(value) or not isinstance(exact, dict):
+            # Written again even when none is present, so a first delivery without them and a
+            # retry with them agree; from the exact parse, so 2**70 and 2**70 + 1 stay two.
+            exact = self.exact_json
+            if not isinstance(exact, dict):
                 return self.body
-            kept = {k: v for k, v in exact.items() if k not in fields}
             try:
-                text = json.dumps(
-                    kept, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-                )
-            except (RecursionError, ValueError):  # too deep to write again: the whole body
+                text = _canonical({k: v for k, v in exact.items() if k not in fields})
+            except RecursionError:  # too deep to write again: the whole body
                 return self.body
             return text.encode("utf-8", "surrogatepass")
         form = self.form if value is None else {}
@@ -157,6 +157,19 @@ class Document:
             return self.body
         kept_fields = sorted((k, v) for k, v in form.items() if k not in fields)
         return urlencode(kept_fields, doseq=True).encode()
+
+
+def _canonical(value: object) -> str:
+    """JSON text of an exact parse, one way for one value: keys sorted, no spaces, numbers as
+    sent (a ``Decimal`` stays a number, never the string it would be for ``json.dumps``)."""
+    if isinstance(value, dict):
+        members = (f"{json.dumps(k, ensure_ascii=False)}:{_canonical(v)}" for k, v in value.items())
+        return "{" + ",".join(sorted(members)) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_canonical(v) for v in value) + "]"
+    if isinstance(value, Decimal):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)  # str, int, bool, None
 
 
 Extractor = Callable[[Document], str | None]

@@ -210,15 +210,19 @@ class Worker:
         """Requeue jobs no handler here will claim; True when a look later is needed (some are
         still leased, or this look failed)."""
         try:
-            count, still_leased = await self._queue.requeue_unclaimable(
-                list(self.routes), now=self._clock()
-            )
+            done = await self._queue.requeue_unclaimable(list(self.routes), now=self._clock())
         except StorageUnavailable as exc:
             self._log.warning("worker_requeue_failed", error=exc.detail)
             return True
-        if count:
-            self._log.warning("jobs_without_a_handler_requeued", jobs=count)
-        return still_leased
+        if done.requeued:
+            self._log.warning("jobs_without_a_handler_requeued", jobs=done.requeued)
+        if done.to_received or done.to_queued:
+            self._log.info(
+                "events_relabelled",
+                waiting_for_a_handler=done.to_received,
+                queued_for_their_handler=done.to_queued,
+            )
+        return done.still_leased
 
     async def _keep_requeueing_unclaimable(self) -> None:
         while True:

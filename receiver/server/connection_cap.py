@@ -65,7 +65,7 @@ class _CappedServer(web.Server):
         for handler, made_at in list(self._arriving.items()):
             if now - made_at > _ARRIVAL_S:  # its connection failed before it was made
                 del self._arriving[handler]
-        if len(self.connections) + len(self._arriving) < self.max_connections:
+        if len(self._connections) + len(self._arriving) < self.max_connections:
             handler = super().__call__()
             self._arriving[handler] = now
             return handler

@@ -100,6 +100,16 @@ def _in(names: Sequence[str]) -> tuple[str, dict[str, str]]:
     return "(" + ",".join(f":{k}" for k in params) + ")", params
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Relabelled:
+    """What :meth:`JobQueue.requeue_unclaimable` changed."""
+
+    requeued: int  # jobs left running by a provider with no handler now, queued again
+    to_received: int  # events such a provider left queued or retrying
+    to_queued: int  # events stored received whose provider has a handler now
+    still_leased: bool  # others are leased yet: look again later
+
+
 class JobQueue:
     """Queue operations over a :class:`Database`. Times are passed in (``now``), never read;
     only what a count costs is measured (``last_stats_cost_s``, for pacing the next one)."""
@@ -216,17 +226,18 @@ class JobQueue:
             self._on_dead(job.event_id)
         return is_buried
 
-    async def requeue_unclaimable(self, handled: Sequence[str], *, now: float) -> tuple[int, bool]:
+    async def requeue_unclaimable(self, handled: Sequence[str], *, now: float) -> Relabelled:
         """Jobs left running, their lease expired, by a provider with no handler now (removed
         from the config, or its handler taken away): no worker would ever claim them again,
         so they would show as processing for ever. Their jobs go back to queued (where
         ``waiting_for_a_handler`` counts them) and their events to received, like every event
         of a provider without a handler; the open attempt is closed as a lost lease. Events
         such a provider left queued or retrying read received too: no run is pending for them
-        here, and retention purges them on time. Returns how many events changed, and whether
-        others are still leased (a look later will find them)."""
+        here, and retention purges them on time. The other way, the events a provider with a
+        handler now had stored received wait for it: queued (retrying after an attempt).
+        Also says whether others are still leased (a look later will find them)."""
 
-        def work(conn: sqlite3.Connection) -> tuple[int, bool]:
+        def work(conn: sqlite3.Connection) -> Relabelled:
             placeholders, params = _in(handled)
             unhandled = f" AND provider NOT IN {placeholders}" if handled else ""
             still_leased = conn.execute(
@@ -259,17 +270,31 @@ class JobQueue:
                     f"UPDATE events SET status = ? WHERE id IN ({marks})",
                     (str(EventStatus.RECEIVED), *chunk),
                 )
-            waiting = conn.execute(
+            statuses = {
+                "received": str(EventStatus.RECEIVED),
+                "queued": str(EventStatus.QUEUED),
+                "retrying": str(EventStatus.RETRYING),
+            }
+            unrun = conn.execute(
                 "UPDATE events SET status = :received WHERE status IN (:queued, :retrying)"
                 f"{unhandled}",
-                {
-                    "received": str(EventStatus.RECEIVED),
-                    "queued": str(EventStatus.QUEUED),
-                    "retrying": str(EventStatus.RETRYING),
-                    **params,
-                },
+                {**statuses, **params},
             ).rowcount
-            return len(ids) + max(waiting, 0), bool(still_leased)
+            ready = 0
+            if handled:
+                ready = conn.execute(
+                    "UPDATE events SET status = CASE WHEN (SELECT attempts FROM jobs"
+                    " WHERE event_id = events.id) > 0 THEN :retrying ELSE :queued END"
+                    " WHERE status = :received AND id IN (SELECT event_id FROM jobs"
+                    f" WHERE status = 'queued' AND provider IN {placeholders})",
+                    {**statuses, **params},
+                ).rowcount
+            return Relabelled(
+                requeued=len(ids),
+                to_received=max(unrun, 0),
+                to_queued=max(ready, 0),
+                still_leased=bool(still_leased),
+            )
 
         return await self._db.transaction_sync(work, is_flushed=False)
 

@@ -4,10 +4,10 @@
   key, fingerprint and status stay, so a late redelivery is still recognised as a duplicate.
 * After ``dedupe_expires_at`` the row (and its job, attempts, conflicts, requeues) is deleted, so
   a redelivery after that is a new event again.
-* An event its worker has not finished (``queued``, ``processing``, ``retrying``) keeps its
-  payload and key past their expiry until it ends: retention never takes what a job still
-  needs (a replay queued near the end of the window, a backlog behind a handler outage). The
-  job's attempts and backoff bound the wait.
+* An event a worker will still run (``queued``, ``processing``, ``retrying``, or ``received``
+  once its provider has a handler) keeps its payload and key past their expiry until its run
+  ends: retention never takes what a job still needs (a replay queued near the end of the
+  window, a backlog behind a handler outage). The job's attempts and backoff bound the wait.
 * The rejections table is cut back to its newest ``keep_rejections`` rows.
 * A provider's windows are fixed on each event when it is received; when the configured
   windows change, the server's first purge after it moves the expiry of that provider's stored
@@ -31,11 +31,12 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import aiosqlite
+import orjson
 import structlog
 
 from receiver.durations import format_duration
@@ -48,10 +49,16 @@ log = structlog.get_logger("receiver.retention")
 
 # A payload's window counts from its arrival, or from the redelivery that brought it back.
 _PAYLOAD_KEPT_FROM = "coalesce(payload_restored_at, received_at)"
-# Events a worker here will still run: their payload and key outlive their expiry. (The worker
-# relabels the events of a provider with no handler ``received`` at start: nothing runs those.)
+# Events a worker will still run: their payload and key outlive their expiry. That is every
+# event queued, processing or retrying, and one received (stored while its provider had no
+# handler) once its provider has one. (The worker relabels the events of a provider with no
+# handler ``received`` at start, and those of one with a handler ``queued``.)
 _RUN_PENDING = (EventStatus.QUEUED, EventStatus.PROCESSING, EventStatus.RETRYING)
-_NO_RUN_PENDING = "status NOT IN ({})".format(", ".join(f"'{s}'" for s in _RUN_PENDING))
+_NO_RUN_PENDING = (
+    "status NOT IN ({})".format(", ".join(f"'{s}'" for s in _RUN_PENDING))
+    + f" AND NOT (status = '{EventStatus.RECEIVED}' AND provider IN (SELECT value FROM"
+    " json_each(?)))"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +75,15 @@ class _Expiry:
     def same_expiry(self) -> str:
         """Rows past the walk's place that share its expiry (a batch's events do)."""
         return (
-            f"SELECT id, {self.column}, status FROM events WHERE {self.also}{self.column} = ?"
-            " AND id > ? ORDER BY id LIMIT ?"
+            f"SELECT id, {self.column}, status, provider FROM events"
+            f" WHERE {self.also}{self.column} = ? AND id > ? ORDER BY id LIMIT ?"
         )
 
     def later_expiry(self) -> str:
         return (
-            f"SELECT id, {self.column}, status FROM events WHERE {self.also}{self.column} > ?"
-            f" AND {self.column} <= ? ORDER BY {self.column}, id LIMIT ?"
+            f"SELECT id, {self.column}, status, provider FROM events"
+            f" WHERE {self.also}{self.column} > ? AND {self.column} <= ?"
+            f" ORDER BY {self.column}, id LIMIT ?"
         )
 
 
@@ -158,6 +166,7 @@ class Retention:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         policies: Mapping[str, RetentionPolicy] | None = None,
         on_policy_applied: Callable[[], None] | None = None,
+        handled: Collection[str] = (),
     ) -> None:
         self._db = db
         self._clock = clock
@@ -168,6 +177,9 @@ class Retention:
         self._is_policy_applied = not self._policies
         # Told when stored expiries moved (ingest's memory of keys holds the old ones).
         self._on_policy_applied = on_policy_applied
+        # The providers with a handler: their received events are waiting for it.
+        self._handled = frozenset(handled)
+        self._handled_json = orjson.dumps(sorted(self._handled)).decode()
 
     async def purge_once(self, *, is_stopping: Callable[[], bool] = lambda: False) -> PurgeReport:
         """Run every step until nothing more is due at the moment the run started.
@@ -191,45 +203,55 @@ class Retention:
         self, expiry: _Expiry, now: float, is_stopping: Callable[[], bool]
     ) -> int:
         """Act on every event ``expiry`` has due at ``now``, a batch per short transaction.
-        The events a worker still runs are walked past on the reader, once per run, however
-        many wait (a backlog behind a handler outage), never holding the writer."""
+        The events a worker will still run are walked past on the reader, once per run, one
+        short query at a time, however many wait (a backlog behind a handler outage)."""
         total = 0
         after: tuple[float, int] = (-math.inf, 0)
         while not is_stopping():
-            started = time.monotonic()
             ids, after, is_done = await self._next_due(expiry, now, after)
+            took = 0.0
             if ids:
+                started = time.monotonic()
                 sql = expiry.act.format(ids=",".join("?" * len(ids)))
-                params = (*expiry.act_params(now), *ids)
+                params = (*expiry.act_params(now), self._handled_json, *ids)
                 total += await self._db.transaction(
                     functools.partial(_rowcount, sql=sql, params=params)
                 )
+                took = time.monotonic() - started
             if is_done:
                 break
-            # Rest as long as the batch took: ingest gets the writer at least half the time.
-            await self._sleep(time.monotonic() - started)
+            # Rest as long as the write took: ingest gets the writer at least half the time.
+            await self._sleep(took)
         return total
+
+    def _is_pending(self, row: Sequence[object]) -> bool:
+        status, provider = row[2], row[3]
+        return status in _RUN_PENDING or (
+            status == EventStatus.RECEIVED and provider in self._handled
+        )
 
     async def _next_due(
         self, expiry: _Expiry, now: float, after: tuple[float, int]
     ) -> tuple[list[int], tuple[float, int], bool]:
-        """The next batch of due events no run is pending for, where the walk got to, and
-        whether it reached the end."""
+        """The next batch of due events no run is pending for (at most ``batch_size``), where
+        the walk got to, and whether it reached the end."""
         ids: list[int] = []
         limit = self._batch_size
-        async with self._db.reading() as conn:
-            while len(ids) < limit:
+        while True:
+            async with self._db.reading() as conn:  # a query at a time: others read between
                 rows = list(await conn.execute_fetchall(expiry.same_expiry(), (*after, limit)))
                 if len(rows) < limit:
                     rows += await conn.execute_fetchall(
                         expiry.later_expiry(), (after[0], now, limit - len(rows))
                     )
-                ids += [int(row[0]) for row in rows if row[2] not in _RUN_PENDING]
-                if rows:
-                    after = (float(rows[-1][1]), int(rows[-1][0]))
-                if len(rows) < limit:
-                    return ids, after, True
-        return ids, after, False
+            for row in rows:
+                after = (float(row[1]), int(row[0]))
+                if not self._is_pending(row):
+                    ids.append(int(row[0]))
+                    if len(ids) == limit:
+                        return ids, after, False
+            if len(rows) < limit:
+                return ids, after, True
 
     async def _trim_rejections(self, is_stopping: Callable[[], bool]) -> int:
         total = 0

@@ -94,6 +94,7 @@ class SqliteStore:
             clock=clock,
             policies=retention_policies,
             on_policy_applied=self.writer.recent.clear,
+            handled=handled or (),
         )
         self.rejections = RejectionJournal(self.db, clock=clock)
 

@@ -393,3 +393,34 @@ async def test_one_purge_walks_past_waiting_events_to_every_due_one(
     with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
         kept = conn.execute("SELECT id FROM events WHERE body IS NOT NULL ORDER BY id").fetchall()
     assert [row[0] for row in kept] == [3, 6, 9, 12]
+
+
+async def test_a_handler_configured_again_runs_the_events_that_waited_for_it(
+    admin_make_harness: Any,
+) -> None:
+    """Events that waited for a handler read received; once it is back they are its backlog,
+    and retention must spare them until they ran (it purged them, and they ended dead)."""
+    from tests.integration import handler_targets
+
+    handler_targets.reset()
+    handler = {"kind": "python", "target": "tests.integration.handler_targets:record"}
+    windows = {"payload_retention": "1h", "dedupe_retention": "2h"}
+    provider = {"scheme": "none", "event_id": "json:id", **windows}
+    first = await admin_make_harness(providers={"p": {**provider, "handler": handler}})
+    await first.deliver("p", {"id": "before"})  # queued for the handler
+    await first.receiver.store.close()
+    without = await admin_make_harness(providers={"p": provider})
+    without.clock.now_s = first.clock.now_s
+    await without.deliver("p", {"id": "during"})  # stored received
+    await without.receiver.worker.run(until_empty=True)  # "before" reads received too
+    await without.receiver.store.close()
+
+    again = await admin_make_harness(providers={"p": {**provider, "handler": handler}})
+    again.clock.now_s = without.clock.now_s + 3 * HOUR_S  # both past both windows
+    report = await again.receiver.store.retention.purge_once()  # before the worker's start
+    assert (report.payloads_purged, report.events_deleted) == (0, 0)
+    await again.receiver.worker.run(until_empty=True)
+    assert sorted(json.loads(c.body)["id"] for c in handler_targets.STATE.calls) == [
+        "before",
+        "during",
+    ]
