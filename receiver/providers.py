@@ -25,6 +25,7 @@ from receiver.signatures.base import (
     Scheme,
     Verifier,
 )
+from receiver.signatures.declarative import HmacOptions
 from receiver.signatures.registry import all_schemes, get_scheme
 
 if TYPE_CHECKING:
@@ -289,6 +290,13 @@ def _resolve_one(
     except ValueError as exc:
         problems.append(ConfigProblem(prefix, str(exc)))
         return None
+    if isinstance(options, HmacOptions) and event_id_expr is not None:
+        warnings.extend(
+            f"provider {name}: its event ID reads header {header}, which the signature does not "
+            "cover: a captured delivery resent with another one is a new event (sign it with "
+            f"{{header:{header}}} in options.signed_content)"
+            for header in _unsigned_headers(event_id_expr, options.signed_headers())
+        )
     if ps.tolerance_s is not None and getattr(verifier, "tolerance_s", None) is None:
         warnings.append(
             f"provider {name}: tolerance_s has no effect, scheme {scheme.name} signs no "
@@ -311,6 +319,12 @@ def _resolve_one(
         handshaker=verifier if isinstance(verifier, Handshaker) else None,
         public_url=_public_url(name, ps, settings),
     )
+
+
+def _unsigned_headers(expression: str, signed: frozenset[str]) -> list[str]:
+    """The headers an event-ID expression reads that are not in ``signed``."""
+    named = re.findall(r"header:([^}|\s?]+)", expression)
+    return sorted({h for h in named if h.lower() not in signed}, key=str.lower)
 
 
 def retention_windows(ps: ProviderSettings, scheme: Scheme) -> tuple[float, float]:

@@ -317,6 +317,13 @@ class HmacOptions(BaseModel):
             )
         return self
 
+    def signed_headers(self) -> frozenset[str]:
+        """The headers the signature covers (lower-case): ``{header:Name}`` and, for ``{id}``,
+        ``id_header``."""
+        parts = parse_template(self.signed_content)
+        named = {value.lower() for kind, value in parts if kind == "header"}
+        return frozenset(named | ({self.id_header.lower()} if ("id", "") in parts else set()))
+
     def to_spec(self) -> HmacSpec:
         item_sep, kv_sep = _DEFAULT_SEPARATORS[self.format]
         return HmacSpec(

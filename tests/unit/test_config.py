@@ -458,3 +458,32 @@ def test_a_database_path_under_the_home_directory_is_expanded(tmp_path: Path) ->
     nobody = VALID.replace("storage: {path: data/receiver.db}", "storage: {path: ~nosuchuser/r.db}")
     problems = _problems(tmp_path, nobody)  # was a traceback
     assert "home directory that does not exist" in problems["storage.path"]
+
+
+def test_an_hmac_event_id_from_a_header_the_signature_leaves_out_warns(tmp_path: Path) -> None:
+    """A captured delivery resent with a new ID header was a new event, silently."""
+    text = """
+providers:
+  a:
+    scheme: hmac
+    secret_envs: [K]
+    options: {header: X-Sig, signed_content: "{body}"}
+    event_id: "header:X-Delivery"
+  b:
+    scheme: hmac
+    secret_envs: [K]
+    options: {header: X-Sig, signed_content: "{header:X-Delivery}.{body}"}
+    event_id: "header:x-delivery"
+  c:
+    scheme: hmac
+    secret_envs: [K]
+    options: {header: X-Sig, signed_content: "{id}.{body}", id_header: X-Delivery}
+    event_id: "header:X-Delivery"
+  d:
+    scheme: hmac
+    secret_envs: [K]
+    options: {header: X-Sig, signed_content: "{body}"}
+    event_id: "json:id"
+"""
+    warnings = load_config(_write(tmp_path, text), environ={"K": "k"}).warnings
+    assert [w.split(":")[0] for w in warnings if "does not cover" in w] == ["provider a"]
