@@ -30,8 +30,10 @@ __all__ = [
     "SourceSyntaxError",
     "ValueSource",
     "form_signing_text",
+    "headers_read",
     "body_sha256_param",
     "parse_source",
+    "reject_constant",
     "signed_form_params",
     "signed_url",
 ]
@@ -175,13 +177,14 @@ def _canonical(value: object) -> str:
 Extractor = Callable[[Document], str | None]
 
 
-def _reject_constant(name: str) -> object:
-    # NaN and Infinity are not JSON; two different ones must never become one key.
+def reject_constant(name: str) -> object:
+    """For ``parse_constant``: NaN and Infinity are not JSON (and two different ones must
+    never become one key)."""
     raise ValueError(f"{name} is not a JSON value")
 
 
 # Built once: json.loads with options builds a new decoder on every call. Floats stay exact.
-_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=reject_constant)
 
 
 def _scalar(value: object) -> str | None:
@@ -425,6 +428,18 @@ def _one(expr: str) -> Extractor:
     if not expr:
         raise SourceSyntaxError("an alternative of an || expression is empty")
     return _template(expr) if "{" in expr else _simple(expr)
+
+
+def headers_read(expr: str) -> frozenset[str]:
+    """The header names (as written) a valid expression reads, in any of its alternatives."""
+    names: set[str] = set()
+    for part in (p.strip() for p in expr.split("||")):
+        simple = [m.group(1).removesuffix("?") for m in _TEMPLATE_PART.finditer(part)]
+        for source in simple if "{" in part else [part]:
+            kind, _, arg = source.partition(":")
+            if kind == "header" and arg:
+                names.add(arg)
+    return frozenset(names)
 
 
 def parse_source(expr: str) -> ValueSource:

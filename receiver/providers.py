@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from receiver.config import ENV_NAME, SECRET_PREFIXES, HttpHandler, unset_variable
 from receiver.errors import ConfigProblem
 from receiver.handlers import check_handler
-from receiver.keys import SourceSyntaxError, ValueSource, parse_source
+from receiver.keys import SourceSyntaxError, ValueSource, headers_read, parse_source
 from receiver.signatures.base import (
     BuildContext,
     DeclaresSecretHeaders,
@@ -323,8 +323,7 @@ def _resolve_one(
 
 def _unsigned_headers(expression: str, signed: frozenset[str]) -> list[str]:
     """The headers an event-ID expression reads that are not in ``signed``."""
-    named = re.findall(r"header:([^}|\s?]+)", expression)
-    return sorted({h for h in named if h.lower() not in signed}, key=str.lower)
+    return sorted((h for h in headers_read(expression) if h.lower() not in signed), key=str.lower)
 
 
 def retention_windows(ps: ProviderSettings, scheme: Scheme) -> tuple[float, float]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from receiver.keys import reject_constant
 from receiver.server.openapi import openapi_document
 from receiver.server.responses import error_json, json_response
 from receiver.store.database import Database
@@ -88,19 +89,14 @@ def _once_each(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return data
 
 
-def _not_json(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
 async def _json_object(request: web.Request, allowed: frozenset[str]) -> dict[str, object]:
     raw = await request.read()
     if not raw.strip():
         data: object = {}
     else:
         try:  # a UTF-8 byte-order mark, as some Windows clients send, is allowed
-            data = json.loads(
-                raw.decode("utf-8-sig"), object_pairs_hook=_once_each, parse_constant=_not_json
-            )
+            text = raw.decode("utf-8-sig")
+            data = json.loads(text, object_pairs_hook=_once_each, parse_constant=reject_constant)
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise InvalidParameter("body", "is not valid JSON") from None
     if not isinstance(data, dict):
