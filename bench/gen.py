@@ -137,8 +137,8 @@ def write_slices(
 
 def preset_windows() -> tuple[float, float]:
     """``(payload, dedupe)`` retention of the bench's providers (the standard-webhooks preset)."""
-    from receiver.config import ProviderSettings
     from receiver.providers import retention_windows
+    from receiver.settings import ProviderSettings
     from receiver.signatures.registry import get_scheme
 
     scheme = get_scheme("standard-webhooks")

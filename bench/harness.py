@@ -296,7 +296,7 @@ def _seed_day() -> str:
 def _stored_db(run: Run, name: str) -> Path:
     """A fresh copy of the big seeded database, so that every round starts from the same N
     stored events (reusing one copy made each round measure the rows the previous ones added)."""
-    from receiver.store.database import SCHEMA_VERSION
+    from receiver.store.migrations import SCHEMA_VERSION
 
     n = run.opts.stored_events
     cached = CACHE / f"stored-{n}-schema{SCHEMA_VERSION}-seed{gen.SEED_VERSION}-{_seed_day()}.db"
@@ -312,7 +312,7 @@ def _stored_db(run: Run, name: str) -> Path:
 
 def _backlog_db(run: Run, name: str) -> Path:
     """A fresh copy of a database holding ``backlog_jobs`` queued events (cached seed)."""
-    from receiver.store.database import SCHEMA_VERSION
+    from receiver.store.migrations import SCHEMA_VERSION
 
     n = run.opts.backlog_jobs
     cached = CACHE / f"backlog-{n}-schema{SCHEMA_VERSION}-seed{gen.SEED_VERSION}-{_seed_day()}.db"

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
-from receiver.config import ENV_NAME, SECRET_PREFIXES, HttpHandler, unset_variable
 from receiver.errors import ConfigProblem
 from receiver.handlers import check_handler
 from receiver.keys import SourceSyntaxError, ValueSource, headers_read, parse_source
+from receiver.settings import ENV_NAME, SECRET_PREFIXES, HttpHandler, unset_variable
 from receiver.signatures.base import (
     BuildContext,
     DeclaresSecretHeaders,
@@ -29,7 +29,7 @@ from receiver.signatures.declarative import HmacOptions
 from receiver.signatures.registry import all_schemes, get_scheme
 
 if TYPE_CHECKING:
-    from receiver.config import ProviderSettings, Settings
+    from receiver.settings import ProviderSettings, Settings
 
 _ENV_NAME = re.compile(ENV_NAME)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -28,7 +28,6 @@ from typing import Any
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from receiver.config import HttpHandler, ProviderSettings, WorkerSettings
 from receiver.errors import StorageUnavailable
 from receiver.handlers import (
     Handler,
@@ -40,6 +39,7 @@ from receiver.handlers import (
 )
 from receiver.metrics import Metrics
 from receiver.retry import Dead, Failure, RetryPolicy
+from receiver.settings import HttpHandler, ProviderSettings, WorkerSettings
 from receiver.store.jobs import AttemptRecord, ClaimedJob, JobQueue
 
 log = structlog.get_logger("receiver.worker")

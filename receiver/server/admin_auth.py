@@ -32,8 +32,8 @@ from enum import StrEnum
 
 from aiohttp import web
 
-from receiver.config import AdminSettings
 from receiver.server.responses import error_json
+from receiver.settings import AdminSettings
 
 _READ_METHODS = frozenset({"GET", "HEAD"})
 

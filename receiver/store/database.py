@@ -1,4 +1,4 @@
-"""The SQLite database: connections, pragmas, migrations, and the single writer.
+"""The SQLite database: connections, pragmas, running the migrations, and the single writer.
 
 One writer connection serialises every write (ingest batches, worker claims, purges) behind an
 ``asyncio.Lock``; a separate reader connection serves queries, so admin reads never wait for
@@ -8,7 +8,7 @@ here and nowhere else.
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA_VERSION", "WAL_SIZE_LIMIT_BYTES", "Database", "storage_error"]
+__all__ = ["WAL_SIZE_LIMIT_BYTES", "Database", "storage_error"]
 
 import asyncio
 import contextlib
@@ -16,7 +16,6 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -24,133 +23,18 @@ import aiosqlite
 import structlog
 
 from receiver.errors import StartupError, StorageUnavailable
+from receiver.store.migrations import SCHEMA_VERSION, migrations, split_sql
 
 log = structlog.get_logger("receiver.store")
 
 T = TypeVar("T")
 _Coalesced = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[object]"]
 
-SCHEMA_VERSION = 6
 # How long a deferrable coalesced write (a job's completion) waits for an urgent one (a claim) to
 # share its transaction, when nothing urgent is queued yet.
 DEFER_S = 0.01
 # SQLite checkpoints the WAL at 1 000 pages (4 MiB with 4 KiB pages): the file's usual size.
 WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024
-
-
-# Version 2: full-text search over bodies (admin ``q``). An external-content FTS5 index kept in
-# step by triggers; a purged or deleted body leaves the index. Bodies are indexed as UTF-8 text.
-_FTS_MIGRATION = """
-CREATE VIRTUAL TABLE events_fts USING fts5(body, content='events', content_rowid='id');
-INSERT INTO events_fts (rowid, body)
-    SELECT id, CAST(body AS TEXT) FROM events WHERE body IS NOT NULL;
-CREATE TRIGGER events_fts_insert AFTER INSERT ON events WHEN new.body IS NOT NULL BEGIN
-    INSERT INTO events_fts (rowid, body) VALUES (new.id, CAST(new.body AS TEXT));
-END;
-CREATE TRIGGER events_fts_delete AFTER DELETE ON events WHEN old.body IS NOT NULL BEGIN
-    INSERT INTO events_fts (events_fts, rowid, body)
-        VALUES ('delete', old.id, CAST(old.body AS TEXT));
-END;
-CREATE TRIGGER events_fts_purge AFTER UPDATE OF body ON events WHEN old.body IS NOT NULL BEGIN
-    INSERT INTO events_fts (events_fts, rowid, body)
-        VALUES ('delete', old.id, CAST(old.body AS TEXT));
-END;
-CREATE TRIGGER events_fts_restore AFTER UPDATE OF body ON events WHEN new.body IS NOT NULL BEGIN
-    INSERT INTO events_fts (rowid, body) VALUES (new.id, CAST(new.body AS TEXT));
-END;
-"""
-
-# Version 3: ``jobs_ready (status, run_at)`` goes. Every query that reads jobs by status also
-# names the provider (or reads them all), which ``jobs_provider_ready (provider, status, run_at)``
-# serves; the second index only cost each job three more index writes (queued, claimed, done).
-# (A version 1 file written before that index joined schema.sql gets it here.)
-_DROP_JOBS_READY = """
-CREATE INDEX IF NOT EXISTS jobs_provider_ready ON jobs (provider, status, run_at);
-DROP INDEX IF EXISTS jobs_ready;
-"""
-# Version 4: the retention windows last applied to each provider's stored events, so a changed
-# window is applied to the events already stored (once), not only to those received after.
-_RETENTION_APPLIED = """
-CREATE TABLE retention_applied (
-    provider            TEXT    PRIMARY KEY,
-    payload_retention_s REAL    NOT NULL,
-    dedupe_retention_s  REAL    NOT NULL
-);
-"""
-
-
-def _sqlite_has_fts5() -> bool:
-    """Whether the linked SQLite has FTS5 (aiosqlite uses this same library)."""
-    conn = sqlite3.connect(":memory:")
-    try:
-        conn.execute("CREATE VIRTUAL TABLE fts_probe USING fts5(x)")
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        conn.close()
-    return True
-
-
-def _search_text(body: str) -> str:
-    """SQL for the text a body is indexed under: a JSON body's values, decoded (a ``\\n`` or
-    ``\\u00fc`` escape would otherwise glue itself to the next word: ``nsecond``,
-    ``u00fcller``); any other body as its bytes read as text. Deterministic, so a delete from
-    the external-content index names exactly what was indexed."""
-    text = f"CAST({body} AS TEXT)"
-    values = (
-        "(SELECT group_concat(CASE WHEN type = 'text' THEN value ELSE atom END, ' ')"
-        f" FROM json_tree({text}) WHERE atom IS NOT NULL)"
-    )
-    # json_valid first: json_tree raises on what it cannot parse (too deep, not JSON).
-    return f"CASE WHEN json_valid({text}) THEN coalesce({values}, '') ELSE {text} END"
-
-
-# Version 5: the index holds decoded JSON values (version 2 indexed the raw JSON text, where
-# escapes hid words); rebuilt whole, triggers and all (also where version 2 found no FTS5).
-_FTS_DECODED = f"""
-DROP TRIGGER IF EXISTS events_fts_insert;
-DROP TRIGGER IF EXISTS events_fts_delete;
-DROP TRIGGER IF EXISTS events_fts_purge;
-DROP TRIGGER IF EXISTS events_fts_restore;
-DROP TABLE IF EXISTS events_fts;
-CREATE VIRTUAL TABLE events_fts USING fts5(body, content='events', content_rowid='id');
-INSERT INTO events_fts (rowid, body)
-    SELECT id, {_search_text("body")} FROM events WHERE body IS NOT NULL;
-CREATE TRIGGER events_fts_insert AFTER INSERT ON events WHEN new.body IS NOT NULL BEGIN
-    INSERT INTO events_fts (rowid, body) VALUES (new.id, {_search_text("new.body")});
-END;
-CREATE TRIGGER events_fts_delete AFTER DELETE ON events WHEN old.body IS NOT NULL BEGIN
-    INSERT INTO events_fts (events_fts, rowid, body)
-        VALUES ('delete', old.id, {_search_text("old.body")});
-END;
-CREATE TRIGGER events_fts_purge AFTER UPDATE OF body ON events WHEN old.body IS NOT NULL BEGIN
-    INSERT INTO events_fts (events_fts, rowid, body)
-        VALUES ('delete', old.id, {_search_text("old.body")});
-END;
-CREATE TRIGGER events_fts_restore AFTER UPDATE OF body ON events WHEN new.body IS NOT NULL BEGIN
-    INSERT INTO events_fts (rowid, body) VALUES (new.id, {_search_text("new.body")});
-END;
-"""
-
-
-# Version 6: when a redelivery brought a purged payload back. Its retention counts from then
-# (``payload_expires_at`` = restored + window), also when a changed window is applied later:
-# counted from ``received_at`` it could be purged again before its job ran.
-_PAYLOAD_RESTORED = "ALTER TABLE events ADD COLUMN payload_restored_at REAL;"
-
-
-def _migrations() -> dict[int, str]:
-    """Forward migrations by target version. Version 1 is the whole schema."""
-    schema = resources.files("receiver.store").joinpath("schema.sql").read_text("utf-8")
-    # Without FTS5 version 2 is empty: text search falls back to LIKE (see store.queries).
-    return {
-        1: schema,
-        2: _FTS_MIGRATION if _sqlite_has_fts5() else "",
-        3: _DROP_JOBS_READY,
-        4: _RETENTION_APPLIED,
-        5: _FTS_DECODED if _sqlite_has_fts5() else "",
-        6: _PAYLOAD_RESTORED,
-    }
 
 
 def storage_error(exc: BaseException, *, retry_after_s: int) -> StorageUnavailable:
@@ -280,7 +164,7 @@ class Database:
                 f"the database {self.path} has schema version {current}, older than this"
                 f" receiver's ({SCHEMA_VERSION}): `receiver serve` upgrades it when it starts"
             )
-        for version, script in sorted(_migrations().items()):
+        for version, script in sorted(migrations().items()):
             if version <= current:
                 continue
             await conn.execute("BEGIN IMMEDIATE")
@@ -290,7 +174,7 @@ class Database:
                 if await _user_version(conn) >= version:
                     await conn.execute("ROLLBACK")
                     continue
-                for statement in _split_sql(script):
+                for statement in split_sql(script):
                     await conn.execute(statement)
                 await conn.execute(f"PRAGMA user_version = {version}")
                 await conn.execute("COMMIT")
@@ -519,22 +403,3 @@ async def _run_to_completion(work: Coroutine[Any, Any, T]) -> T:
         if not task.done():
             await asyncio.wait({task})
         raise
-
-
-def _split_sql(script: str) -> list[str]:
-    """Split a migration into statements; a trigger's ``BEGIN … END`` stays one statement.
-
-    Comments are dropped first (no string literal in a migration contains ``--``).
-    """
-    text = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
-    statements: list[str] = []
-    current = ""
-    for piece in text.split(";"):
-        current += piece + ";"
-        if sqlite3.complete_statement(current):
-            if statement := current.strip().removesuffix(";").strip():
-                statements.append(statement)
-            current = ""
-    if statement := current.strip().removesuffix(";").strip():
-        statements.append(statement)
-    return statements

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import structlog
 
-from receiver.config import AdminSettings
 from receiver.server.admin_auth import Access, AdminTokens
+from receiver.settings import AdminSettings
 from tests.integration.conftest import (
     ADMIN_READ_TOKEN,
     ADMIN_TOKEN,

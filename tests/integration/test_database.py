@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from receiver.errors import StorageUnavailable
-from receiver.store import database
+from receiver.store import database, migrations
 from receiver.store.database import Database
 
 FULL, NORMAL = 2, 1  # PRAGMA synchronous values
@@ -192,7 +192,7 @@ async def test_an_older_search_index_is_rebuilt_with_decoded_text(tmp_path: Path
     body = b'{"comment": "first line\\nsecond line M\\u00fcller"}'
     with sqlite3.connect(path, isolation_level=None) as conn:
         for version in range(1, 5):
-            for statement in database._split_sql(database._migrations()[version]):
+            for statement in migrations.split_sql(migrations.migrations()[version]):
                 conn.execute(statement)
         conn.execute(
             "INSERT INTO events (provider, key, provider_event_id, fingerprint, body, status,"
@@ -224,10 +224,10 @@ async def test_a_step_another_process_applied_while_this_one_waited_is_skipped(
     path = tmp_path / "race.db"
     with sqlite3.connect(path, isolation_level=None) as conn:
         conn.execute("PRAGMA journal_mode = WAL")
-        for version in range(1, database.SCHEMA_VERSION):
-            for statement in database._split_sql(database._migrations()[version]):
+        for version in range(1, migrations.SCHEMA_VERSION):
+            for statement in migrations.split_sql(migrations.migrations()[version]):
                 conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {database.SCHEMA_VERSION - 1}")
+        conn.execute(f"PRAGMA user_version = {migrations.SCHEMA_VERSION - 1}")
     other = sqlite3.connect(path, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")  # the other process, migrating
@@ -235,14 +235,14 @@ async def test_a_step_another_process_applied_while_this_one_waited_is_skipped(
         opening = asyncio.create_task(db.open())
         await asyncio.sleep(0.5)  # it has read the old version and waits for the lock
         assert not opening.done()
-        last = database._migrations()[database.SCHEMA_VERSION]
-        for statement in database._split_sql(last):
+        last = migrations.migrations()[migrations.SCHEMA_VERSION]
+        for statement in migrations.split_sql(last):
             other.execute(statement)
-        other.execute(f"PRAGMA user_version = {database.SCHEMA_VERSION}")
+        other.execute(f"PRAGMA user_version = {migrations.SCHEMA_VERSION}")
         other.execute("COMMIT")
         await asyncio.wait_for(opening, timeout=10)
         await db.close()
     finally:
         other.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == database.SCHEMA_VERSION
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations.SCHEMA_VERSION

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from receiver.store import jobs
-from receiver.store.database import SCHEMA_VERSION, _migrations, _split_sql
+from receiver.store.migrations import SCHEMA_VERSION, migrations, split_sql
 from receiver.store.sqlite import SqliteStore
 
 
@@ -62,7 +62,7 @@ async def test_a_version_2_database_loses_the_redundant_ready_index(tmp_path: Pa
     path = tmp_path / "q.db"
     with sqlite3.connect(path, isolation_level=None) as conn:
         for version in (1, 2):
-            for statement in _split_sql(_migrations()[version]):
+            for statement in split_sql(migrations()[version]):
                 conn.execute(statement)
         conn.execute("PRAGMA user_version = 2")
     store = SqliteStore(path)

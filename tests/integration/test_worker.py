@@ -26,9 +26,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.typing import EventDict
 
-from receiver.config import ProviderSettings, WorkerSettings
 from receiver.metrics import Metrics
 from receiver.models import Accepted
+from receiver.settings import ProviderSettings, WorkerSettings
 from receiver.store.jobs import AttemptRecord, JobQueue
 from receiver.store.sqlite import SqliteStore
 from receiver.worker import Worker

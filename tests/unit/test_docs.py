@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from receiver.config import (
+from receiver.settings import (
     AdminSettings,
     CommandHandler,
     HttpHandler,
