@@ -5,7 +5,9 @@ Nothing here does I/O or reads the time: the caller passes ``now_s`` and a ``ran
 
 - Exponential backoff with full jitter: the delay before attempt ``n + 1`` is uniform in
   ``[0, min(backoff_max_s, backoff_base_s * 2 ** (n - 1))]``.
-- ``Retry-After`` (delta seconds or an HTTP date) is honoured when a handler answers 429 or 503;
+- ``Retry-After`` (delta seconds or an HTTP date) on a 429 or 503 is a floor, not the delay:
+  the retry waits for the longer of it and the backoff. A load balancer answering
+  ``Retry-After: 1`` through a deploy must not spend every attempt in ten seconds.
   ``backoff_max_s`` still bounds it, so one answer cannot park an event for a year.
 - Permanent failures (HTTP 4xx other than 408, 409, 425, 429; a command's exit code listed in
   ``permanent_exit_codes``; a python handler raising ``PermanentError``) are dead at once.
@@ -75,7 +77,7 @@ def parse_retry_after(value: str | None, *, now_s: float) -> float | None:
         return float(text)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a zone of 20 digits overflows
         return None
     if when.tzinfo is None:  # "-0000" parses naive; an HTTP date is always GMT
         when = when.replace(tzinfo=UTC)
@@ -112,9 +114,9 @@ class RetryPolicy:
             if failure.http_status in _RETRY_AFTER_STATUSES
             else None
         )
-        if waited is not None:
-            return Retry(delay_s=min(waited, self.backoff_max_s), error=failure.error)
         delay = backoff_s(
             attempt, base_s=self.backoff_base_s, max_s=self.backoff_max_s, random=random
         )
+        if waited is not None:
+            delay = min(max(waited, delay), self.backoff_max_s)
         return Retry(delay_s=delay, error=failure.error)

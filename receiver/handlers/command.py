@@ -19,19 +19,47 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-async def _feed_and_wait(proc: asyncio.subprocess.Process, body: bytes) -> None:
-    """The body on stdin, then the exit. A command may exit (or close stdin) before reading it
+# How often a command's exit is looked for while its stdin is full and unread.
+_EXIT_POLL_S = 0.05
+
+
+async def _feed(stdin: asyncio.StreamWriter, body: bytes) -> None:
+    """The body on stdin, then its end. A command may exit (or close stdin) before reading it
     all: that is for its exit code to judge, not a failure of ours (uvloop reports a write to
     the closed pipe as ``RuntimeError``, asyncio as ``BrokenPipeError``)."""
+    try:
+        stdin.write(body)
+        await stdin.drain()
+        stdin.close()
+    except (BrokenPipeError, ConnectionResetError, RuntimeError):
+        pass
+
+
+async def _feed_and_wait(proc: asyncio.subprocess.Process, body: bytes) -> None:
+    """Feed the body until it is written or the command has exited, whichever comes first,
+    then wait for the exit, which decides. A child the command left behind may hold stdin open
+    without reading it: a body larger than the pipe then never finished writing, and the
+    command's exit 0 was taken for a timeout (and run again). The exit is polled while a write
+    is blocked: asyncio's ``wait()`` itself waits for the pipe to close."""
     stdin = proc.stdin
     if stdin is not None:  # always: it is started with stdin=PIPE
+        feeding = asyncio.ensure_future(_feed(stdin, body))
         try:
-            stdin.write(body)
-            await stdin.drain()
-            stdin.close()
-        except (BrokenPipeError, ConnectionResetError, RuntimeError):
-            pass
+            while not feeding.done() and proc.returncode is None:
+                await asyncio.wait({feeding}, timeout=_EXIT_POLL_S)
+        finally:
+            if not feeding.done():
+                feeding.cancel()
+                stdin.transport.abort()  # drop what is unread; close() would wait to flush it
+            await asyncio.wait({feeding})
     await proc.wait()
+
+
+def _env_value(value: str | None) -> str:
+    """A stored header as an environment variable can hold it (no NUL, no control bytes)."""
+    if not value:
+        return ""
+    return "".join(c if c >= " " and c != "\x7f" else " " for c in value)
 
 
 class CommandTarget:
@@ -50,6 +78,10 @@ class CommandTarget:
             "RECEIVER_PROVIDER": event.provider,
             "RECEIVER_EVENT_TYPE": event.type or "",
             "RECEIVER_IS_REPLAY": "1" if event.is_replay else "0",
+            # How to read the bytes on stdin (JSON or a form; compressed or not), as the
+            # http handler's Content-Type and Content-Encoding say it.
+            "RECEIVER_CONTENT_TYPE": _env_value(event.content_type),
+            "RECEIVER_CONTENT_ENCODING": _env_value(event.headers.get("content-encoding")),
         }
 
     async def run(self, event: HandlerEvent) -> Outcome:

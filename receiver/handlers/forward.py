@@ -25,6 +25,9 @@ class HttpClient:
                 # No pool limit of its own: the worker's concurrency already bounds requests.
                 connector=aiohttp.TCPConnector(limit=0),
                 auto_decompress=False,
+                # Stateless: a cookie one downstream set (a session, a sticky backend) would
+                # ride along with every later request to that host, any provider's handler's.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 

@@ -8,9 +8,11 @@ that a worker is running right now is left alone, so a replay never races a live
 whose lease has lapsed (its server was killed) is no longer live: it is replayed, and the
 worker, which never claims again an event it still runs, keeps the two apart.
 
-Bulk replay walks the matching events newest first below the highest id present when it
-started (events arriving meanwhile are not swept in) and commits in small batches with a pause
-between them, so the single writer keeps serving ingest.
+Bulk replay picks the matching events newest first below the highest id present when it
+started (events arriving meanwhile are not swept in), then queues them oldest first, in small
+batches with a pause between them, so the single writer keeps serving ingest. Oldest first,
+because a worker holds an event back behind an older one of its ``serialize_by`` value only
+while that one is queued: a newer batch queued first would run first.
 """
 
 from __future__ import annotations
@@ -145,10 +147,11 @@ class Replayer:
         """Replay the given events (in batches); unknown, purged, unhandled and running ones are
         skipped."""
         unique = list(dict.fromkeys(ids))
+        in_receive_order = sorted(unique)  # see the module's docstring: serialize_by
         replayed = 0
         skipped: dict[str, int] = {}
-        for start in range(0, len(unique), self._batch_size):
-            chunk = unique[start : start + self._batch_size]
+        for start in range(0, len(in_receive_order), self._batch_size):
+            chunk = in_receive_order[start : start + self._batch_size]
             if start:
                 await asyncio.sleep(self._pause_s)
             if dry_run:
@@ -180,9 +183,9 @@ class Replayer:
         now_s: float,
         before_id: int | None = None,
     ) -> ReplayReport:
-        """Replay up to ``limit`` events matching ``flt``, newest first, below ``before_id``
-        (a cursor from an earlier run: it continues with the older matches instead of
-        replaying the newest again)."""
+        """Replay the newest ``limit`` events matching ``flt`` below ``before_id`` (a cursor
+        from an earlier run: it continues with the older matches instead of replaying the
+        newest again), queued oldest first."""
         where, params = event_where(flt, has_fts=await self._queries.has_fts_index())
         if before_id is None:
             async with self._db.reading() as conn:
@@ -191,36 +194,25 @@ class Replayer:
             if ceiling is None:
                 return ReplayReport(dry_run=dry_run, matched=0, replayed=0)
             before_id = int(ceiling) + 1
-        replayed, matched = 0, 0
-        skipped: dict[str, int] = {}
-        sample: list[int] = []
+        ids: list[int] = []
         has_more = False
-        while matched < limit:
-            size = min(self._batch_size, limit - matched)
-            ids = await self._matching_ids(where, params, before_id=before_id, limit=size + 1)
-            has_more = len(ids) > size
-            ids = ids[:size]
-            if not ids:
-                break
-            report = await self.replay_ids(ids, actor=actor, reason=reason, dry_run=dry_run)
-            matched += len(ids)
-            replayed += report.replayed
-            for cause, count in report.skipped.items():
-                skipped[cause] = skipped.get(cause, 0) + count
-            sample.extend(ids[: _SAMPLE_SIZE - len(sample)])
-            before_id = ids[-1]
+        while len(ids) < limit:
+            size = min(self._batch_size, limit - len(ids))
+            page = await self._matching_ids(where, params, before_id=before_id, limit=size + 1)
+            has_more = len(page) > size
+            ids.extend(page[:size])
             if not has_more:
                 break
-            if not dry_run:
-                await asyncio.sleep(self._pause_s)
+            before_id = ids[-1]
+        report = await self.replay_ids(ids, actor=actor, reason=reason, dry_run=dry_run)
         return ReplayReport(
             dry_run=dry_run,
-            matched=matched,
-            replayed=replayed,
-            skipped=skipped,
-            sample=sample,
+            matched=len(ids),
+            replayed=report.replayed,
+            skipped=report.skipped,
+            sample=ids[:_SAMPLE_SIZE],
             has_more=has_more,
-            next_cursor=encode_cursor("e", before_id, now_s=now_s) if has_more else None,
+            next_cursor=encode_cursor("e", ids[-1], now_s=now_s) if has_more else None,
         )
 
     async def _matching_ids(

@@ -402,6 +402,46 @@ async def test_the_worker_runs_a_replay_again_with_the_same_key(
     assert [a["is_replay"] for a in detail["attempts"]] == [False, True]
 
 
+async def test_a_bulk_replay_runs_one_serialize_by_value_in_receive_order(
+    admin_make_harness: MakeAdminHarness,
+) -> None:
+    """Bulk replay queued its batches newest first, and a worker runs what is queued: the
+    newer events of one ``serialize_by`` value ran before the older ones were queued (an
+    account's "deleted" before its "created")."""
+    from tests.integration import handler_targets
+
+    handler_targets.reset()
+    providers = {
+        "ordered": {
+            "scheme": "none",
+            "event_id": "json:id",
+            "serialize_by": "json:account",
+            "handler": {"kind": "python", "target": "tests.integration.handler_targets:record"},
+        }
+    }
+    h = await admin_make_harness(providers=providers)
+    ids = [
+        int((await h.deliver("ordered", {"id": f"e{n}", "type": "t", "account": "a"}))["id"])
+        for n in range(6)
+    ]
+    worker = h.receiver.worker
+    await worker.run(until_empty=True)
+    handler_targets.STATE.calls.clear()
+    replayer = h.receiver.store.replayer
+    replayer._batch_size = 2
+    commit_batch = replayer._replay_batch
+
+    async def commit_then_work(*args: Any, **kwargs: Any) -> Any:
+        candidates = await commit_batch(*args, **kwargs)
+        await worker.run(until_empty=True)  # a worker runs whatever is queued, at once
+        return candidates
+
+    replayer._replay_batch = commit_then_work  # type: ignore[method-assign]
+    report = await (await h.post("/admin/replay", {"provider": "ordered"})).json()
+    assert report["replayed"] == 6
+    assert [c.id for c in handler_targets.STATE.calls] == ids
+
+
 async def test_bulk_replay_continues_from_its_cursor_instead_of_starting_over(
     admin_harness: AdminHarness,
 ) -> None:

@@ -4,11 +4,13 @@ with a stable idempotency key; leases bring a crashed run back)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import gzip
 import json
 import os
+import signal
 import sqlite3
 import stat
 import sys
@@ -266,6 +268,38 @@ async def test_python_handlers_async_and_sync_get_a_frozen_event(
     assert status_of(store, first)[0] == status_of(store, second)[0] == "succeeded"
 
 
+async def test_http_handler_sends_no_cookie_a_downstream_set(
+    store: SqliteStore, clock: FakeClock, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> None:
+    """The shared client kept a cookie jar: a session cookie one provider's downstream set went
+    with every later request to that host, the other providers' handlers' too. (aiohttp keeps
+    no cookies for an IP address: the downstream is named, as in production.)"""
+    seen: list[str | None] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        response = web.Response(text="ok")
+        response.set_cookie("sessionid", "tenant-a", path="/")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/{name}", handle)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    base = f"http://localhost:{server.port}"
+    worker = make_worker(
+        store,
+        clock,
+        {"a": http_handler(f"{base}/a"), "b": http_handler(f"{base}/b")},
+        concurrency=1,
+    )
+    await record(store, "a", 1)
+    await worker.run(until_empty=True)
+    await record(store, "a", 2)
+    await record(store, "b", 3)
+    await worker.run(until_empty=True)
+    assert seen == [None, None, None]
+
+
 def write_script(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
@@ -305,6 +339,8 @@ async def test_command_handler_gets_the_body_on_stdin_and_the_event_in_env(
         "RECEIVER_PROVIDER": "cmd",
         "RECEIVER_EVENT_TYPE": "order.created",
         "RECEIVER_IS_REPLAY": "0",
+        "RECEIVER_CONTENT_TYPE": "application/json",
+        "RECEIVER_CONTENT_ENCODING": "",
     }
     assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
     assert attempts_of(store, event_id)[0]["exit_code"] == 0  # the timeline shows how it ended
@@ -850,6 +886,28 @@ async def test_a_command_timeout_kills_the_whole_process_group(
     pids = [int((tmp_path / name).read_text()) for name in ("parent.pid", "child.pid")]
     await asyncio.wait_for(_wait_for(lambda: not any(map(_is_alive, pids))), timeout=5)
     assert os.getpgid(os.getpid()) != pids[0], "the command ran in its own process group"
+
+
+async def test_a_command_that_exits_0_leaving_a_child_on_its_stdin_succeeds(
+    store: SqliteStore, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A child the command starts keeps its stdin and reads none of it: a body larger than
+    the pipe never finished writing, and the exit 0 was recorded as a timeout and run again."""
+    script = write_script(
+        tmp_path / "spawn",
+        # sh gives a background job /dev/null for stdin unless told: fd 3 keeps the pipe
+        f"#!/bin/sh\nexec 3<&0\nsleep 30 <&3 3<&- &\necho $! > {tmp_path}/child.pid\nexit 0\n",
+    )
+    handler = {"kind": "command", "argv": [str(script)], "timeout_s": 5}
+    worker = make_worker(store, clock, {"cmd": {"handler": handler, "max_attempts": 1}})
+    event_id = await record(store, "cmd", 1, body=b"x" * 300_000)  # past a 64 KiB pipe
+    try:
+        await worker.run(until_empty=True)
+    finally:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+            os.kill(int((tmp_path / "child.pid").read_text()), signal.SIGKILL)
+    assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
+    assert attempts_of(store, event_id)[0]["exit_code"] == 0
 
 
 def python_with(target: str, *, timeout_s: float, **extra: Any) -> dict[str, Any]:

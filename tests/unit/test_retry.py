@@ -91,12 +91,26 @@ def fixed(value: float) -> Callable[[], float]:
             1.0,
             Retry(delay_s=60.0, error="HTTP 429"),
         ),
-        # A date in the past means "now".
+        # Retry-After is a floor under the backoff, not the delay: a load balancer answering
+        # "1" through a deploy must not spend every attempt in seconds.
+        (
+            4,
+            Failure(error="HTTP 503", http_status=503, retry_after="1"),
+            1.0,
+            Retry(delay_s=16.0, error="HTTP 503"),
+        ),
+        (
+            4,
+            Failure(error="HTTP 429", http_status=429, retry_after="0"),
+            0.5,
+            Retry(delay_s=8.0, error="HTTP 429"),
+        ),
+        # A date in the past asks for nothing: the backoff.
         (
             1,
             Failure(error="HTTP 503", http_status=503, retry_after=_http_date(-30)),
             1.0,
-            Retry(delay_s=0.0, error="HTTP 503"),
+            Retry(delay_s=2.0, error="HTTP 503"),
         ),
         # Unparsable Retry-After falls back to backoff.
         (
@@ -158,6 +172,7 @@ def test_backoff_is_full_jitter_under_a_cap(attempt: int, random: float, expecte
         ("tomorrow", None),
         ("\u00b2", None),  # a digit to str.isdigit(), not to float(): was a crash
         ("\u0661\u0662", None),  # ARABIC-INDIC digits
+        ("Mon, 01 Jan 2024 00:00:00 +99999999999999999999", None),  # was an OverflowError
         ("", None),
         (None, None),
     ],
