@@ -35,6 +35,7 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        _refuse_hard_links(self.database)
         if fcntl is None or self._fd is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,3 +64,17 @@ class InstanceLock:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)  # closing drops the lock; the file stays (removing it would race)
+
+
+def _refuse_hard_links(database: Path) -> None:
+    """SQLite names the WAL after the path it opened: a file with two names (a hard link) has
+    two WALs, and a server on each name corrupts it, past the lock named after one of them."""
+    try:
+        links = database.stat().st_nlink
+    except FileNotFoundError:
+        return  # a new database: SQLite creates it with one name
+    if links > 1:
+        raise StartupError(
+            f"the database file {database} has {links} names (hard links): SQLite keeps a"
+            " write-ahead log per name, so a second name would corrupt it; remove the others"
+        )

@@ -6,7 +6,7 @@ ever receives a secret, a signature or a body: callers log ``body_bytes`` and a 
 
 from __future__ import annotations
 
-__all__ = ["configure_logging", "unfiltered_logger"]
+__all__ = ["configure_logging", "dropped_lines", "unfiltered_logger"]
 
 import json
 import logging
@@ -14,7 +14,7 @@ import re
 import sys
 import time
 from collections.abc import MutableMapping
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import orjson
 import structlog
@@ -93,6 +93,38 @@ def _printable(
     return event_dict
 
 
+class _Output(structlog.PrintLogger):
+    """A line that cannot be written (stdout on a full disk, a closed pipe) is dropped and
+    counted, never raised: it used to fail the request that logged it, so a full log volume
+    left every delivery unanswered (and aiohttp's own report of that failed the same way)."""
+
+    dropped = 0  # lines dropped since start, for ``receiver_log_lines_dropped_total``
+
+    def msg(self, message: str) -> None:
+        try:
+            super().msg(message)
+        except (OSError, ValueError):  # ValueError: the stream was closed
+            _Output.dropped += 1
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class _OutputFactory:
+    """Like ``structlog.PrintLoggerFactory``: the stream is bound now, a logger's name ignored."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+
+    def __call__(self, *_: object) -> _Output:
+        return _Output(self._file)
+
+
+def dropped_lines() -> int:
+    """How many log lines could not be written since start."""
+    return _Output.dropped
+
+
 def configure_logging(
     level: str = "info", fmt: Literal["auto", "json", "console"] = "auto"
 ) -> None:
@@ -110,7 +142,7 @@ def configure_logging(
             *render,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=_OutputFactory(sys.stdout),
         cache_logger_on_first_use=False,
     )
     # aiohttp's access log duplicates our canonical request line.

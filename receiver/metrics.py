@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["IngestMetrics", "Metrics"]
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -14,7 +15,11 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from receiver.logs import dropped_lines
 
 # No ``*_created`` series beside every counter and histogram: one more series per label set
 # that dashboards and alerts do not use (the setting is the process's, as the server is).
@@ -37,12 +42,25 @@ class IngestMetrics:
     latency: Histogram
 
 
+class _DroppedLogLines(Collector):
+    """The log lines stdout could not take (a full disk, a closed pipe): what the log itself
+    cannot say."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "receiver_log_lines_dropped",
+            "Log lines that could not be written (stdout full or closed) and were dropped",
+            value=dropped_lines(),
+        )
+
+
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        r.register(_DroppedLogLines())
         self.received = Counter(
             "receiver_deliveries_total",
             "Deliveries answered, by provider and outcome (each event of a batch counts)",

@@ -80,8 +80,8 @@ class Receiver:
             handled_providers=config.handled_providers,
             retention_policies=policies_of(config.providers),
         )
-        wal = Path(f"{s.storage.path}-wal")
-        self.metrics.wal_bytes.set_function(lambda: _file_bytes(wal))
+        db = self.store.db  # its WAL is named after the file a symlink points to
+        self.metrics.wal_bytes.set_function(lambda: _file_bytes(db.wal_path))
         self.service = IngestService(config.providers, self.store, clock=clock)
         self.worker = Worker(
             JobQueue(self.store.db, on_dead=self.store.writer.recent.forget),

@@ -79,6 +79,7 @@ class Database:
         self._coalescer: asyncio.Task[None] | None = None
         self._has_urgent = asyncio.Event()
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._wal_identity: tuple[int, int] | None = None  # and of its WAL, once there is one
         self.lost: str | None = None  # why the file opened is no longer at ``path``
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -121,12 +122,19 @@ class Database:
             ) from exc
         self._writer = writer
         self._identity = _identity(self.path)
+        self._wal_identity = _identity_or_none(self.wal_path)
+
+    @property
+    def wal_path(self) -> Path:
+        """The write-ahead log: SQLite names it after the file a symlink points to."""
+        return Path(f"{self.path.resolve()}-wal")
 
     def check_file(self) -> None:
-        """Raise when the file at ``path`` is no longer the one opened (deleted, moved or
-        replaced while serving): SQLite keeps writing to the open file, which nobody will find
-        again, so nothing may be acknowledged from here on. Once seen, it stays so until a
-        restart opens whatever is at ``path`` then."""
+        """Raise when the file at ``path``, or its WAL, is no longer the one opened (deleted,
+        moved or replaced while serving): SQLite keeps writing to the open files, which nobody
+        will find again (a WAL deleted takes every commit not yet checkpointed with it), so
+        nothing may be acknowledged from here on. SQLite itself never removes the WAL while a
+        connection is open. Once seen, it stays so until a restart opens whatever is there."""
         if self.lost is None and self._identity is not None:
             try:
                 now = _identity(self.path)
@@ -138,6 +146,16 @@ class Database:
                     " receiver was running: restart it"
                 )
                 log.error("database_file_lost", path=str(self.path))
+            elif self._wal_identity is not None:
+                wal = self.wal_path
+                if _identity_or_none(wal) != self._wal_identity:
+                    self.lost = (
+                        f"the database's write-ahead log {wal} was deleted, moved or replaced"
+                        " while the receiver was running: what it held is lost; restart it"
+                    )
+                    log.error("database_file_lost", path=str(wal))
+            else:  # no WAL at open (an operations command that only read): from its first
+                self._wal_identity = _identity_or_none(self.wal_path)
         if self.lost is not None:
             raise StorageUnavailable(
                 "the database file is gone; the receiver must be restarted",
@@ -158,6 +176,11 @@ class Database:
             raise StartupError(
                 f"the database {self.path} has schema version {current}, newer than this"
                 f" receiver's ({SCHEMA_VERSION}): upgrade receiver"
+            )
+        if current == 0 and not is_allowed:
+            raise StartupError(
+                f"{self.path} is not a receiver database (it has no schema version):"
+                " is storage.path right?"
             )
         if 0 < current < SCHEMA_VERSION and not is_allowed:
             raise StartupError(
@@ -371,6 +394,13 @@ async def _user_version(conn: aiosqlite.Connection) -> int:
 def _identity(path: Path) -> tuple[int, int]:
     stat = os.stat(path)
     return stat.st_dev, stat.st_ino
+
+
+def _identity_or_none(path: Path) -> tuple[int, int] | None:
+    try:
+        return _identity(path)
+    except OSError:
+        return None
 
 
 async def _probe_write(conn: aiosqlite.Connection) -> None:

@@ -27,9 +27,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
+import structlog
 
 from receiver.models import EventStatus, JobStatus
 from receiver.store.database import Database
+
+log = structlog.get_logger("receiver.store")
 
 # Not claimable while an earlier job of the same key is unfinished, or another one is leased.
 _NOT_BLOCKED = (
@@ -428,6 +431,20 @@ def _claim(
     return _lease(conn, chosen, now=now, lease_s=lease_s)
 
 
+def _drop_orphans(
+    conn: sqlite3.Connection, event_ids: Sequence[int], *, found: Collection[int]
+) -> list[int]:
+    """Delete the jobs whose event is gone (deleted by hand, with SQLite's foreign keys off, as
+    the ``sqlite3`` shell has them): they can never run, and leasing one failed the whole
+    claim, so the worker stopped for every provider. The others are returned."""
+    orphans = [event_id for event_id in event_ids if event_id not in found]
+    conn.execute(
+        f"DELETE FROM jobs WHERE event_id IN ({','.join('?' * len(orphans))})", tuple(orphans)
+    )
+    log.warning("orphan_jobs_removed", count=len(orphans), event_ids=orphans[:20])
+    return [event_id for event_id in event_ids if event_id in found]
+
+
 def _lease(
     conn: sqlite3.Connection, event_ids: Sequence[int], *, now: float, lease_s: float
 ) -> list[ClaimedJob]:
@@ -435,6 +452,18 @@ def _lease(
     One token per claim: every later step names its own job *and* the token."""
     if not event_ids:
         return []
+    events = {
+        int(row["id"]): row
+        for row in conn.execute(
+            "SELECT id, provider, key, event_type, body, headers, content_type FROM events"
+            f" WHERE id IN ({','.join('?' * len(event_ids))})",
+            tuple(event_ids),
+        )
+    }
+    if len(events) < len(event_ids):
+        event_ids = _drop_orphans(conn, event_ids, found=events)
+        if not event_ids:
+            return []
     token = secrets.token_hex(16)
     marks = ",".join("?" * len(event_ids))
     # A previous run whose lease ran out never reported: close its attempt row.
@@ -465,14 +494,6 @@ def _lease(
         f"UPDATE events SET status = ? WHERE id IN ({marks})",
         (str(EventStatus.PROCESSING), *event_ids),
     )
-    events = {
-        int(row["id"]): row
-        for row in conn.execute(
-            "SELECT id, provider, key, event_type, body, headers, content_type FROM events"
-            f" WHERE id IN ({marks})",
-            tuple(event_ids),
-        )
-    }
     claimed: list[ClaimedJob] = []
     for event_id in event_ids:
         _, attempt, is_replay, serialize_key = jobs[event_id]

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import re
+import sys
 from typing import Any
 
+import pytest
+import structlog
+
+from receiver.logs import configure_logging
 from tests.integration.conftest import AdminHarness
 
 TARGETS = "tests.integration.handler_targets"
@@ -145,3 +152,30 @@ async def test_a_handshake_is_counted_as_a_delivery_answered(make_harness: Any) 
         _value(text, "receiver_deliveries_total", outcome="handshake_answered", provider="slack")
         == 1
     )
+
+
+class _FullDisk(io.StringIO):
+    """stdout on a volume with no space left."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+async def test_a_log_line_that_cannot_be_written_never_holds_up_an_answer(
+    admin_make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With stdout on a full disk every request's log line raised: the delivery, committed,
+    was never answered (nor was aiohttp's own report of it), and the connections piled up.
+    A line that cannot be written is dropped and counted instead."""
+    monkeypatch.setattr(sys, "stdout", _FullDisk())
+    configure_logging("info", "json")
+    try:
+        h = await admin_make_harness()
+        first = await h.deliver("plain", {"id": "full-1", "type": "t"})
+        again = await h.deliver("plain", {"id": "full-1", "type": "t"})
+        text = str(await (await h.get("/metrics")).text())
+    finally:
+        structlog.reset_defaults()
+    assert (first["http_status"], first["status"]) == (200, "accepted")
+    assert (again["http_status"], again["status"]) == (200, "duplicate")
+    assert _value(text, "receiver_log_lines_dropped_total") >= 2

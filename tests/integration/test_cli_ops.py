@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +289,30 @@ def test_a_missing_database_is_an_error_not_an_empty_one(
     assert f"no database at {db}" in err
     assert "storage.path" in err
     assert not db.parent.exists()  # nothing created
+
+
+@pytest.mark.parametrize("content", ["empty", "another_apps"])
+def test_a_file_that_is_not_a_receiver_database_is_left_alone(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    content: str,
+) -> None:
+    """storage.path naming an empty file or another application's SQLite database: a
+    read-only command wrote the whole receiver schema into it."""
+    from tests.support.factories import write_config
+
+    monkeypatch.setenv(SECRET_ENV, TEST_SECRET)
+    db = tmp_path / "other.db"
+    with closing(sqlite3.connect(db)) as conn, conn:
+        if content == "another_apps":
+            conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    config = write_config(tmp_path, storage={"path": str(db)})
+    assert main(["events", "list", "--config", str(config)]) == 1
+    assert "is not a receiver database" in capsys.readouterr().err
+    with closing(sqlite3.connect(db)) as conn:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
+    assert tables == (["invoices"] if content == "another_apps" else [])
 
 
 async def test_an_operations_command_refuses_an_older_schema_instead_of_migrating_it(

@@ -9,6 +9,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -225,31 +226,46 @@ async def test_io_error_at_commit_is_503_and_nothing_is_half_written(
         assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
 
 
-async def test_the_wal_size_is_a_metric(make_harness: Any) -> None:
-    """A reader that holds a snapshot stops checkpoints: the WAL's size is what shows it."""
-    harness: Harness = await make_harness()
+@pytest.mark.parametrize("is_symlink", [False, True], ids=["file", "symlink"])
+async def test_the_wal_size_is_a_metric(
+    make_harness: Any, tmp_path: Path, is_symlink: bool
+) -> None:
+    """A reader that holds a snapshot stops checkpoints: the WAL's size is what shows it. Where
+    ``storage.path`` is a symlink, SQLite names the WAL after the file it points to: the
+    metric read a file that did not exist, 0, and an alert on it never fired."""
+    path = tmp_path / "receiver.db"
+    if is_symlink:
+        (tmp_path / "real").mkdir()
+        path.symlink_to(tmp_path / "real" / "store.db")
+    harness: Harness = await make_harness(storage={"path": str(path)})
     registry = harness.receiver.metrics.registry
     body = event_body("wal")
     assert (await harness.post("sw", body, signed_headers(body, msg_id="wal"))).status == 200
-    wal = f"{harness.receiver.config.settings.storage.path}-wal"
+    wal = f"{path.resolve()}-wal"
     size = await asyncio.to_thread(os.path.getsize, wal)
     assert registry.get_sample_value("receiver_wal_bytes") == size > 0
 
 
+@pytest.mark.parametrize("lost", ["database", "wal"])
 async def test_a_database_file_removed_while_serving_is_never_acknowledged_again(
-    make_harness: Any, aiohttp_client: Any
+    make_harness: Any, aiohttp_client: Any, lost: str
 ) -> None:
     """SQLite keeps writing to a file that was deleted (or moved, or replaced) under it, and
     a restart then starts from whatever is at the path: every 200 given meanwhile would be
-    lost. From the first commit that sees it, deliveries (redeliveries answered from memory
-    too) are 503 and readiness is off, until a restart."""
+    lost. The same for the WAL: deleted (a large one, to free space), it takes every commit
+    not yet checkpointed with it, the schema of a new file too. From the first commit that
+    sees it, deliveries (redeliveries answered from memory too) are 503 and readiness is off,
+    until a restart."""
     harness: Harness = await make_harness()
     await harness.receiver.worker.start()
     admin = await aiohttp_client(harness.receiver.admin_app)
     body = event_body("before")
     assert (await harness.post("sw", body, signed_headers(body, msg_id="before"))).status == 200
     path = harness.receiver.config.settings.storage.path
-    os.replace(path, path.with_name("moved-away.db"))  # an operator's mistake, a cleanup job
+    if lost == "database":
+        os.replace(path, path.with_name("moved-away.db"))  # an operator's mistake, a cleanup job
+    else:
+        os.remove(f"{path}-wal")
 
     answers = []
     for i in range(3):

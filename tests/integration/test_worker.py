@@ -1375,3 +1375,20 @@ async def test_after_a_quick_restart_such_jobs_are_queued_again_once_their_lease
         )
     finally:
         await worker.stop()
+
+
+async def test_a_job_whose_event_was_deleted_by_hand_does_not_stop_the_worker(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """An operator deleted an event in the sqlite3 shell (foreign keys off there): its job
+    stayed, and leasing it failed every claim, every provider's, for good ("the database
+    refused the write" once a second)."""
+    worker = make_worker(store, clock, {"p": python("record")})
+    ids = [await record(store, "p", n) for n in range(3)]
+    with closing(sqlite3.connect(store.db.path)) as conn, conn:
+        conn.execute("DELETE FROM events WHERE id = ?", (ids[1],))
+    with structlog.testing.capture_logs() as logs:
+        await worker.run(until_empty=True)
+    assert sorted(call.id for call in targets.STATE.calls) == [ids[0], ids[2]]
+    assert query(store, "SELECT count(*) FROM jobs WHERE event_id = ?", ids[1]) == [(0,)]
+    assert event_names(logs, "orphan_jobs_removed") == ["orphan_jobs_removed"]

@@ -43,3 +43,18 @@ def test_a_symlink_or_a_relative_path_to_the_file_is_the_same_file(
             InstanceLock(Path("real/receiver.db")).acquire()
     finally:
         first.release()
+
+
+def test_a_database_file_with_a_second_name_is_refused(tmp_path: Path) -> None:
+    """A hard link is the same file under another name: its lock is another lock file, and
+    SQLite keeps another WAL beside it. Two servers, one on each name, corrupted the file."""
+    target = tmp_path / "receiver.db"
+    target.write_bytes(b"")
+    os.link(target, tmp_path / "alias.db")
+    for name in ("receiver.db", "alias.db"):
+        with pytest.raises(StartupError, match="has 2 names \\(hard links\\)"):
+            InstanceLock(tmp_path / name).acquire()
+    os.remove(tmp_path / "alias.db")
+    lock = InstanceLock(target)
+    lock.acquire()  # one name again: served
+    lock.release()
