@@ -81,6 +81,7 @@ class Database:
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._wal_identity: tuple[int, int] | None = None  # and of its WAL, once there is one
         self.lost: str | None = None  # why the file opened is no longer at ``path``
+        self.wal_path = _wal_of(path)
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout_s)
@@ -122,12 +123,8 @@ class Database:
             ) from exc
         self._writer = writer
         self._identity = _identity(self.path)
+        self.wal_path = _wal_of(self.path)  # as SQLite named it when it opened the file
         self._wal_identity = _identity_or_none(self.wal_path)
-
-    @property
-    def wal_path(self) -> Path:
-        """The write-ahead log: SQLite names it after the file a symlink points to."""
-        return Path(f"{self.path.resolve()}-wal")
 
     def check_file(self) -> None:
         """Raise when the file at ``path``, or its WAL, is no longer the one opened (deleted,
@@ -394,6 +391,11 @@ async def _user_version(conn: aiosqlite.Connection) -> int:
 def _identity(path: Path) -> tuple[int, int]:
     stat = os.stat(path)
     return stat.st_dev, stat.st_ino
+
+
+def _wal_of(path: Path) -> Path:
+    """The write-ahead log: SQLite names it after the file a symlink points to."""
+    return Path(f"{path.resolve()}-wal")
 
 
 def _identity_or_none(path: Path) -> tuple[int, int] | None:

@@ -11,8 +11,9 @@ original is answered after that batch commits; one in a later batch finds the co
 
 Every event is answered within ``answer_within_s`` (a little over the storage budget): one
 still waiting for its commit then is answered 503, whether its batch is stuck (on a lock, on a
-disk that does not return) or queued behind batches that are. Its write is not withdrawn: if it
-commits later, the provider's retry is a duplicate.
+disk that does not return) or queued behind batches that are. One not yet in a batch is
+withdrawn (the provider retries it); one whose batch is writing may still commit, and then the
+provider's retry is a duplicate.
 """
 
 from __future__ import annotations
@@ -138,6 +139,9 @@ class IngestWriter:
         future: asyncio.Future[IngestOutcome] = loop.create_future()
         self._pending.append(_Pending(event, future, loop.time() + self._answer_within_s))
         self._start_flusher()
+        # Armed here too, not only when a batch starts: behind a commit that never returns (a
+        # disk that hangs) no batch starts, and a delivery arriving then waited for it.
+        self._watch_deadlines()
         # The future only reports: a cancelled caller cancels it, never the batch's commit (the
         # flusher is its own task and skips futures that are already done).
         return await future
@@ -160,6 +164,7 @@ class IngestWriter:
         await waiter
 
     async def _flush(self) -> None:
+        batch: Sequence[_Pending] = ()
         try:
             while self._pending or self.recent.has_touches:
                 batch = self._pending[: self._batch_max]
@@ -181,6 +186,12 @@ class IngestWriter:
                         loop = asyncio.get_running_loop()
                         loop.call_later(_TOUCHES_RETRY_S, self._retry_touches)
                     break
+        except Exception:
+            # A fault of ours, not the storage's: the batch in hand is answered, not stranded
+            # (the deadline timer goes with this task), and the flusher's end is logged, not
+            # left to a task nobody awaits. The next delivery starts a new one.
+            log.exception("ingest_flusher_failed")
+            self._fail(batch, StorageUnavailable("the write failed", retry_after_s=1))
         finally:
             if self._deadline_timer is not None:
                 self._deadline_timer.cancel()
@@ -222,6 +233,10 @@ class IngestWriter:
                     retry_after_s=self._db.retry_after_s,
                 ),
             )
+            # Those not yet in a batch are withdrawn: answered 503, their providers retry
+            # them. Kept, each body stayed in memory (past ``body_memory_bytes``, which no
+            # longer counts an answered request) for as long as the storage stayed slow.
+            self._pending = [p for p in self._pending if not p.future.done()]
         self._watch_deadlines()
 
     def _fail(self, batch: Sequence[_Pending], error: StorageUnavailable) -> None:
@@ -262,10 +277,6 @@ class IngestWriter:
         self._failed_at = None
         if not batch:
             return True
-        if self._on_batch is not None:
-            self._on_batch(len(batch))
-        for entry in written.committed_keys:  # on disk now: redeliveries may skip the store
-            self.recent.remember(*entry)
         uncounted: list[tuple[int, float, int]] = []
         for item, outcome in zip(batch, written.outcomes, strict=True):
             if not item.future.done():
@@ -275,13 +286,27 @@ class IngestWriter:
                 # duplicate when the batch committed: its retry will count. Undone with the
                 # next write of counts.
                 uncounted.append((-1, item.event.received_at_s, outcome.id))
+        # Answered first (no answer leaves before this call returns): the bookkeeping below
+        # is not the events' to fail.
+        self._after_commit(batch, written, uncounted)
+        return True
+
+    def _after_commit(
+        self,
+        batch: Sequence[_Pending],
+        written: _Written,
+        uncounted: list[tuple[int, float, int]],
+    ) -> None:
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+        for entry in written.committed_keys:  # on disk now: redeliveries may skip the store
+            self.recent.remember(*entry)
         if uncounted:
             self.recent.give_back(uncounted)
         if self._on_committed is not None and any(
             isinstance(o, Accepted) or o.requeued for o in written.outcomes
         ):
             self._on_committed()
-        return True
 
     async def close(self) -> None:
         """Stop taking new events and wait for the pending ones to commit; duplicate counts

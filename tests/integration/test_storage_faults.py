@@ -14,7 +14,10 @@ from typing import Any
 
 import aiosqlite
 import pytest
+import structlog
 
+from receiver.store.database import Database
+from receiver.store.recent import RecentKeys
 from tests.integration.conftest import Harness
 from tests.support.factories import event_body, signed_headers
 
@@ -177,6 +180,88 @@ async def test_each_event_is_answered_within_the_budget_while_the_lock_is_held(
         resp = await harness.post("sw", body, signed_headers(body, msg_id=f"queued{i}"))
         assert resp.status == 200
     assert _rows(harness) == 20
+
+
+async def test_deliveries_behind_a_commit_that_never_returns_are_answered_in_time(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that does not return (an fsync on a hung volume): the first delivery got its 503
+    in time, but the deadline was armed only when a batch started, and none could start, so a
+    delivery arriving after that waited for the disk, holding its connection and its body."""
+    harness: Harness = await make_harness(storage={"busy_timeout_s": 0.2})  # answer in 0.25 s
+    disk = threading.Event()
+    write = Database._in_writer_thread
+
+    def hung(self: Database, *args: Any) -> Any:
+        disk.wait(10)
+        return write(self, *args)
+
+    monkeypatch.setattr(Database, "_in_writer_thread", hung)
+    loop = asyncio.get_running_loop()
+    waits = []
+    try:
+        for name in ("first", "second", "third"):
+            body = event_body(name)
+            started = loop.time()
+            resp = await harness.post("sw", body, signed_headers(body, msg_id=name))
+            waits.append((resp.status, loop.time() - started))
+    finally:
+        disk.set()
+    assert [status for status, _ in waits] == [503, 503, 503]
+    assert max(waited for _, waited in waits) < 1.0, waits
+
+
+async def test_bodies_refused_while_storage_is_locked_are_not_kept(make_harness: Any) -> None:
+    """Each delivery answered 503 stayed in the writer's queue, body and all, until a batch
+    could take it: while another process held the lock, memory grew with every delivery,
+    past ``body_memory_bytes`` (which stops counting a body once it is answered)."""
+    harness: Harness = await make_harness(
+        storage={"busy_timeout_s": 0.2, "batch_max": 2},
+        server={"body_memory_bytes": 1_000_000, "max_body_bytes": 100_000},
+    )
+    writer = harness.receiver.store.writer
+    held: list[int] = []
+
+    async def deliver(name: str) -> int:
+        body = event_body(name, pad="z" * 50_000)
+        return (await harness.post("sw", body, signed_headers(body, msg_id=name))).status
+
+    async with _write_lock_held(harness):
+        for wave in range(6):
+            statuses = await asyncio.gather(*(deliver(f"w{wave}-{i}") for i in range(15)))
+            assert set(statuses) == {503}
+            held.append(sum(len(p.event.body) for p in writer._pending))
+    assert max(held) <= 1_000_000, held
+
+
+async def test_a_fault_after_the_commit_still_answers_and_ingest_goes_on(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug between COMMIT and the answers (the memory of keys, a metric, the worker's
+    wake-up) ended the flusher task with the batch unanswered, its deadline timer cancelled:
+    those requests hung, and the exception surfaced only as a task nobody awaited."""
+    harness: Harness = await make_harness()
+    remember = RecentKeys.remember
+    calls = []
+
+    def failing_once(self: RecentKeys, *args: Any) -> None:
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("injected")
+        remember(self, *args)
+
+    monkeypatch.setattr(RecentKeys, "remember", failing_once)
+    answers = []
+    with structlog.testing.capture_logs() as logs:
+        for name in ("first", "second"):
+            body = event_body(name)
+            async with asyncio.timeout(5):
+                resp = await harness.post("sw", body, signed_headers(body, msg_id=name))
+            answers.append((resp.status, (await resp.json())["status"]))
+    assert answers == [(200, "accepted"), (200, "accepted")]
+    assert [e["event"] for e in logs if e["event"] == "ingest_flusher_failed"] == [
+        "ingest_flusher_failed"
+    ]
 
 
 async def test_readiness_reports_a_locked_store(make_harness: Any, aiohttp_client: Any) -> None:
