@@ -985,7 +985,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             "|---|---|---|",
         ]
         lines += [f"| {b['phase']} | {b['us']:.0f} | {b['total_us']:.0f} |" for b in budget]
-    lines += ["", "## Goals (DESIGN.md §6)", ""]
+    lines += ["", "## Goals", ""]
     lines += ["| goal | result | met | note |", "|---|---|---|---|"]
     for g in report["goals"]:
         met = "n/a" if g["met"] is None else ("yes" if g["met"] else "**no**")

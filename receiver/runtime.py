@@ -31,6 +31,7 @@ from receiver.server.health_routes import Readiness
 from receiver.server.ingest_routes import IngestLimits
 from receiver.server.protocol_log import route_aiohttp_server_log
 from receiver.store.jobs import JobQueue
+from receiver.store.migrations import SCHEMA_VERSION
 from receiver.store.retention import PurgeReport, PurgeTask, policies_of
 from receiver.store.sqlite import SqliteStore
 from receiver.worker import Worker
@@ -229,6 +230,7 @@ class Receiver:
             ingest=f"{s.server.host}:{self.ingest_port}",
             admin=f"{s.admin.host}:{self.admin_port}",
             database=str(s.storage.path),
+            schema_version=SCHEMA_VERSION,
             providers=sorted(self.config.providers),
         )
 

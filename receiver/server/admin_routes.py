@@ -39,6 +39,9 @@ _BULK_DEFAULT, _BULK_MAX = 1000, 10_000
 _FILTER_FIELDS = frozenset({"provider", "status", "type", "key", "since", "until", "q"})
 _BULK_FIELDS = _FILTER_FIELDS | {"reason", "dry_run", "limit", "cursor"}
 _ONE_FIELDS = frozenset({"reason", "dry_run"})
+_PAGE_FIELDS = frozenset({"limit", "cursor"})
+_EVENT_QUERY = _FILTER_FIELDS | _PAGE_FIELDS
+_REJECTION_QUERY = frozenset({"cause", "provider", "since", "until"}) | _PAGE_FIELDS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,6 +110,18 @@ async def _json_object(request: web.Request, allowed: frozenset[str]) -> dict[st
     return data
 
 
+def _query(request: web.Request, allowed: frozenset[str]) -> Mapping[str, str]:
+    """The query string's parameters, each named once and known: a misspelt filter
+    (``provder=stripe``) listed every event, and of ``since=2h&since=1h`` one was dropped."""
+    query = request.query
+    for name in query:
+        if name not in allowed:
+            raise InvalidParameter(name[:64], "is not a parameter of this request")
+        if len(query.getall(name)) > 1:
+            raise InvalidParameter(name[:64], "is given twice")
+    return query
+
+
 def _reason(data: Mapping[str, object]) -> str | None:
     """The operator's reason for the audit trail: optional, but never blank when given."""
     reason = data.get("reason")
@@ -127,7 +142,7 @@ def _dry_run(data: Mapping[str, object]) -> bool:
 
 async def list_events(request: web.Request) -> web.Response:
     admin = request.app[ADMIN]
-    query = request.query
+    query = _query(request, _EVENT_QUERY)
     cursor = decode_cursor("e", query.get("cursor"))
     now = cursor.clock(admin.clock)
     page = await admin.queries.list_events(
@@ -208,7 +223,7 @@ async def replay_matching(request: web.Request) -> web.Response:
 
 async def rejections(request: web.Request) -> web.Response:
     admin = request.app[ADMIN]
-    query = request.query
+    query = _query(request, _REJECTION_QUERY)
     cursor = decode_cursor("r", query.get("cursor"))
     now = cursor.clock(admin.clock)
     since = parse_time("since", query.get("since"), now_s=now)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -98,6 +99,8 @@ class Database:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if migrate:
+                await asyncio.to_thread(_refuse_upgrade_while_open_elsewhere, self.path)
             writer = await self._connect()
             try:
                 await writer.execute("PRAGMA journal_mode = WAL")
@@ -184,9 +187,13 @@ class Database:
                 f"the database {self.path} has schema version {current}, older than this"
                 f" receiver's ({SCHEMA_VERSION}): `receiver serve` upgrades it when it starts"
             )
+        is_upgrade = current > 0  # a new file gets its schema silently
         for version, script in sorted(migrations().items()):
             if version <= current:
                 continue
+            started = time.monotonic()
+            if is_upgrade:
+                log.info("schema_migrating", path=str(self.path), version=version, current=current)
             await conn.execute("BEGIN IMMEDIATE")
             try:
                 # Another process (a second start) may have applied it while this one waited
@@ -201,6 +208,10 @@ class Database:
             except BaseException:
                 await conn.execute("ROLLBACK")
                 raise
+            current = version
+            if is_upgrade:
+                duration_s = round(time.monotonic() - started, 3)
+                log.info("schema_migrated", version=version, duration_s=duration_s)
 
     async def close(self) -> None:
         writer, reader = self._writer, self._reader
@@ -403,6 +414,35 @@ def _identity_or_none(path: Path) -> tuple[int, int] | None:
         return _identity(path)
     except OSError:
         return None
+
+
+def _refuse_upgrade_while_open_elsewhere(path: Path) -> None:
+    """An older file is upgraded only when no other process has it open. Releases before the
+    instance lock took none: an older receiver still serving the file would go on writing to a
+    schema it does not know, and could not start on it again. SQLite grants an exclusive lock
+    (without the shared-memory index) only when no other connection holds the file open."""
+    if not path.exists():
+        return  # a new database
+    with contextlib.closing(sqlite3.connect(path, timeout=1.0)) as conn:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if not 0 < version < SCHEMA_VERSION:
+        return  # nothing to upgrade (or newer: refused once opened)
+    probe = sqlite3.connect(path, timeout=1.0, isolation_level=None)
+    try:
+        probe.execute("PRAGMA locking_mode = EXCLUSIVE")
+        probe.execute("BEGIN EXCLUSIVE")
+        probe.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        raise StartupError(
+            f"the database {path} has schema version {version}, older than this receiver's"
+            f" ({SCHEMA_VERSION}), and another process has it open (an older receiver still"
+            " serving it, a sqlite3 shell, a backup or replication agent): stop it, then start"
+            " this one again to upgrade the file"
+        ) from None
+    finally:
+        probe.close()
 
 
 async def _probe_write(conn: aiosqlite.Connection) -> None:

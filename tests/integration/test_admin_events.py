@@ -151,6 +151,27 @@ async def test_invalid_filters_are_400_naming_the_parameter(
     assert data["detail"].startswith(parameter + ":")
 
 
+@pytest.mark.parametrize(
+    ("path", "query", "parameter", "detail"),
+    [
+        ("/admin/events", "provder=stripe", "provder", "is not a parameter of this request"),
+        ("/admin/events", "since=2h&since=1h", "since", "is given twice"),
+        ("/admin/rejections", "bogus=1", "bogus", "is not a parameter of this request"),
+        ("/admin/rejections", "cause=a&cause=b", "cause", "is given twice"),
+    ],
+)
+async def test_an_unknown_or_repeated_query_parameter_is_refused(
+    admin_harness: AdminHarness, path: str, query: str, parameter: str, detail: str
+) -> None:
+    """A misspelt filter was ignored, and the page listed every event; of a parameter given
+    twice, one was dropped. Bodies were already strict; queries are now too."""
+    resp = await admin_harness.admin.get(f"{path}?{query}")
+    assert resp.status == 400
+    data = await resp.json()
+    assert (data["error"], data["parameter"]) == ("invalid_parameter", parameter)
+    assert detail in data["detail"]
+
+
 async def test_limit_above_the_cap_is_capped(admin_harness: AdminHarness) -> None:
     await _seed(admin_harness)
     assert len(await _ids(admin_harness, limit="1000000")) == 5

@@ -4,15 +4,19 @@ all-or-nothing either way."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
-from receiver.errors import StorageUnavailable
+from receiver.errors import StartupError, StorageUnavailable
 from receiver.store import database, migrations
 from receiver.store.database import Database
 
@@ -215,19 +219,60 @@ async def test_an_older_search_index_is_rebuilt_with_decoded_text(tmp_path: Path
         conn.execute("INSERT INTO events_fts (events_fts) VALUES ('integrity-check')")
 
 
-async def test_a_step_another_process_applied_while_this_one_waited_is_skipped(
-    tmp_path: Path,
-) -> None:
-    """Two starts at once (a CLI command beside a starting server) both read the old version;
-    the second ran the step again once it got the lock: the index rebuilt twice on a live
-    server, or an error (a column or table already there)."""
-    path = tmp_path / "race.db"
-    with sqlite3.connect(path, isolation_level=None) as conn:
+def _older_file(path: Path) -> Path:
+    """A database one schema version behind this receiver's."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("PRAGMA journal_mode = WAL")
         for version in range(1, migrations.SCHEMA_VERSION):
             for statement in migrations.split_sql(migrations.migrations()[version]):
                 conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {migrations.SCHEMA_VERSION - 1}")
+    return path
+
+
+async def test_an_older_file_another_process_has_open_is_not_upgraded(tmp_path: Path) -> None:
+    """Releases before the instance lock took none: a new server upgraded the file under an
+    older one still serving it, which went on writing and could not start on it again."""
+    path = _older_file(tmp_path / "old.db")
+    older = subprocess.Popen(  # noqa: ASYNC220 - an older receiver: the file open, idle
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+            " c.execute('SELECT count(*) FROM events').fetchall();"
+            " print('open', flush=True); sys.stdin.read()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert older.stdout is not None and older.stdout.readline() == b"open\n"
+        with pytest.raises(StartupError, match="another process has it open"):
+            await Database(path).open()
+    finally:
+        older.communicate(b"")
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations.SCHEMA_VERSION - 1
+    db = Database(path)
+    with structlog.testing.capture_logs() as logs:
+        await db.open()  # stopped: upgraded now, and said so
+    await db.close()
+    steps = [(e["event"], e["version"]) for e in logs if e["event"].startswith("schema_")]
+    last = migrations.SCHEMA_VERSION
+    assert steps == [("schema_migrating", last), ("schema_migrated", last)]
+
+
+async def test_a_step_another_process_applied_while_this_one_waited_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two starts at once (a CLI command beside a starting server) both read the old version;
+    the second ran the step again once it got the lock: the index rebuilt twice on a live
+    server, or an error (a column or table already there)."""
+    path = _older_file(tmp_path / "race.db")
+    # The other process opens the file after this one looked for others (it refuses to
+    # upgrade a file another process already has open: see below).
+    monkeypatch.setattr(database, "_refuse_upgrade_while_open_elsewhere", lambda path: None)
     other = sqlite3.connect(path, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")  # the other process, migrating
