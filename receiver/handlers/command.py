@@ -50,7 +50,8 @@ async def _feed_and_wait(proc: asyncio.subprocess.Process, body: bytes) -> None:
         finally:
             if not feeding.done():
                 feeding.cancel()
-                stdin.transport.abort()  # drop what is unread; close() would wait to flush it
+                if not stdin.transport.is_closing():  # asyncio's abort() closes twice
+                    stdin.transport.abort()  # drop what is unread; close() would wait to flush
             await asyncio.wait({feeding})
     await proc.wait()
 

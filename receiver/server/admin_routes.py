@@ -40,6 +40,7 @@ _FILTER_FIELDS = frozenset({"provider", "status", "type", "key", "since", "until
 _BULK_FIELDS = _FILTER_FIELDS | {"reason", "dry_run", "limit", "cursor"}
 _ONE_FIELDS = frozenset({"reason", "dry_run"})
 _PAGE_FIELDS = frozenset({"limit", "cursor"})
+_NO_QUERY: frozenset[str] = frozenset()  # a write route's parameters are in its body
 _EVENT_QUERY = _FILTER_FIELDS | _PAGE_FIELDS
 _REJECTION_QUERY = frozenset({"cause", "provider", "since", "until"}) | _PAGE_FIELDS
 
@@ -157,6 +158,7 @@ async def list_events(request: web.Request) -> web.Response:
 
 
 async def get_event(request: web.Request) -> web.Response:
+    _query(request, _NO_QUERY)
     event_id = _event_id(request)
     detail = None if event_id is None else await request.app[ADMIN].queries.get_detail(event_id)
     if detail is None:
@@ -165,6 +167,7 @@ async def get_event(request: web.Request) -> web.Response:
 
 
 async def replay_event(request: web.Request) -> web.Response:
+    _query(request, _NO_QUERY)  # ?dry_run=true, ignored, replayed for real
     event_id = _event_id(request)
     data = await _json_object(request, _ONE_FIELDS)
     reason, dry_run = _reason(data), _dry_run(data)
@@ -198,6 +201,7 @@ async def replay_event(request: web.Request) -> web.Response:
 
 
 async def replay_matching(request: web.Request) -> web.Response:
+    _query(request, _NO_QUERY)
     admin = request.app[ADMIN]
     data = await _json_object(request, _BULK_FIELDS)
     reason, dry_run = _reason(data), _dry_run(data)
@@ -246,6 +250,7 @@ async def rejections(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
+    _query(request, _NO_QUERY)
     admin = request.app[ADMIN]
     summary = await admin.queries.stats()
     summary["retention"] = {
@@ -255,6 +260,7 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
+    _query(request, _NO_QUERY)
     return json_response(openapi_document())
 
 

@@ -189,9 +189,11 @@ class IngestWriter:
         except Exception:
             # A fault of ours, not the storage's: the batch in hand is answered, not stranded
             # (the deadline timer goes with this task), and the flusher's end is logged, not
-            # left to a task nobody awaits. The next delivery starts a new one.
+            # left to a task nobody awaits.
             log.exception("ingest_flusher_failed")
             self._fail(batch, StorageUnavailable("the write failed", retry_after_s=1))
+            if self._pending and not self._is_closed:  # joined meanwhile: a new flusher
+                asyncio.get_running_loop().call_soon(self._start_flusher)
         finally:
             if self._deadline_timer is not None:
                 self._deadline_timer.cancel()

@@ -152,7 +152,7 @@ class Replayer:
         skipped: dict[str, int] = {}
         for start in range(0, len(in_receive_order), self._batch_size):
             chunk = in_receive_order[start : start + self._batch_size]
-            if start:
+            if start and not dry_run:  # a dry run writes nothing: no ingest to make room for
                 await asyncio.sleep(self._pause_s)
             if dry_run:
                 async with self._db.reading() as conn:

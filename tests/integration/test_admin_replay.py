@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from typing import Any
 
@@ -204,6 +205,32 @@ async def test_bulk_replay_by_filter_in_paced_batches(admin_harness: AdminHarnes
     assert _count(h, "SELECT count(*) FROM jobs WHERE status = 'queued' AND is_replay = 1") == 7
     assert _count(h, "SELECT count(*) FROM events WHERE status = 'dead'") == 2
     assert _count(h, "SELECT count(*) FROM requeues WHERE actor = 'admin'") == 7
+
+
+@pytest.mark.parametrize("path", ["/admin/replay", "/admin/events/{id}/replay"])
+async def test_a_query_string_on_a_replay_is_refused_not_ignored(
+    admin_harness: AdminHarness, path: str
+) -> None:
+    """``POST /admin/replay?dry_run=true`` answered ``"dry_run": false`` and replayed for
+    real: a write route's parameters are in its body, and anything in its query is a 400."""
+    h = admin_harness
+    [event_id] = await _seed_dead(h, 1)
+    url = path.format(id=event_id) + "?dry_run=true"
+    resp = await h.post(url, {"provider": "plain"} if path == "/admin/replay" else {})
+    assert resp.status == 400
+    assert (await resp.json())["parameter"] == "dry_run"
+    assert _count(h, "SELECT count(*) FROM requeues") == 0
+
+
+async def test_a_bulk_dry_run_is_not_paced(admin_harness: AdminHarness) -> None:
+    """The pause between batches leaves the writer to ingest; a dry run writes nothing."""
+    h = admin_harness
+    await _seed_dead(h, 6)
+    replayer = h.receiver.store.replayer
+    replayer._batch_size, replayer._pause_s = 2, 5.0
+    async with asyncio.timeout(4):
+        resp = await h.post("/admin/replay", {"status": "dead", "dry_run": True})
+    assert (await resp.json())["replayed"] == 6
 
 
 async def test_bulk_replay_limit_reports_more(admin_harness: AdminHarness) -> None:

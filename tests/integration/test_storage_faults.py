@@ -8,6 +8,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -239,8 +240,9 @@ async def test_a_fault_after_the_commit_still_answers_and_ingest_goes_on(
 ) -> None:
     """A bug between COMMIT and the answers (the memory of keys, a metric, the worker's
     wake-up) ended the flusher task with the batch unanswered, its deadline timer cancelled:
-    those requests hung, and the exception surfaced only as a task nobody awaited."""
-    harness: Harness = await make_harness()
+    those requests hung, and so did one that joined the queue while that batch committed; the
+    exception surfaced only as a task nobody awaited."""
+    harness: Harness = await make_harness(storage={"busy_timeout_s": 0.2})  # answer in 0.25 s
     remember = RecentKeys.remember
     calls = []
 
@@ -250,14 +252,28 @@ async def test_a_fault_after_the_commit_still_answers_and_ingest_goes_on(
             raise RuntimeError("injected")
         remember(self, *args)
 
+    write = Database._in_writer_thread
+    first_commit = threading.Event()
+
+    def slow_first(self: Database, *args: Any) -> Any:
+        if not first_commit.is_set():
+            first_commit.set()
+            time.sleep(0.1)  # long enough for the second delivery to join the queue
+        return write(self, *args)
+
     monkeypatch.setattr(RecentKeys, "remember", failing_once)
-    answers = []
+    monkeypatch.setattr(Database, "_in_writer_thread", slow_first)
+
+    async def deliver(name: str) -> tuple[int, str]:
+        body = event_body(name)
+        resp = await harness.post("sw", body, signed_headers(body, msg_id=name))
+        return resp.status, (await resp.json())["status"]
+
     with structlog.testing.capture_logs() as logs:
-        for name in ("first", "second"):
-            body = event_body(name)
-            async with asyncio.timeout(5):
-                resp = await harness.post("sw", body, signed_headers(body, msg_id=name))
-            answers.append((resp.status, (await resp.json())["status"]))
+        first = asyncio.create_task(deliver("first"))
+        await asyncio.to_thread(first_commit.wait, 5)
+        async with asyncio.timeout(5):
+            answers = await asyncio.gather(first, deliver("second"))
     assert answers == [(200, "accepted"), (200, "accepted")]
     assert [e["event"] for e in logs if e["event"] == "ingest_flusher_failed"] == [
         "ingest_flusher_failed"

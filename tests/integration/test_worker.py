@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import gzip
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -344,6 +345,33 @@ async def test_command_handler_gets_the_body_on_stdin_and_the_event_in_env(
     }
     assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
     assert attempts_of(store, event_id)[0]["exit_code"] == 0  # the timeline shows how it ended
+
+
+async def test_command_handler_is_told_how_to_read_the_bytes_on_stdin(
+    store: SqliteStore, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A command got the body as it came, compressed or a form, with nothing saying which."""
+    out = tmp_path / "env.json"
+    script = write_script(
+        tmp_path / "on-event",
+        f"#!{sys.executable}\n"
+        "import json, os\n"
+        "names = ('RECEIVER_CONTENT_TYPE', 'RECEIVER_CONTENT_ENCODING')\n"
+        f"open({str(out)!r}, 'w').write(json.dumps([os.environ[n] for n in names]))\n",
+    )
+    worker = make_worker(
+        store, clock, {"cmd": {"handler": {"kind": "command", "argv": [str(script)]}}}
+    )
+    await record(
+        store,
+        "cmd",
+        1,
+        body=gzip.compress(b"a=1"),
+        content_type="application/x-www-form-urlencoded",
+        headers={"content-encoding": "gzip"},
+    )
+    await worker.run(until_empty=True)
+    assert json.loads(out.read_text()) == ["application/x-www-form-urlencoded", "gzip"]
 
 
 async def test_command_handler_does_not_inherit_webhook_secrets(
@@ -910,6 +938,22 @@ async def test_a_command_that_exits_0_leaving_a_child_on_its_stdin_succeeds(
     assert attempts_of(store, event_id)[0]["exit_code"] == 0
 
 
+async def test_a_command_that_exits_without_reading_its_stdin_leaves_no_loop_error(
+    store: SqliteStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its stdin pipe was often closing already when the exit was seen: aborting it again made
+    asyncio close it twice, a traceback on stderr outside the JSON log for each such run."""
+    handler = {"kind": "command", "argv": ["sh", "-c", "exit 3"], "permanent_exit_codes": [3]}
+    worker = make_worker(store, clock, {"cmd": {"handler": handler}}, concurrency=4)
+    for n in range(12):
+        await record(store, "cmd", n, body=b"x" * 1_048_576)  # far past a pipe's 64 KiB
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        await worker.run(until_empty=True)
+        await asyncio.sleep(0.1)  # a second close ran as a callback after the run
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+    assert query(store, "SELECT count(*) FROM jobs WHERE status = 'dead'") == [(12,)]
+
+
 def python_with(target: str, *, timeout_s: float, **extra: Any) -> dict[str, Any]:
     handler = {"kind": "python", "target": f"{TARGETS}:{target}", "timeout_s": timeout_s}
     return {"handler": handler, **extra}
@@ -1388,7 +1432,8 @@ async def test_a_job_whose_event_was_deleted_by_hand_does_not_stop_the_worker(
     with closing(sqlite3.connect(store.db.path)) as conn, conn:
         conn.execute("DELETE FROM events WHERE id = ?", (ids[1],))
     with structlog.testing.capture_logs() as logs:
-        await worker.run(until_empty=True)
+        async with asyncio.timeout(10):  # it never ended: every claim failed
+            await worker.run(until_empty=True)
     assert sorted(call.id for call in targets.STATE.calls) == [ids[0], ids[2]]
     assert query(store, "SELECT count(*) FROM jobs WHERE event_id = ?", ids[1]) == [(0,)]
     assert event_names(logs, "orphan_jobs_removed") == ["orphan_jobs_removed"]
