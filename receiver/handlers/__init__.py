@@ -8,7 +8,8 @@ the event body, never a configured header value, never a URL's credentials.
   ``Idempotency-Key`` (the event's dedupe key: the same on every attempt and replay),
   ``Receiver-Event-Id``, ``Receiver-Attempt``, ``Receiver-Provider``, ``Receiver-Replay``,
   ``Receiver-Event-Type`` and the configured headers. 2xx is success. One shared
-  ``ClientSession`` reuses connections; at most 1 MiB of an answer is read.
+  ``ClientSession`` reuses connections and keeps no cookies; at most 1 MiB of an answer is
+  read.
 - ``python`` calls ``target`` (``pkg.mod:func``), sync on a thread of its own or async;
   returning is success, raising (``SystemExit`` too) is failure, raising
   :class:`~receiver.errors.PermanentError` is "do not retry". At its timeout the call is given
