@@ -194,16 +194,8 @@ class Replayer:
             if ceiling is None:
                 return ReplayReport(dry_run=dry_run, matched=0, replayed=0)
             before_id = int(ceiling) + 1
-        ids: list[int] = []
-        has_more = False
-        while len(ids) < limit:
-            size = min(self._batch_size, limit - len(ids))
-            page = await self._matching_ids(where, params, before_id=before_id, limit=size + 1)
-            has_more = len(page) > size
-            ids.extend(page[:size])
-            if not has_more:
-                break
-            before_id = ids[-1]
+        found = await self._matching_ids(where, params, before_id=before_id, limit=limit + 1)
+        ids, has_more = found[:limit], len(found) > limit
         report = await self.replay_ids(ids, actor=actor, reason=reason, dry_run=dry_run)
         return ReplayReport(
             dry_run=dry_run,
