@@ -96,6 +96,11 @@ class UnknownProvider(RequestRejected):
     status = 404
 
 
+class UnknownRoute(RequestRejected):
+    code = "not_found"
+    status = 404
+
+
 class MethodNotAllowed(RequestRejected):
     code = "method_not_allowed"
     status = 405

@@ -143,6 +143,12 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.running = Gauge(
+            "receiver_jobs_running",
+            "Jobs a handler is running (a hung or overrunning one too), by provider",
+            ["provider"],
+            registry=r,
+        )
         self.oldest_queued_age = Gauge(
             "receiver_queue_oldest_age_seconds",
             "How long the oldest due job has waited for a worker, by provider",

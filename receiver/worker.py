@@ -53,6 +53,8 @@ _GATHER_S = 0.005
 _STATS_COST_FACTOR = 100
 # How long cancelled handler code gets to stop before it is logged as overrunning its timeout.
 _OVERRUN_NOTICE_S = 1.0
+# The longest wait before a crashed worker loop starts again (1 s, 2 s, 4 s, … up to this).
+_RESTART_MAX_S = 60.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,6 +132,8 @@ class Worker:
         # Handlers running now (a job whose outcome is being written no longer takes a slot).
         self._slots_taken = 0
         self._abandoned: Counter[str] = Counter()  # runs given up on, still running, by provider
+        self._crashes = 0  # loop crashes in a row (reset by a claim that succeeds)
+        self._restart_timer: asyncio.TimerHandle | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -149,17 +153,43 @@ class Worker:
     async def start(self) -> None:
         if self._loop_task is None:
             self._is_stopping = False
-            self._loop_task = asyncio.create_task(self.run(), name="receiver-worker")
+            self._crashes = 0
+            self._launch()
+
+    def _launch(self) -> None:
+        self._restart_timer = None
+        if self._is_stopping:
+            return
+        self._loop_task = asyncio.create_task(self.run(), name="receiver-worker")
+        self._loop_task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        """A loop that raised is logged at once (it used to be only at shutdown, while nothing
+        was processed and the queue gauges stood still) and started again after a backoff;
+        ``/readyz`` says so meanwhile."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = summarize(task.exception() or Exception())
+        if self._is_stopping:
+            self._log.error("worker_crashed", error=error)
+            return
+        self._crashes += 1
+        delay_s = min(_RESTART_MAX_S, 2.0 ** (self._crashes - 1))
+        self._log.error(
+            "worker_crashed", error=error, restart_in_s=delay_s, exc_info=task.exception()
+        )
+        self._restart_timer = asyncio.get_running_loop().call_later(delay_s, self._launch)
 
     async def stop(self) -> None:
         """Stop claiming; give running jobs ``shutdown_timeout_s``; release the rest."""
         self._is_stopping = True
         self._wake.set()
+        if self._restart_timer is not None:
+            self._restart_timer.cancel()
+            self._restart_timer = None
         task, self._loop_task = self._loop_task, None
         if task is not None:
             await asyncio.wait({task})
-            if not task.cancelled() and task.exception() is not None:
-                self._log.error("worker_crashed", error=summarize(task.exception() or Exception()))
         await self._http.close()
 
     async def run(self, *, until_empty: bool = False) -> None:
@@ -179,6 +209,7 @@ class Worker:
             while not self._is_stopping:
                 self._wake.clear()
                 await self._claim()
+                self._crashes = 0
                 self._refresh_stats_soon()
                 if until_empty and not self._flights:
                     due = await self._queue.next_change_at(list(self.routes), now=self._clock())
@@ -343,6 +374,7 @@ class Worker:
         self._stats_due_at = max(self._stats_due_at, started + cost_s * _STATS_COST_FACTOR)
         for row in stats:
             self._metrics.queue_depth.labels(row.provider).set(row.queued)
+            self._metrics.running.labels(row.provider).set(row.running)
             self._metrics.oldest_queued_age.labels(row.provider).set(row.oldest_ready_age_s)
 
     # -- one job -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from receiver.server.ingest_routes import (
     REJECTIONS,
     IngestLimits,
     add_ingest_routes,
+    unrouted,
 )
 from receiver.server.responses import error_middleware
 from receiver.store.rejections import RejectionJournal
@@ -43,6 +44,7 @@ def build_ingest_app(
     add_ingest_routes(app)
     # Open to whoever can reach ingest: readiness a second old at most, not a write per probe.
     add_health_routes(app, with_metrics=False, ready_max_age_s=1.0)
+    app.router.add_route("*", "/{path:.*}", unrouted)  # last: only what nothing else took
     return app
 
 

@@ -8,11 +8,14 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+import structlog
 from aiohttp import web
 
 from receiver.metrics import Metrics
 from receiver.server.ingest_routes import METRICS
 from receiver.server.responses import json_response
+
+log = structlog.get_logger("receiver.http")
 
 
 class Readiness:
@@ -33,9 +36,21 @@ class Readiness:
             if self._last_at >= asked_at - max_age_s:
                 return self._last
             started = time.monotonic()
-            self._last = {name: await check() for name, check in self.checks.items()}
-            self._last_at = started
-            return self._last
+            results = {name: await check() for name, check in self.checks.items()}
+            if results != self._last:
+                _log_change(self._last, results)
+            self._last, self._last_at = results, started
+            return results
+
+
+def _log_change(before: dict[str, bool], now: dict[str, bool]) -> None:
+    """A change of readiness is a log line: a probe's 503 alone left no trace (and the store
+    check's own failure is not logged where it happens)."""
+    failing = sorted(name for name, is_ready in now.items() if not is_ready)
+    if failing:
+        log.warning("readiness_changed", is_ready=False, failing=failing)
+    elif before:  # not the first answer: it was not ready before
+        log.info("readiness_changed", is_ready=True)
 
 
 READINESS = web.AppKey("readiness", Readiness)

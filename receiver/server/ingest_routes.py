@@ -11,6 +11,7 @@ __all__ = [
     "add_ingest_routes",
     "capture",
     "read_body",
+    "unrouted",
 ]
 
 import asyncio
@@ -28,6 +29,7 @@ from receiver.errors import (
     RequestRejected,
     ServerBusy,
     Unavailable,
+    UnknownRoute,
 )
 from receiver.ingest import IngestResult, IngestService
 from receiver.metrics import Metrics
@@ -138,6 +140,44 @@ def _result_response(result: IngestResult) -> tuple[web.Response, str, str | Non
     return json_response({"status": status, "events": events}), f"batch_{status}", None
 
 
+def _refused(
+    request: web.Request, exc: RequestRejected, *, provider: str, is_known: bool, body_bytes: int
+) -> web.Response:
+    """A refusal's answer, counted (a name not configured under ``provider=""``) and journaled."""
+    response = error_response(exc)
+    if isinstance(exc, PayloadTooLarge | BodyTimeout):
+        response.force_close()
+    elif isinstance(exc, MethodNotAllowed):
+        response.headers["Allow"] = "POST"
+    request.app[METRICS].rejections.labels(provider if is_known else "", exc.code).inc()
+    journal = request.app.get(REJECTIONS)
+    if journal is not None:
+        journal.record(
+            cause=exc.code,
+            provider=provider,
+            remote_addr=request.remote,
+            body_bytes=body_bytes or request.content_length,
+        )
+    return response
+
+
+async def unrouted(request: web.Request) -> web.StreamResponse:
+    """Any other path on the ingest listener: answered 404 as before, now also counted,
+    journaled and logged. A provider configured with a trailing slash, or ``/webhook/``,
+    failed every delivery without a trace here."""
+    exc = UnknownRoute("nothing is served here: deliveries go to /webhooks/{provider}")
+    response = _refused(request, exc, provider="", is_known=False, body_bytes=0)
+    request.app[REQUEST_LOG].info(
+        "request_rejected",
+        cause=exc.code,
+        status=exc.status,
+        method=request.method[:16],
+        path=request.path[:100],  # the caller's text: cut short, never a label
+        remote=request.remote,
+    )
+    return response
+
+
 async def receive(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     name = request.match_info["provider"]
@@ -163,20 +203,7 @@ async def receive(request: web.Request) -> web.StreamResponse:
                 key = prepared.events[0].key
             result = await service.record(prepared)
     except RequestRejected as exc:
-        response = error_response(exc)
-        if isinstance(exc, PayloadTooLarge | BodyTimeout):
-            response.force_close()
-        elif isinstance(exc, MethodNotAllowed):
-            response.headers["Allow"] = "POST"
-        metrics.rejections.labels(name if is_known else "", exc.code).inc()
-        journal = request.app.get(REJECTIONS)
-        if journal is not None:
-            journal.record(
-                cause=exc.code,
-                provider=name,
-                remote_addr=request.remote,
-                body_bytes=body_bytes or request.content_length,
-            )
+        response = _refused(request, exc, provider=name, is_known=is_known, body_bytes=body_bytes)
         event = "signature_rejected" if exc.status == 401 else "request_rejected"
         outcome, status = event, exc.status
         log_extra: dict[str, object] = {"cause": exc.code}

@@ -179,3 +179,33 @@ async def test_a_log_line_that_cannot_be_written_never_holds_up_an_answer(
     assert (first["http_status"], first["status"]) == (200, "accepted")
     assert (again["http_status"], again["status"]) == (200, "duplicate")
     assert _value(text, "receiver_log_lines_dropped_total") >= 2
+
+
+async def test_a_delivery_to_a_path_nothing_serves_is_counted_and_logged(
+    admin_make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider set up with a trailing slash (or ``/webhook/``) got a 404 for every delivery,
+    and the receiver showed nothing: no log line, no count, no journal row."""
+    import json
+
+    from tests.support.logs import json_logs
+
+    with json_logs(monkeypatch) as buffer:
+        h = await admin_make_harness()
+        answers = [
+            await h.ingest.post(path, data=b"{}")
+            for path in ("/webhooks/plain/", "/webhook/plain", "/")
+        ]
+    for resp in answers:
+        assert resp.status == 404
+        assert (await resp.json())["error"] == "not_found"
+    text = str(await (await h.get("/metrics")).text())
+    assert _value(text, "receiver_rejections_total", cause="not_found", provider="") == 3
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    refused = [(e["event"], e["path"]) for e in lines if e.get("cause") == "not_found"]
+    assert refused == [
+        ("request_rejected", "/webhooks/plain/"),
+        ("request_rejected", "/webhook/plain"),
+        ("request_rejected", "/"),
+    ]
+    assert (await h.ingest.get("/healthz")).status == 200  # what is served still is

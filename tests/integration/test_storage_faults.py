@@ -284,13 +284,21 @@ async def test_readiness_reports_a_locked_store(make_harness: Any, aiohttp_clien
     harness: Harness = await make_harness(storage={"busy_timeout_s": 0.2})
     await harness.receiver.worker.start()
     admin = await aiohttp_client(harness.receiver.admin_app)
-    assert (await admin.get("/readyz")).status == 200
-    async with _write_lock_held(harness):
-        resp = await admin.get("/readyz")
-        assert resp.status == 503
-        assert (await resp.json())["checks"]["store"] is False
-    assert (await admin.get("/readyz")).status == 200
+    with structlog.testing.capture_logs() as logs:
+        assert (await admin.get("/readyz")).status == 200
+        async with _write_lock_held(harness):
+            resp = await admin.get("/readyz")
+            assert resp.status == 503
+            assert (await resp.json())["checks"]["store"] is False
+        assert (await admin.get("/readyz")).status == 200
     await harness.receiver.worker.stop()
+    # Each change is a log line (a probe's 503 alone left no trace), not each probe.
+    changes = [
+        (e["log_level"], e["is_ready"], e.get("failing"))
+        for e in logs
+        if e["event"] == "readiness_changed"
+    ]
+    assert changes == [("warning", False, ["store"]), ("info", True, None)]
 
 
 async def test_io_error_at_commit_is_503_and_nothing_is_half_written(

@@ -777,6 +777,39 @@ async def test_new_work_wakes_the_worker_before_the_poll_interval(
     assert not await worker.check_running()
 
 
+async def test_a_crashed_worker_loop_is_logged_at_once_and_started_again(
+    store: SqliteStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim that raised something other than storage trouble (a row corrupted by hand)
+    ended the loop: nothing was processed, the queue gauges stood still, and the only trace,
+    `worker_crashed`, was logged at shutdown."""
+    claim = JobQueue.claim
+    calls = []
+
+    async def failing_once(self: JobQueue, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise ValueError("a row this worker cannot read")
+        return await claim(self, **kwargs)
+
+    monkeypatch.setattr(JobQueue, "claim", failing_once)
+    worker = make_worker(store, clock, {"p": python("record")})
+    event_id = await record(store, "p", 1)
+    with structlog.testing.capture_logs() as logs:
+        await worker.start()
+        try:
+            await asyncio.wait_for(_wait_for(lambda: not worker.is_running), timeout=5)
+            [crash] = [e for e in logs if e["event"] == "worker_crashed"]
+            assert crash["restart_in_s"] == 1.0 and "cannot read" in crash["error"]
+            await asyncio.wait_for(
+                _wait_for(lambda: status_of(store, event_id)[0] == "succeeded"), timeout=5
+            )
+            assert worker.is_running
+        finally:
+            await worker.stop()
+    assert len([e for e in logs if e["event"] == "worker_crashed"]) == 1
+
+
 async def test_never_more_handlers_run_at_once_than_the_concurrency(
     store: SqliteStore, clock: FakeClock
 ) -> None:
@@ -833,6 +866,9 @@ async def test_queue_gauges_follow_the_queue_and_back_off_when_counting_is_slow(
     await worker.start()
     try:
         await asyncio.wait_for(_wait_for(lambda: depth() == 2), timeout=5)  # one runs, two wait
+        # The one a handler holds (a hung downstream's) is counted too, not in no gauge at all.
+        sample = metrics.registry.get_sample_value
+        assert sample("receiver_jobs_running", {"provider": "p"}) == 1
         counts: list[float] = []
         real = JobQueue.stats
 
