@@ -26,8 +26,11 @@ from receiver.logs import dropped_lines
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-# Handlers are slower than an ingest ack: up to their timeouts (seconds to minutes).
-_HANDLER_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# Handlers take from a millisecond (a downstream on the same host) up to their timeouts.
+_HANDLER_BUCKETS = (
+    *(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+    *(1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
 
 
 @dataclass(frozen=True, slots=True)

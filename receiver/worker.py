@@ -507,7 +507,12 @@ class Worker:
             exit_code=outcome.exit_code,
             error=outcome.error,
         )
-        fields = {"event_id": job.event_id, "provider": job.provider, "attempt": job.attempt}
+        fields = {
+            "event_id": job.event_id,
+            "key": job.key,  # what the downstream dedupes on, and what an operator searches for
+            "provider": job.provider,
+            "attempt": job.attempt,
+        }
         write: Callable[[], Awaitable[bool]]
         if outcome.is_success:
             write = functools.partial(self._queue.complete, job, record)

@@ -130,14 +130,19 @@ async def capture(
     )
 
 
-def _result_response(result: IngestResult) -> tuple[web.Response, str, str | None]:
+def _result_response(
+    result: IngestResult,
+) -> tuple[web.Response, str, str | None, dict[str, object]]:
+    """The answer, the log line's event name and key, and (a batch) what it held."""
     if not result.is_batch:
         body = _outcome_json(result.outcomes[0])
-        return json_response(body), f"event_{body['status']}", body["key"]
+        return json_response(body), f"event_{body['status']}", body["key"], {}
     events = [_outcome_json(o) for o in result.outcomes]
-    is_new = any(e["status"] == "accepted" for e in events)
-    status = "accepted" if is_new else "duplicate"
-    return json_response({"status": status, "events": events}), f"batch_{status}", None
+    accepted = sum(e["status"] == "accepted" for e in events)
+    status = "accepted" if accepted else "duplicate"
+    # A batch's line says what it held: the log can be matched with the counters per event.
+    held: dict[str, object] = {"accepted": accepted, "duplicate": len(events) - accepted}
+    return json_response({"status": status, "events": events}), f"batch_{status}", None, held
 
 
 def _refused(
@@ -223,7 +228,7 @@ async def receive(request: web.Request) -> web.StreamResponse:
             outcome, status = "handshake_answered", result.status
             metrics.received.labels(name, outcome).inc()
         else:
-            response, outcome, key = _result_response(result)
+            response, outcome, key, log_extra = _result_response(result)
             status = 200
             series = metrics.ingest_for(name)  # a configured provider: ingest found it
             for o in result.outcomes:

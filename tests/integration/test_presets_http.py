@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+import structlog
 
 from tests.integration.conftest import Harness
 from tests.support.factories import test_environ
@@ -168,9 +169,13 @@ async def test_a_sendgrid_batch_retried_with_one_new_element_stores_one_new_even
     )
     assert [e["status"] for e in (await first.json())["events"]] == ["accepted", "accepted"]
     signed = case.sign(0, retried, now + 60)
-    again = await harness.post(
-        "p", signed.body, {**signed.headers, "Content-Type": "application/json"}
-    )
+    with structlog.testing.capture_logs() as logs:
+        again = await harness.post(
+            "p", signed.body, {**signed.headers, "Content-Type": "application/json"}
+        )
+    # Its log line says what it held (it had no count: it could not be matched with metrics).
+    [line] = [e for e in logs if e["event"].startswith("batch_")]
+    assert (line["event"], line["accepted"], line["duplicate"]) == ("batch_accepted", 1, 2)
     events = (await again.json())["events"]
     assert [e["status"] for e in events] == ["duplicate", "duplicate", "accepted"]
     assert [e["key"] for e in events] == ["p:sg_1", "p:sg_2", "p:sg_3"]

@@ -441,6 +441,9 @@ async def test_fails_twice_then_succeeds_with_backoff_and_one_idempotency_key(
         "job_succeeded",
     ]
     assert "secret-looking-body" not in repr(logs)
+    # Each outcome line names the key the downstream dedupes on (an operator searches by it).
+    outcomes = [e for e in logs if e["event"] in ("job_retry_scheduled", "job_succeeded")]
+    assert {e["key"] for e in outcomes} == {"shop:evt_1"}
     sample = metrics.registry.get_sample_value
     assert sample("receiver_handler_attempts_total", {"provider": "shop", "outcome": "retry"}) == 2
     assert (
