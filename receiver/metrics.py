@@ -146,6 +146,11 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.loop_lag = Gauge(
+            "receiver_event_loop_lag_seconds",
+            "How late the event loop ran a timer, the worst of the last 5 s (something blocks it)",
+            registry=r,
+        )
         self.running = Gauge(
             "receiver_jobs_running",
             "Jobs a handler is running (a hung or overrunning one too), by provider",

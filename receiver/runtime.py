@@ -22,6 +22,7 @@ from receiver.errors import StartupError
 from receiver.ingest import IngestService
 from receiver.instance_lock import InstanceLock
 from receiver.logs import unfiltered_logger
+from receiver.loop_lag import LoopLagWatch
 from receiver.metrics import Metrics
 from receiver.server.admin_auth import AdminTokens
 from receiver.server.admin_routes import AdminServices
@@ -123,6 +124,7 @@ class Receiver:
         self.store.rejections.on_dropped = self.metrics.rejection_journal_dropped.inc
         self.store.replayer.on_replayed = self._count_replays
         self.purger = PurgeTask(self.store.retention, on_report=self._count_purge)
+        self.loop_lag = LoopLagWatch(self.metrics.loop_lag.set)
         self._instance = InstanceLock(s.storage.path)
         self._runners: list[web.AppRunner] = []
         self.ingest_port: int | None = None
@@ -220,6 +222,7 @@ class Receiver:
         self._instance.acquire()  # before the store: a second server must not migrate it
         await self.store.open()
         self.purger.start()
+        self.loop_lag.start()
         await self.worker.start()
         s = self.config.settings
         ingest, admin = (s.server.host, s.server.port), (s.admin.host, s.admin.port)
@@ -241,6 +244,7 @@ class Receiver:
         # Side by side: the listeners' grace and the running jobs' share one shutdown_timeout_s.
         await asyncio.gather(*(runner.cleanup() for runner in runners), self.worker.stop())
         await self.purger.stop()
+        await self.loop_lag.stop()
         await self.store.close()
         self._instance.release()
         log.info("receiver_stopped")
