@@ -174,7 +174,7 @@ class Worker:
             self._log.error("worker_crashed", error=error)
             return
         self._crashes += 1
-        delay_s = min(_RESTART_MAX_S, 2.0 ** (self._crashes - 1))
+        delay_s = min(_RESTART_MAX_S, 2.0 ** min(self._crashes - 1, 16))  # 2 ** 1024 overflows
         self._log.error(
             "worker_crashed", error=error, restart_in_s=delay_s, exc_info=task.exception()
         )
