@@ -82,7 +82,7 @@ class Database:
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._wal_identity: tuple[int, int] | None = None  # and of its WAL, once there is one
         self.lost: str | None = None  # why the file opened is no longer at ``path``
-        self.wal_path = _wal_of(path)
+        self.wal_path = _wal_of(path)  # as SQLite names it: after the file a symlink points to
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout_s)
@@ -126,7 +126,6 @@ class Database:
             ) from exc
         self._writer = writer
         self._identity = _identity(self.path)
-        self.wal_path = _wal_of(self.path)  # as SQLite named it when it opened the file
         self._wal_identity = _identity_or_none(self.wal_path)
 
     def check_file(self) -> None:
