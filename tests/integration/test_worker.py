@@ -663,8 +663,10 @@ async def test_a_long_handler_keeps_its_lease_by_renewing(tmp_path: Path) -> Non
     store = SqliteStore(tmp_path / "receiver.db")
     await store.open()
     try:
-        slow = make_worker(store, time.time, {"p": python("slow")}, lease_s=0.4)
-        other = make_worker(store, time.time, {"p": python("record")}, lease_s=0.4)
+        # A lease shorter than the handler's second, renewed every 0.4 s: a renewal may come
+        # 0.4 s late on a loaded machine before the other worker could take the job over.
+        slow = make_worker(store, time.time, {"p": python("slow")}, lease_s=0.8)
+        other = make_worker(store, time.time, {"p": python("record")}, lease_s=0.8)
         await slow.start()
         event_id = await record(store, "p", 1)
         slow.wake()
