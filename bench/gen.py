@@ -197,6 +197,7 @@ def seed_events(
         for base in range(start, start + count, chunk):
             stop = min(base + chunk, start + count)
             events = []
+            payloads = []
             jobs = []
             for n in range(base, stop):
                 event_id = seed_id(n)
@@ -210,8 +211,6 @@ def seed_events(
                         event_id,
                         "invoice.paid",
                         hashlib.sha256(body.encode()).hexdigest(),
-                        body.encode(),
-                        _headers_json(event_id, body),
                         "application/json",
                         "127.0.0.1",
                         event_status,
@@ -223,14 +222,18 @@ def seed_events(
                         now + dedupe_s,
                     )
                 )
+                payloads.append((row_id, body.encode(), _headers_json(event_id, body)))
                 jobs.append((row_id, provider, job_status, now, None, now))
             conn.execute("BEGIN")
             conn.executemany(
                 "INSERT INTO events (id, provider, key, provider_event_id, event_type,"
-                " fingerprint, body, headers, content_type, remote_addr, status, serialize_key,"
-                " received_at, last_seen_at, requeue_dead, payload_expires_at, dedupe_expires_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " fingerprint, content_type, remote_addr, status, serialize_key, received_at,"
+                " last_seen_at, requeue_dead, payload_expires_at, dedupe_expires_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 events,
+            )
+            conn.executemany(
+                "INSERT INTO payloads (event_id, body, headers) VALUES (?,?,?)", payloads
             )
             conn.executemany(
                 "INSERT INTO jobs (event_id, provider, status, run_at, serialize_key, updated_at)"

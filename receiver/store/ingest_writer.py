@@ -2,9 +2,9 @@
 
 Each ``record()`` call joins the pending list and waits. One flusher task takes up to
 ``batch_max`` pending events, writes them in one ``BEGIN IMMEDIATE`` … ``COMMIT`` (a multi-row
-``INSERT … ON CONFLICT(key) DO NOTHING RETURNING``, their jobs, and the duplicate bookkeeping)
-and only then resolves every waiter. While one batch commits, the next one fills up, so the
-number of fsyncs per request falls as load rises.
+``INSERT … ON CONFLICT(key) DO NOTHING RETURNING``, their payloads and jobs, and the duplicate
+bookkeeping) and only then resolves every waiter. While one batch commits, the next one fills
+up, so the number of fsyncs per request falls as load rises.
 
 Dedupe is the UNIQUE constraint, never check-then-insert. A duplicate in the same batch as its
 original is answered after that batch commits; one in a later batch finds the committed row.
@@ -39,11 +39,11 @@ from receiver.store.recent import RecentKeys
 log = structlog.get_logger("receiver.store")
 
 _EVENT_COLUMNS = (
-    "provider, key, provider_event_id, event_type, fingerprint, body, headers, content_type, "
-    "remote_addr, status, serialize_key, received_at, last_seen_at, requeue_dead, "
-    "payload_expires_at, dedupe_expires_at"
+    "provider, key, provider_event_id, event_type, fingerprint, content_type, remote_addr, "
+    "status, serialize_key, received_at, last_seen_at, requeue_dead, payload_expires_at, "
+    "dedupe_expires_at"
 )
-_EVENT_PLACEHOLDERS = "(" + ",".join("?" * 16) + ")"
+_EVENT_PLACEHOLDERS = "(" + ",".join("?" * 14) + ")"
 
 
 # How long a failed group commit keeps readiness off without a successful one since.
@@ -74,8 +74,6 @@ def _event_row(ev: NewEvent) -> tuple[object, ...]:
         ev.provider_event_id,
         ev.event_type,
         ev.fingerprint,
-        ev.body,
-        _headers_json(ev),
         ev.content_type,
         ev.remote,
         str(_arrival_status(ev)),
@@ -347,6 +345,20 @@ def _insert_events_sql(rows: int) -> str:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _insert_payloads_sql(rows: int) -> str:
+    # One statement for the batch: the full-text index's trigger runs in it at no extra cost.
+    return "INSERT INTO payloads (event_id, body, headers) VALUES " + ",".join(["(?, ?, ?)"] * rows)
+
+
+def _store_payloads(conn: sqlite3.Connection, payloads: Sequence[tuple[int, NewEvent]]) -> None:
+    if payloads:
+        conn.execute(
+            _insert_payloads_sql(len(payloads)),
+            [v for event_id, ev in payloads for v in (event_id, ev.body, _headers_json(ev))],
+        )
+
+
 def _write_batch(
     conn: sqlite3.Connection,
     *,
@@ -374,6 +386,7 @@ def _write_batch(
         for event_id, key in conn.execute(_insert_events_sql(len(candidates)), params).fetchall()
     }
     if inserted:
+        _store_payloads(conn, [(inserted[ev.key], ev) for ev in candidates if ev.key in inserted])
         conn.executemany(
             _INSERT_JOB,
             [
@@ -417,7 +430,9 @@ def _record_duplicates(
         chunk = keys[start : start + 500]
         rows = conn.execute(
             "SELECT id, key, fingerprint, status, requeue_dead, dedupe_expires_at,"
-            " body IS NULL FROM events WHERE key IN (" + ",".join("?" * len(chunk)) + ")",
+            " payload_purged_at IS NOT NULL FROM events WHERE key IN ("
+            + ",".join("?" * len(chunk))
+            + ")",
             chunk,
         ).fetchall()
         for row in rows:
@@ -467,18 +482,12 @@ def _record_duplicates(
             "INSERT INTO conflicts (event_id, fingerprint, seen_at) VALUES (?, ?, ?)", conflicts
         )
     if restore:
+        _store_payloads(conn, restore)
         conn.executemany(
-            "UPDATE events SET body = ?, headers = ?, content_type = ?, payload_expires_at = ?,"
-            " payload_restored_at = ?, payload_purged_at = NULL WHERE id = ? AND body IS NULL",
+            "UPDATE events SET content_type = ?, payload_expires_at = ?,"
+            " payload_restored_at = ?, payload_purged_at = NULL WHERE id = ?",
             [
-                (
-                    ev.body,
-                    _headers_json(ev),
-                    ev.content_type,
-                    ev.payload_expires_at_s,
-                    ev.received_at_s,
-                    event_id,
-                )
+                (ev.content_type, ev.payload_expires_at_s, ev.received_at_s, event_id)
                 for event_id, ev in restore
             ],
         )

@@ -455,8 +455,9 @@ def _lease(
     events = {
         int(row["id"]): row
         for row in conn.execute(
-            "SELECT id, provider, key, event_type, body, headers, content_type FROM events"
-            f" WHERE id IN ({','.join('?' * len(event_ids))})",
+            "SELECT e.id, e.provider, e.key, e.event_type, p.body, p.headers, e.content_type"
+            " FROM events e LEFT JOIN payloads p ON p.event_id = e.id"
+            f" WHERE e.id IN ({','.join('?' * len(event_ids))})",
             tuple(event_ids),
         )
     }

@@ -8,15 +8,18 @@ from constant fragments; values are always bound.
 from __future__ import annotations
 
 __all__ = [
+    "EVENT_WITH_PAYLOAD",
     "EventDetail",
     "EventQueries",
     "EventSummary",
     "Page",
     "event_where",
     "redact_headers",
+    "row_to_event",
 ]
 
 import base64
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -74,7 +77,10 @@ def event_where(flt: EventFilter, *, has_fts: bool) -> tuple[list[str], list[obj
             where.append("e.id IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)")
             params.append(match)
         else:
-            where.append("CAST(e.body AS TEXT) LIKE ? ESCAPE '\\'")
+            where.append(
+                "e.id IN (SELECT event_id FROM payloads"
+                " WHERE CAST(body AS TEXT) LIKE ? ESCAPE '\\')"
+            )
             params.append(_like_pattern(flt.text))
     return where, params
 
@@ -141,9 +147,41 @@ def _summary(row: aiosqlite.Row) -> EventSummary:
     )
 
 
+# One event whole, its payload beside it (none once purged).
+EVENT_WITH_PAYLOAD = (
+    "SELECT e.*, p.body, p.headers FROM events e LEFT JOIN payloads p ON p.event_id = e.id"
+    " WHERE e.id = ?"
+)
+
+
+def row_to_event(row: aiosqlite.Row) -> StoredEvent:
+    headers = row["headers"]
+    return StoredEvent(
+        id=row["id"],
+        provider=row["provider"],
+        key=row["key"],
+        provider_event_id=row["provider_event_id"],
+        event_type=row["event_type"],
+        fingerprint=row["fingerprint"],
+        body=bytes(row["body"]) if row["body"] is not None else None,
+        headers=json.loads(headers) if headers is not None else None,
+        content_type=row["content_type"],
+        remote_addr=row["remote_addr"],
+        status=row["status"],
+        received_at_s=row["received_at"],
+        last_seen_at_s=row["last_seen_at"],
+        duplicate_count=row["duplicate_count"],
+        conflict_count=row["conflict_count"],
+        payload_expires_at_s=row["payload_expires_at"],
+        dedupe_expires_at_s=row["dedupe_expires_at"],
+        payload_purged_at_s=row["payload_purged_at"],
+    )
+
+
 _SUMMARY_COLUMNS = (
     "e.id, e.provider, e.key, e.provider_event_id, e.event_type, e.status, e.received_at, "
-    "e.last_seen_at, e.duplicate_count, e.conflict_count, length(e.body) AS body_bytes, "
+    "e.last_seen_at, e.duplicate_count, e.conflict_count,"
+    " (SELECT length(body) FROM payloads WHERE event_id = e.id) AS body_bytes, "
     "e.payload_purged_at"
 )
 
@@ -264,7 +302,7 @@ class EventQueries:
         if self._settle is not None:
             await self._settle()
         async with self._db.reading() as conn:
-            rows = await _rows(conn, "SELECT * FROM events WHERE id = ?", (event_id,))
+            rows = await _rows(conn, EVENT_WITH_PAYLOAD, (event_id,))
             if not rows:
                 return None
             jobs = await _rows(
@@ -292,9 +330,6 @@ class EventQueries:
                 " ORDER BY id DESC LIMIT ?",
                 (event_id, _TIMELINE_MAX),
             )
-        # Imported here: sqlite.py builds this class, so a top-level import would be a cycle.
-        from receiver.store.sqlite import row_to_event
-
         return EventDetail(
             event=row_to_event(rows[0]),
             job=_job_json(jobs[0]) if jobs else None,
@@ -323,7 +358,7 @@ class EventQueries:
             events = await _rows(
                 conn,
                 "SELECT provider, status, COUNT(*) AS n, SUM(duplicate_count) AS dup,"
-                " SUM(conflict_count) AS conf, SUM(body IS NULL) AS purged"
+                " SUM(conflict_count) AS conf, SUM(payload_purged_at IS NOT NULL) AS purged"
                 " FROM events GROUP BY provider, status",
                 (),
             )

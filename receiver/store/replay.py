@@ -85,7 +85,7 @@ async def _classify(
     if not ids:
         return []
     rows = await conn.execute_fetchall(
-        "SELECT e.id, e.body IS NULL AS purged,"
+        "SELECT e.id, e.payload_purged_at IS NOT NULL AS purged,"
         f" j.status = '{JobStatus.RUNNING}' AND coalesce(j.lease_expires_at > ?, 1) AS is_live,"
         " e.provider FROM events e LEFT JOIN jobs j ON j.event_id = e.id"
         " WHERE e.id IN (" + ",".join("?" * len(ids)) + ")",

@@ -1,7 +1,8 @@
 """Retention: payloads go first, keys later, and the rejection journal stays capped.
 
-* After ``payload_expires_at`` the body and headers are dropped (``payload_purged_at`` set); the
-  key, fingerprint and status stay, so a late redelivery is still recognised as a duplicate.
+* After ``payload_expires_at`` the payload (body and headers) is deleted, ``payload_purged_at``
+  set; the key, fingerprint and status stay, so a late redelivery is still recognised as a
+  duplicate.
 * After ``dedupe_expires_at`` the row (and its job, attempts, conflicts, requeues) is deleted, so
   a redelivery after that is a new event again.
 * An event a worker will still run (``queued``, ``processing``, ``retrying``, or ``received``
@@ -69,8 +70,10 @@ class _Expiry:
 
     column: str
     also: str  # the index's own condition, "" when it has none
-    act: str  # an UPDATE or DELETE whose WHERE ends "id IN ({ids})", the marks filled in
+    # An UPDATE or DELETE whose WHERE ends "id IN ({ids})" (the marks filled in), RETURNING id;
+    act: str
     act_params: Callable[[float], tuple[object, ...]]
+    then: str | None = None  # and what follows for the ids it acted on, "{ids}" likewise
 
     def same_expiry(self) -> str:
         """Rows past the walk's place that share its expiry (a batch's events do)."""
@@ -89,17 +92,18 @@ class _Expiry:
 
 _PAYLOAD_EXPIRY = _Expiry(
     column="payload_expires_at",
-    also="body IS NOT NULL AND ",
-    act="UPDATE events SET body = NULL, headers = NULL, payload_purged_at = ?"
-    f" WHERE body IS NOT NULL AND payload_expires_at <= ? AND {_NO_RUN_PENDING}"
-    " AND id IN ({ids})",
+    also="payload_purged_at IS NULL AND ",
+    act="UPDATE events SET payload_purged_at = ?"
+    f" WHERE payload_purged_at IS NULL AND payload_expires_at <= ? AND {_NO_RUN_PENDING}"
+    " AND id IN ({ids}) RETURNING id",
     act_params=lambda now: (now, now),
+    then="DELETE FROM payloads WHERE event_id IN ({ids})",
 )
 _DEDUPE_EXPIRY = _Expiry(
     column="dedupe_expires_at",
     also="",
     act=f"DELETE FROM events WHERE dedupe_expires_at <= ? AND {_NO_RUN_PENDING}"
-    " AND id IN ({ids})",
+    " AND id IN ({ids}) RETURNING id",  # their payloads, jobs and history go with them
     act_params=lambda now: (now,),
 )
 
@@ -212,10 +216,9 @@ class Retention:
             took = 0.0
             if ids:
                 started = time.monotonic()
-                sql = expiry.act.format(ids=",".join("?" * len(ids)))
                 params = (*expiry.act_params(now), self._handled_json, *ids)
                 total += await self._db.transaction(
-                    functools.partial(_rowcount, sql=sql, params=params)
+                    functools.partial(_act, expiry=expiry, ids=ids, params=params)
                 )
                 took = time.monotonic() - started
             if is_done:
@@ -318,15 +321,27 @@ class Retention:
             rows = await conn.execute_fetchall(
                 "SELECT EXISTS (SELECT 1 FROM events WHERE provider = ?"
                 " AND (dedupe_expires_at != received_at + ?"
-                f" OR (body IS NOT NULL AND payload_expires_at != {_PAYLOAD_KEPT_FROM} + ?)))",
+                " OR (payload_purged_at IS NULL"
+                f" AND payload_expires_at != {_PAYLOAD_KEPT_FROM} + ?)))",
                 (provider, policy.dedupe_retention_s, policy.payload_retention_s),
             )
         return bool(next(iter(rows))[0])
 
 
-async def _rowcount(conn: aiosqlite.Connection, *, sql: str, params: tuple[object, ...]) -> int:
-    cursor = await conn.execute(sql, params)
-    return max(cursor.rowcount, 0)
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+async def _act(
+    conn: aiosqlite.Connection, *, expiry: _Expiry, ids: Sequence[int], params: Sequence[object]
+) -> int:
+    """``expiry``'s act on ``ids`` (each condition checked again), then its follow-up on those
+    it took; how many it took."""
+    rows = await conn.execute_fetchall(expiry.act.format(ids=_marks(len(ids))), params)
+    acted = [int(row[0]) for row in rows]
+    if acted and expiry.then is not None:
+        await conn.execute(expiry.then.format(ids=_marks(len(acted))), acted)
+    return len(acted)
 
 
 _REEXPIRE_RANGE = 2000
@@ -347,7 +362,7 @@ async def _reexpire(
     in_range = "provider = ? AND id > ? AND id <= ?"
     payloads = await conn.execute(
         f"UPDATE events SET payload_expires_at = {_PAYLOAD_KEPT_FROM} + ?"
-        f" WHERE {in_range} AND body IS NOT NULL"
+        f" WHERE {in_range} AND payload_purged_at IS NULL"
         f" AND payload_expires_at != {_PAYLOAD_KEPT_FROM} + ?",
         (policy.payload_retention_s, provider, after_id, ids[-1], policy.payload_retention_s),
     )

@@ -2,47 +2,20 @@
 
 from __future__ import annotations
 
-__all__ = ["SqliteStore", "row_to_event"]
+__all__ = ["SqliteStore"]
 
-import json
 import time
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-
-import aiosqlite
 
 from receiver.models import IngestOutcome, NewEvent
 from receiver.store.base import StoredEvent
 from receiver.store.database import Database
 from receiver.store.ingest_writer import IngestWriter
-from receiver.store.queries import EventQueries
+from receiver.store.queries import EVENT_WITH_PAYLOAD, EventQueries, row_to_event
 from receiver.store.rejections import RejectionJournal
 from receiver.store.replay import Replayer
 from receiver.store.retention import Retention, RetentionPolicy
-
-
-def row_to_event(row: aiosqlite.Row) -> StoredEvent:
-    headers = row["headers"]
-    return StoredEvent(
-        id=row["id"],
-        provider=row["provider"],
-        key=row["key"],
-        provider_event_id=row["provider_event_id"],
-        event_type=row["event_type"],
-        fingerprint=row["fingerprint"],
-        body=bytes(row["body"]) if row["body"] is not None else None,
-        headers=json.loads(headers) if headers is not None else None,
-        content_type=row["content_type"],
-        remote_addr=row["remote_addr"],
-        status=row["status"],
-        received_at_s=row["received_at"],
-        last_seen_at_s=row["last_seen_at"],
-        duplicate_count=row["duplicate_count"],
-        conflict_count=row["conflict_count"],
-        payload_expires_at_s=row["payload_expires_at"],
-        dedupe_expires_at_s=row["dedupe_expires_at"],
-        payload_purged_at_s=row["payload_purged_at"],
-    )
 
 
 class SqliteStore:
@@ -147,7 +120,7 @@ class SqliteStore:
         await self.writer.settle()
         async with (
             self.db.reading() as conn,
-            conn.execute("SELECT * FROM events WHERE id = ?", (event_id,)) as cur,
+            conn.execute(EVENT_WITH_PAYLOAD, (event_id,)) as cur,
         ):
             row = await cur.fetchone()
         return row_to_event(row) if row is not None else None

@@ -249,7 +249,7 @@ async def test_detail_shows_body_headers_duplicates_and_conflicts(
     assert "sig-value" not in await resp.text()
     with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
         (raw,) = conn.execute(
-            "SELECT headers FROM events WHERE id = ?", (accepted["id"],)
+            "SELECT headers FROM payloads WHERE event_id = ?", (accepted["id"],)
         ).fetchone()
     conn.close()
     assert "sig-value" not in raw and "tok" not in raw
@@ -266,7 +266,8 @@ async def test_credentials_stored_by_an_older_version_are_shown_redacted(
     legacy = {"x-webhook-secret": "w", "Private-Token": "p", "x-client_key": "k", "x-trace": "t"}
     with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
         conn.execute(
-            "UPDATE events SET headers = ? WHERE id = ?", (json.dumps(legacy), accepted["id"])
+            "UPDATE payloads SET headers = ? WHERE event_id = ?",
+            (json.dumps(legacy), accepted["id"]),
         )
     conn.close()
     shown = (await (await h.get(f"/admin/events/{accepted['id']}")).json())["headers"]

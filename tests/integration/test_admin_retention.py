@@ -17,8 +17,8 @@ HOUR_S = 3600.0
 def _event_row(h: AdminHarness, key: str) -> tuple[Any, ...] | None:
     with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
         row = conn.execute(
-            "SELECT body, headers, payload_purged_at, fingerprint, status FROM events"
-            " WHERE key = ?",
+            "SELECT p.body, p.headers, e.payload_purged_at, e.fingerprint, e.status"
+            " FROM events e LEFT JOIN payloads p ON p.event_id = e.id WHERE e.key = ?",
             (key,),
         ).fetchone()
     return tuple(row) if row is not None else None
@@ -227,10 +227,8 @@ async def test_a_dead_events_purged_payload_comes_back_with_its_redelivery(
     with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
         conn.execute("UPDATE events SET status = 'dead' WHERE id = ?", (event_id,))
         conn.execute("UPDATE jobs SET status = 'dead' WHERE event_id = ?", (event_id,))
-        conn.execute(
-            "UPDATE events SET body = NULL, headers = NULL, payload_purged_at = ? WHERE id = ?",
-            (h.clock(), event_id),
-        )
+        conn.execute("DELETE FROM payloads WHERE event_id = ?", (event_id,))
+        conn.execute("UPDATE events SET payload_purged_at = ? WHERE id = ?", (h.clock(), event_id))
     h.receiver.store.writer.recent.forget(event_id)  # as the worker does when it buries one
     other = await h.deliver("plain", {**body, "note": "not the same bytes"})
     assert other["status"] == "duplicate"
@@ -391,7 +389,7 @@ async def test_one_purge_walks_past_waiting_events_to_every_due_one(
     report = await retention.purge_once()
     assert report.payloads_purged == 8
     with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
-        kept = conn.execute("SELECT id FROM events WHERE body IS NOT NULL ORDER BY id").fetchall()
+        kept = conn.execute("SELECT event_id FROM payloads ORDER BY event_id").fetchall()
     assert [row[0] for row in kept] == [3, 6, 9, 12]
 
 

@@ -214,7 +214,7 @@ async def test_an_older_search_index_is_rebuilt_with_decoded_text(tmp_path: Path
         match = "SELECT rowid FROM events_fts WHERE events_fts MATCH ?"
         assert conn.execute(match, ("second",)).fetchall() == [(1,)]
         assert conn.execute(match, ('"Müller"',)).fetchall() == [(1,)]
-        conn.execute("UPDATE events SET body = NULL")  # a payload purge
+        conn.execute("DELETE FROM payloads")  # a payload purge
         assert conn.execute(match, ("second",)).fetchall() == []
         conn.execute("INSERT INTO events_fts (events_fts) VALUES ('integrity-check')")
 

@@ -207,7 +207,9 @@ async def test_a_metadata_field_that_is_not_text_is_stored_replaced(
     resp = await _post_signed(harness, body, msg_id=b"m", provider=b"swj")
     assert resp.status == 200, resp.body
     with sqlite3.connect(harness.receiver.config.settings.storage.path) as conn:
-        row = conn.execute("SELECT event_type, serialize_key, body FROM events").fetchone()
+        row = conn.execute(
+            "SELECT event_type, serialize_key, body FROM events JOIN payloads ON event_id = id"
+        ).fetchone()
     conn.close()
     event_type, serialize_key, stored = row
     assert event_type.isprintable() and serialize_key.isprintable()

@@ -71,6 +71,6 @@ async def test_a_version_2_database_loses_the_redundant_ready_index(tmp_path: Pa
     with sqlite3.connect(path) as conn:
         indexes = {row[0] for row in conn.execute("SELECT name FROM pragma_index_list('jobs')")}
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-    assert version == SCHEMA_VERSION == 6
+    assert version == SCHEMA_VERSION == 7
     assert "jobs_ready" not in indexes
     assert "jobs_provider_ready" in indexes

@@ -202,7 +202,7 @@ async def test_a_sendgrid_batch_stores_each_element_with_its_own_bytes(make_harn
     assert resp.status == 200, await resp.text()
     assert [e["key"] for e in (await resp.json())["events"]] == ["p:sg_f", "p:sg_u"]
     with sqlite3.connect(harness.receiver.config.settings.storage.path) as conn:
-        stored = [row[0] for row in conn.execute("SELECT body FROM events ORDER BY id")]
+        stored = [row[0] for row in conn.execute("SELECT body FROM payloads ORDER BY event_id")]
     assert stored == elements
 
 
