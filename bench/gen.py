@@ -223,7 +223,7 @@ def seed_events(
                     )
                 )
                 payloads.append((row_id, body.encode(), _headers_json(event_id, body)))
-                jobs.append((row_id, provider, job_status, now, None, now))
+                jobs.append((row_id, provider, job_status, now, now, None, now))
             conn.execute("BEGIN")
             conn.executemany(
                 "INSERT INTO events (id, provider, key, provider_event_id, event_type,"
@@ -236,8 +236,8 @@ def seed_events(
                 "INSERT INTO payloads (event_id, body, headers) VALUES (?,?,?)", payloads
             )
             conn.executemany(
-                "INSERT INTO jobs (event_id, provider, status, run_at, serialize_key, updated_at)"
-                " VALUES (?,?,?,?,?,?)",
+                "INSERT INTO jobs (event_id, provider, status, run_at, enqueued_at,"
+                " serialize_key, updated_at) VALUES (?,?,?,?,?,?,?)",
                 jobs,
             )
             conn.execute("COMMIT")

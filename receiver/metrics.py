@@ -163,6 +163,13 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.oldest_unfinished_age = Gauge(
+            "receiver_queue_oldest_unfinished_age_seconds",
+            "How long the oldest event not yet handled has been queued (received, redelivered"
+            " or replayed), its retries included, by provider",
+            ["provider"],
+            registry=r,
+        )
         self.overrunning = Gauge(
             "receiver_handlers_overrunning",
             "Handler runs past their timeout that have not ended (a thread cannot be stopped)",

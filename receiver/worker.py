@@ -376,6 +376,9 @@ class Worker:
             self._metrics.queue_depth.labels(row.provider).set(row.queued)
             self._metrics.running.labels(row.provider).set(row.running)
             self._metrics.oldest_queued_age.labels(row.provider).set(row.oldest_ready_age_s)
+            self._metrics.oldest_unfinished_age.labels(row.provider).set(
+                row.oldest_unfinished_age_s
+            )
 
     # -- one job -----------------------------------------------------------------------------
 

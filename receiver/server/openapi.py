@@ -256,6 +256,11 @@ _SCHEMAS: dict[str, Any] = {
                         "type": "number",
                         "description": "How long the oldest due job has waited for a worker",
                     },
+                    "oldest_unfinished_age_s": {
+                        "type": "number",
+                        "description": "How long the oldest event not yet handled has been"
+                        " queued (received, redelivered or replayed), its retries included",
+                    },
                     "waiting_for_a_handler": {
                         "type": "integer",
                         "description": "Jobs of providers with no handler configured",

@@ -331,8 +331,8 @@ class _Written:
 
 
 _INSERT_JOB = (
-    "INSERT INTO jobs (event_id, provider, status, run_at, serialize_key, updated_at)"
-    f" VALUES (?, ?, '{JobStatus.QUEUED}', ?, ?, ?)"
+    "INSERT INTO jobs (event_id, provider, status, run_at, enqueued_at, serialize_key,"
+    f" updated_at) VALUES (?, ?, '{JobStatus.QUEUED}', ?, ?, ?, ?)"
 )
 
 
@@ -390,7 +390,14 @@ def _write_batch(
         conn.executemany(
             _INSERT_JOB,
             [
-                (inserted[ev.key], ev.provider, ev.received_at_s, ev.serialize_key, now)
+                (
+                    inserted[ev.key],
+                    ev.provider,
+                    ev.received_at_s,
+                    ev.received_at_s,
+                    ev.serialize_key,
+                    now,
+                )
                 for ev in candidates
                 if ev.key in inserted
             ],
@@ -501,9 +508,9 @@ def _requeue_dead(conn: sqlite3.Connection, events: Mapping[int, NewEvent], now:
     ``received`` when its provider has no handler now, as a new one would be)."""
     event_ids = list(events)
     conn.executemany(
-        "UPDATE jobs SET status = 'queued', attempts = 0, run_at = ?, lease_token = NULL,"
-        " lease_expires_at = NULL, updated_at = ? WHERE event_id = ?",
-        [(now, now, event_id) for event_id in event_ids],
+        "UPDATE jobs SET status = 'queued', attempts = 0, run_at = ?, enqueued_at = ?,"
+        " lease_token = NULL, lease_expires_at = NULL, updated_at = ? WHERE event_id = ?",
+        [(now, now, now, event_id) for event_id in event_ids],
     )
     conn.executemany(
         "UPDATE events SET status = ? WHERE id = ?",

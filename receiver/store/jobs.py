@@ -96,6 +96,9 @@ class QueueStats:
     queued: int  # waiting, including those scheduled for a later retry
     running: int
     oldest_ready_age_s: float  # how long the oldest due job has waited for a worker (0: none)
+    # How long the oldest job not yet finished has been queued (received, redelivered after it
+    # went dead, or replayed), its retries included (0: none).
+    oldest_unfinished_age_s: float
 
 
 def _in(names: Sequence[str]) -> tuple[str, dict[str, str]]:
@@ -371,8 +374,8 @@ class JobQueue:
             started = time.monotonic()  # the reader is ours: a wait for it is not the cost
             rows = await conn.execute_fetchall(
                 "SELECT provider, SUM(status = 'queued'), SUM(status = 'running'),"
-                " MIN(CASE WHEN status = 'queued' AND run_at <= :now THEN run_at END)"
-                " FROM jobs WHERE status IN ('queued', 'running')"
+                " MIN(CASE WHEN status = 'queued' AND run_at <= :now THEN run_at END),"
+                " MIN(enqueued_at) FROM jobs WHERE status IN ('queued', 'running')"
                 f" AND provider IN {placeholders} GROUP BY provider",
                 {"now": now, **params},
             )
@@ -382,14 +385,28 @@ class JobQueue:
                 provider=row[0],
                 queued=int(row[1]),
                 running=int(row[2]),
-                oldest_ready_age_s=max(0.0, now - float(row[3])) if row[3] is not None else 0.0,
+                oldest_ready_age_s=_age(row[3], now),
+                oldest_unfinished_age_s=_age(row[4], now),
             )
             for row in rows
         }
         return [
-            found.get(name, QueueStats(provider=name, queued=0, running=0, oldest_ready_age_s=0.0))
+            found.get(
+                name,
+                QueueStats(
+                    provider=name,
+                    queued=0,
+                    running=0,
+                    oldest_ready_age_s=0.0,
+                    oldest_unfinished_age_s=0.0,
+                ),
+            )
             for name in providers
         ]
+
+
+def _age(since: float | None, now: float) -> float:
+    return max(0.0, now - float(since)) if since is not None else 0.0
 
 
 # ----------------------------------------------------------------------------- on the writer thread

@@ -120,6 +120,8 @@ _PAYLOAD_RESTORED = "ALTER TABLE events ADD COLUMN payload_restored_at REAL;"
 # or duplicate count rewrote the body (40 KB bodies: 41 MB of WAL per 1 000 changes), and every
 # scan of events (stats, listings) read past them. ``payload_purged_at`` alone now says whether
 # the payload is gone. The full-text index follows the bodies (same rowids: the event ids).
+# And a job records when it was queued (its event received, redelivered after it went dead, or
+# replayed; a retry keeps it): the age of the oldest event not yet handled, retries and all.
 _PAYLOADS_TABLE = """
 DROP TRIGGER IF EXISTS events_fts_insert;
 DROP TRIGGER IF EXISTS events_fts_delete;
@@ -139,6 +141,11 @@ UPDATE events SET payload_purged_at = last_seen_at WHERE body IS NULL AND payloa
 ALTER TABLE events DROP COLUMN body;
 ALTER TABLE events DROP COLUMN headers;
 CREATE INDEX events_payload_expiry ON events (payload_expires_at) WHERE payload_purged_at IS NULL;
+ALTER TABLE jobs ADD COLUMN enqueued_at REAL;
+UPDATE jobs SET enqueued_at = coalesce(
+    (SELECT max(at) FROM requeues WHERE requeues.event_id = jobs.event_id),
+    (SELECT received_at FROM events WHERE events.id = jobs.event_id)
+) WHERE status IN ('queued', 'running');
 """
 _PAYLOADS_FTS = f"""
 CREATE VIRTUAL TABLE events_fts USING fts5(body, content='payloads', content_rowid='event_id');

@@ -365,7 +365,8 @@ class EventQueries:
             jobs = await _rows(
                 conn,
                 "SELECT provider, status, COUNT(*) AS n, SUM(run_at <= ?) AS ready,"
-                " MIN(CASE WHEN run_at <= ? THEN run_at END) AS oldest_due FROM jobs"
+                " MIN(CASE WHEN run_at <= ? THEN run_at END) AS oldest_due,"
+                " MIN(enqueued_at) AS oldest_enqueued FROM jobs"
                 " GROUP BY provider, status",
                 (now, now),
             )
@@ -440,13 +441,16 @@ def _stats_json(
         providers.setdefault(row["provider"], _Counts()).add(row)
     queue = {"queued": 0, "ready": 0, "running": 0}
     unhandled = 0  # jobs of providers without a handler: they wait for one to be configured
-    oldest_due = now
+    oldest_due = oldest_enqueued = now
     for row in jobs:
         if row["status"] not in ("queued", "running"):
             continue
         if handled is not None and row["provider"] not in handled:
             unhandled += row["n"]
-        elif row["status"] == "queued":
+            continue
+        if row["oldest_enqueued"] is not None:
+            oldest_enqueued = min(oldest_enqueued, float(row["oldest_enqueued"]))
+        if row["status"] == "queued":
             queue["queued"] += row["n"]
             queue["ready"] += int(row["ready"] or 0)
             if row["oldest_due"] is not None:
@@ -461,6 +465,7 @@ def _stats_json(
             **queue,
             "depth": queue["queued"] + queue["running"],
             "oldest_ready_age_s": round(now - oldest_due, 3),
+            "oldest_unfinished_age_s": round(now - oldest_enqueued, 3),
             "waiting_for_a_handler": unhandled,
         },
         "rejections": {"journaled": sum(causes.values()), "by_cause": dict(sorted(causes.items()))},

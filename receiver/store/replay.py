@@ -228,13 +228,14 @@ class Replayer:
                 return candidates
             # An upsert, so an event that somehow lost its job row is queued all the same.
             await conn.executemany(
-                "INSERT INTO jobs (event_id, provider, status, attempts, run_at, serialize_key,"
-                " is_replay, updated_at)"
-                " SELECT id, provider, ?, 0, ?, serialize_key, 1, ? FROM events WHERE id = ?"
+                "INSERT INTO jobs (event_id, provider, status, attempts, run_at, enqueued_at,"
+                " serialize_key, is_replay, updated_at)"
+                " SELECT id, provider, ?, 0, ?, ?, serialize_key, 1, ? FROM events WHERE id = ?"
                 " ON CONFLICT (event_id) DO UPDATE SET status = excluded.status, attempts = 0,"
-                " run_at = excluded.run_at, lease_token = NULL, lease_expires_at = NULL,"
-                " is_replay = 1, updated_at = excluded.updated_at",
-                [(str(JobStatus.QUEUED), now, now, event_id) for (event_id,) in ready],
+                " run_at = excluded.run_at, enqueued_at = excluded.enqueued_at,"
+                " lease_token = NULL, lease_expires_at = NULL, is_replay = 1,"
+                " updated_at = excluded.updated_at",
+                [(str(JobStatus.QUEUED), now, now, now, event_id) for (event_id,) in ready],
             )
             await conn.executemany(
                 "UPDATE events SET status = ? WHERE id = ?",

@@ -351,6 +351,7 @@ async def test_stats_counts_providers_statuses_and_retention(admin_harness: Admi
     h.clock.advance(90)
     later = await (await h.get("/admin/stats")).json()
     assert later["queue"]["oldest_ready_age_s"] == waited + 90
+    assert later["queue"]["oldest_unfinished_age_s"] == waited + 90  # not short's, unhandled
     assert data["rejections"]["by_cause"] == {"invalid_body": 1}
     assert data["retention"]["short"] == {
         "payload_retention_s": 3600.0,

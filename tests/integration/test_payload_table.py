@@ -123,17 +123,16 @@ def _version_6_file(path: Path) -> None:
             for statement in migrations.split_sql(migrations.migrations()[version]):
                 conn.execute(statement)
         rows = [
-            (1, b'{"note": "first M\\u00fcller"}', '{"x-shop": "a"}', None, None),
-            (2, None, None, NOW + 10, None),  # purged
-            (3, b"\x00\xffbinary", '{"x-shop": "c"}', None, NOW + 5),  # brought back
+            (1, b'{"note": "first M\\u00fcller"}', '{"x-shop": "a"}', None, None, "queued"),
+            (2, None, None, NOW + 10, None, "succeeded"),  # purged
+            (3, b"\x00\xffbinary", '{"x-shop": "c"}', None, NOW + 5, "queued"),  # brought back
         ]
-        for event_id, body, headers, purged_at, restored_at in rows:
+        for event_id, body, headers, purged_at, restored_at, status in rows:
             conn.execute(
                 "INSERT INTO events (id, provider, key, provider_event_id, fingerprint, body,"
                 " headers, content_type, status, received_at, last_seen_at, payload_expires_at,"
                 " dedupe_expires_at, payload_purged_at, payload_restored_at)"
-                " VALUES (?, 'shop', ?, ?, ?, ?, ?, 'application/json', 'succeeded', ?, ?,"
-                " ?, ?, ?, ?)",
+                " VALUES (?, 'shop', ?, ?, ?, ?, ?, 'application/json', ?, ?, ?, ?, ?, ?, ?)",
                 (
                     event_id,
                     f"shop:evt_{event_id}",
@@ -141,6 +140,7 @@ def _version_6_file(path: Path) -> None:
                     hashlib.sha256(body or b"gone").hexdigest(),
                     body,
                     headers,
+                    status,
                     NOW,
                     NOW,
                     NOW + 86_400,
@@ -151,9 +151,14 @@ def _version_6_file(path: Path) -> None:
             )
             conn.execute(
                 "INSERT INTO jobs (event_id, provider, status, run_at, updated_at)"
-                " VALUES (?, 'shop', 'succeeded', ?, ?)",
-                (event_id, NOW, NOW),
+                " VALUES (?, 'shop', ?, ?, ?)",
+                (event_id, status, NOW, NOW),
             )
+            if restored_at is not None:
+                conn.execute(
+                    "INSERT INTO requeues (event_id, at, cause) VALUES (?, ?, 'redelivery')",
+                    (event_id, restored_at),
+                )
         conn.execute("PRAGMA user_version = 6")
 
 
@@ -185,6 +190,9 @@ async def test_a_version_6_file_is_upgraded_with_every_payload_moved(tmp_path: P
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         conn.execute("INSERT INTO events_fts (events_fts) VALUES ('integrity-check')")
+        # The queued jobs' age counts from their event's receipt, or from its redelivery.
+        enqueued = conn.execute("SELECT event_id, enqueued_at FROM jobs ORDER BY event_id")
+        assert enqueued.fetchall() == [(1, NOW), (2, None), (3, NOW + 5)]
 
 
 async def test_an_upgraded_file_purges_on_the_payload_expiry_index(tmp_path: Path) -> None:

@@ -737,6 +737,33 @@ async def test_claims_respect_provider_and_global_limits(
     assert (stats["b"].queued, stats["b"].running, stats["b"].oldest_ready_age_s) == (0, 5, 0.0)
 
 
+async def test_the_oldest_unfinished_age_counts_retries_and_restarts_at_a_replay(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """An event failing for hours is always "due soon" between retries, so the oldest *due*
+    job's age stays small; the unfinished age counts from when it was queued."""
+    queue = JobQueue(store.db)
+    event_id = await record(store, "a", 1)
+
+    async def ages(at: float) -> tuple[float, float]:
+        (stats,) = await queue.stats(["a"], now=at)
+        return stats.oldest_ready_age_s, stats.oldest_unfinished_age_s
+
+    for attempt in range(3):
+        clock.now = T0 + 3600 * attempt
+        (job,) = await queue.claim(caps={"a": None}, limit=1, now=clock.now, lease_s=60)
+        failed = AttemptRecord(finished_at_s=clock.now + 1, error="503")
+        assert await queue.reschedule(job, failed, run_at=clock.now + 3600)
+    assert await ages(T0 + 3 * 3600) == (0.0, 3 * 3600.0)  # due just now, queued 3 h ago
+    (job,) = await queue.claim(caps={"a": None}, limit=1, now=T0 + 3 * 3600, lease_s=60)
+    assert await ages(T0 + 3 * 3600 + 5) == (0.0, 3 * 3600.0 + 5)  # running counts too
+    assert await queue.complete(job, AttemptRecord(finished_at_s=T0 + 3 * 3600 + 6))
+    assert await ages(T0 + 4 * 3600) == (0.0, 0.0)
+    clock.now = T0 + 5 * 3600
+    await store.replayer.replay_ids([event_id], actor="cli", reason=None)
+    assert await ages(T0 + 5 * 3600 + 10) == (10.0, 10.0)  # a replay is queued anew
+
+
 async def test_events_of_a_provider_without_a_handler_stay_received(
     store: SqliteStore, clock: FakeClock
 ) -> None:
@@ -874,6 +901,8 @@ async def test_queue_gauges_follow_the_queue_and_back_off_when_counting_is_slow(
         # The one a handler holds (a hung downstream's) is counted too, not in no gauge at all.
         sample = metrics.registry.get_sample_value
         assert sample("receiver_jobs_running", {"provider": "p"}) == 1
+        unfinished = sample("receiver_queue_oldest_unfinished_age_seconds", {"provider": "p"})
+        assert unfinished is not None and unfinished >= 0  # the value: the stats test above
         counts: list[float] = []
         real = JobQueue.stats
 

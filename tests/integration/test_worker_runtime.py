@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import sys
@@ -210,6 +211,12 @@ async def test_a_dead_event_redelivered_after_being_remembered_is_queued_again(
         assert stored is not None
         assert stored.status == "queued"
         assert stored.duplicate_count == 2
+        with contextlib.closing(sqlite3.connect(receiver.store.db.path)) as conn:
+            (enqueued_at,) = conn.execute(
+                "SELECT enqueued_at FROM jobs WHERE event_id = ?", (outcome.id,)
+            ).fetchone()
+        # Queued anew by the redelivery: the unfinished age counts from it, not from receipt.
+        assert enqueued_at == stored.last_seen_at_s > stored.received_at_s
     finally:
         await receiver.worker.stop()
         await receiver.store.close()
