@@ -95,7 +95,10 @@ class Receiver:
         )
         self.store.on_committed(self.worker.wake)
         self.readiness = Readiness(
-            checks={"store": self.store.check_writable, "worker": self.worker.check_running}
+            checks={
+                "store": self.store.unwritable_reason,
+                "worker": self.worker.not_running_reason,
+            }
         )
         self.ingest_app = build_ingest_app(
             self.service,

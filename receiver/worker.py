@@ -146,9 +146,15 @@ class Worker:
         task = self._loop_task
         return task is not None and not task.done() and not self._is_stopping
 
-    async def check_running(self) -> bool:
-        """For ``/readyz``."""
-        return self.is_running
+    async def not_running_reason(self) -> str | None:
+        """For ``/readyz``: None while the worker runs; else why not."""
+        if self.is_running:
+            return None
+        if self._is_stopping:
+            return "the worker is stopping (the server is shutting down)"
+        if self._restart_timer is not None:
+            return f"the worker crashed ({self._crashes} in a row) and is about to start again"
+        return "the worker is not running"
 
     async def start(self) -> None:
         if self._loop_task is None:

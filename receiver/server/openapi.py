@@ -271,7 +271,19 @@ _SCHEMAS: dict[str, Any] = {
             "retention": {"type": "object", "additionalProperties": {"type": "object"}},
         },
     },
-    "Health": {"type": "object", "required": ["status"], "properties": {"status": {}}},
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {},
+            "checks": {"type": "object", "additionalProperties": {"type": "boolean"}},
+            "reasons": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "Why each failing check fails (the admin listener only)",
+            },
+        },
+    },
 }
 
 _ADMIN_SECURITY: list[dict[str, list[str]]] = [

@@ -383,13 +383,15 @@ class Database:
             except sqlite3.Error as exc:
                 raise storage_error(exc, retry_after_s=self.retry_after_s) from exc
 
-    async def check_writable(self) -> bool:
-        """True when a write can be committed now (for /readyz)."""
+    async def unwritable_reason(self) -> str | None:
+        """None when a write can be committed now (for /readyz); else why not."""
         try:
             await self.transaction(_rewrite_header)
-        except Exception:  # any failure means "not ready"; the reason is logged by the caller
-            return False
-        return True
+        except StorageUnavailable as exc:
+            return exc.detail
+        except Exception as exc:  # any failure means "not ready"
+            return storage_error(exc, retry_after_s=self.retry_after_s).detail
+        return None
 
 
 async def _user_version(conn: aiosqlite.Connection) -> int:

@@ -109,7 +109,8 @@ class IngestWriter:
         self._pending: list[_Pending] = []
         self._committing: Sequence[_Pending] = ()
         self._deadline_timer: asyncio.TimerHandle | None = None
-        self._failed_at: float | None = None  # the last commit failed for the storage, then
+        # The last commit failed for the storage: when, and why.
+        self._failed: tuple[float, str] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._is_closed = False
         self.recent = RecentKeys(recent_max)
@@ -145,11 +146,13 @@ class IngestWriter:
         return await future
 
     @property
-    def is_failing(self) -> bool:
-        """The last group commit failed for the storage (disk full, locked, I/O), less than
-        ``_FAILING_FOR_S`` ago. Bounded, so that readiness turned off for lack of traffic does
-        not stay off: after that the readiness probe's own write decides again."""
-        return self._failed_at is not None and time.monotonic() - self._failed_at < _FAILING_FOR_S
+    def failure(self) -> str | None:
+        """Why the last group commit failed for the storage (disk full, locked, I/O), if it did
+        less than ``_FAILING_FOR_S`` ago. Bounded, so that readiness turned off for lack of
+        traffic does not stay off: after that the readiness probe's own write decides again."""
+        if self._failed is None or time.monotonic() - self._failed[0] >= _FAILING_FOR_S:
+            return None
+        return self._failed[1]
 
     async def settle(self) -> None:
         """Wait until duplicate counts answered from memory so far are written (for readers
@@ -258,7 +261,7 @@ class IngestWriter:
             written = await self._db.transaction_sync(write, is_flushed=bool(batch))
         except StorageUnavailable as exc:
             self.recent.give_back(touches)
-            self._failed_at = time.monotonic()
+            self._failed = (time.monotonic(), exc.detail)
             self._fail(batch, exc)
             return False
         except Exception:
@@ -274,7 +277,7 @@ class IngestWriter:
             self.recent.give_back(touches)
             self._fail(batch, StorageUnavailable("the receiver is shutting down", retry_after_s=1))
             raise
-        self._failed_at = None
+        self._failed = None
         if not batch:
             return True
         uncounted: list[tuple[int, float, int]] = []

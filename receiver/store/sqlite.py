@@ -125,7 +125,9 @@ class SqliteStore:
             row = await cur.fetchone()
         return row_to_event(row) if row is not None else None
 
-    async def check_writable(self) -> bool:
+    async def unwritable_reason(self) -> str | None:
         """Ready to store: ingest's last commit did not just fail, and a write commits now (the
         probe alone can pass on a full disk: one page still fits in the WAL)."""
-        return not self.writer.is_failing and await self.db.check_writable()
+        if (failure := self.writer.failure) is not None:
+            return f"ingest's last group commit failed: {failure}"
+        return await self.db.unwritable_reason()

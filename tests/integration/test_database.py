@@ -177,16 +177,16 @@ async def test_a_read_only_database_is_not_reported_writable(db: Database) -> No
     """An empty write transaction succeeds on a read-only file; readiness must not."""
     import aiosqlite
 
-    assert await db.check_writable()
+    assert await db.unwritable_reason() is None
     writable = db._writer
     read_only = await aiosqlite.connect(f"file:{db.path}?mode=ro", uri=True, isolation_level=None)
     db._writer = read_only
     try:
-        assert not await db.check_writable()
+        assert await db.unwritable_reason() == "the database is read-only"
     finally:
         db._writer = writable
         await read_only.close()
-    assert await db.check_writable()
+    assert await db.unwritable_reason() is None
 
 
 async def test_an_older_search_index_is_rebuilt_with_decoded_text(tmp_path: Path) -> None:

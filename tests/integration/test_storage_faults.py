@@ -68,14 +68,15 @@ async def test_full_database_is_503_and_recovers_without_restart(make_harness: A
     )
     assert counted == refused
     # Readiness says so too (its own probe rewrites one page, which still fits: not enough).
-    assert not await harness.receiver.store.check_writable()
+    reason = await harness.receiver.store.unwritable_reason()
+    assert reason == "ingest's last group commit failed: the database is full"
 
     await _writer_pragma(harness, "PRAGMA max_page_count = 1073741823")
     late = event_body("after")
     resp = await harness.post("sw", late, signed_headers(late, msg_id="after"))
     assert resp.status == 200
     assert (await resp.json())["status"] == "accepted"
-    assert await harness.receiver.store.check_writable()
+    assert await harness.receiver.store.unwritable_reason() is None
 
 
 @contextlib.asynccontextmanager
@@ -289,16 +290,22 @@ async def test_readiness_reports_a_locked_store(make_harness: Any, aiohttp_clien
         async with _write_lock_held(harness):
             resp = await admin.get("/readyz")
             assert resp.status == 503
-            assert (await resp.json())["checks"]["store"] is False
+            answer = await resp.json()
+            assert answer["checks"] == {"store": False, "worker": True}
+            # The admin listener says why; the ingest one, open to anyone, only what.
+            assert answer["reasons"] == {"store": "the database is locked by another writer"}
+            public = await (await harness.client.get("/readyz")).json()
+            assert public == {"status": "not_ready", "checks": answer["checks"]}
         assert (await admin.get("/readyz")).status == 200
     await harness.receiver.worker.stop()
     # Each change is a log line (a probe's 503 alone left no trace), not each probe.
     changes = [
-        (e["log_level"], e["is_ready"], e.get("failing"))
+        (e["log_level"], e["is_ready"], e.get("reasons"))
         for e in logs
         if e["event"] == "readiness_changed"
     ]
-    assert changes == [("warning", False, ["store"]), ("info", True, None)]
+    locked = {"store": "the database is locked by another writer"}
+    assert changes == [("warning", False, locked), ("info", True, None)]
 
 
 async def test_io_error_at_commit_is_503_and_nothing_is_half_written(

@@ -132,7 +132,7 @@ async def test_an_acknowledged_event_outlives_a_restart(make_store: MakeStore) -
 
 async def test_a_closed_store_refuses_with_storage_unavailable(make_store: MakeStore) -> None:
     store = await make_store()
-    assert await store.check_writable()
+    assert await store.unwritable_reason() is None
     await store.close()
     with pytest.raises(StorageUnavailable):
         await store.record(_event("late"))

@@ -798,7 +798,7 @@ async def test_new_work_wakes_the_worker_before_the_poll_interval(
     store.on_committed(worker.wake)
     await worker.start()
     try:
-        assert await worker.check_running()
+        assert await worker.not_running_reason() is None
         await asyncio.sleep(0.05)  # the first (empty) poll is over; the next is a minute away
         event_id = await record(store, "p", 1)
         await asyncio.wait_for(
@@ -806,7 +806,9 @@ async def test_new_work_wakes_the_worker_before_the_poll_interval(
         )
     finally:
         await worker.stop()
-    assert not await worker.check_running()
+    assert await worker.not_running_reason() == (
+        "the worker is stopping (the server is shutting down)"
+    )
 
 
 async def test_a_crashed_worker_loop_is_logged_at_once_and_started_again(
@@ -833,6 +835,9 @@ async def test_a_crashed_worker_loop_is_logged_at_once_and_started_again(
             await asyncio.wait_for(_wait_for(lambda: not worker.is_running), timeout=5)
             [crash] = [e for e in logs if e["event"] == "worker_crashed"]
             assert crash["restart_in_s"] == 1.0 and "cannot read" in crash["error"]
+            assert await worker.not_running_reason() == (
+                "the worker crashed (1 in a row) and is about to start again"
+            )
             await asyncio.wait_for(
                 _wait_for(lambda: status_of(store, event_id)[0] == "succeeded"), timeout=5
             )

@@ -151,7 +151,7 @@ async def test_a_running_receiver_processes_what_it_acknowledges(tmp_path: Path)
         assert targets.STATE.calls[0].key == "shop:evt_1"
     finally:
         await receiver.stop()
-    assert not await receiver.worker.check_running()
+    assert await receiver.worker.not_running_reason() is not None
     with closing(sqlite3.connect(tmp_path / "receiver.db")) as conn:
         statuses = dict(conn.execute("SELECT provider, status FROM events").fetchall())
     assert statuses == {"shop": "succeeded", "quiet": "received"}
