@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from standardwebhooks.webhooks import Webhook
 
-from bench import gen
+from bench import gen, large_bodies
 from bench.harness import _soak_summary, goals, summarise
 
 REPO = Path(__file__).resolve().parents[2]
@@ -177,3 +177,13 @@ def test_tiny_run_writes_the_table_and_the_json(tmp_path: Path) -> None:
     assert "| B0: aiohttp no-op (the ceiling) |" in markdown
     assert "## Goals" in markdown
     assert "## Where a unique event's CPU goes" in markdown
+
+
+def test_the_large_body_measurement_runs_and_sees_no_body_rewritten() -> None:
+    """``python -m bench.large_bodies`` on a tiny setting, so it cannot rot; and its finding
+    holds: a status change writes a page or two of WAL whatever the body's size."""
+    small, large = large_bodies.main(
+        ["--events", "30", "--changes", "30", "--body-bytes", "200", "50000"]
+    )
+    assert small.stats_ms_per_1000_events > 0 and large.stats_ms_per_1000_events > 0
+    assert large.wal_bytes_per_change < 4 * small.wal_bytes_per_change
