@@ -33,7 +33,8 @@ WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8080
 # A long start period: an upgrade migrates the database before the listeners open (about 30 s
-# per million stored events for schema 5), and a restart then would begin it again.
+# per million stored events for schema 5, and again for 7), and a restart then would begin it
+# again.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=5m --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8081/healthz', timeout=2).status == 200 else 1)"]
 STOPSIGNAL SIGTERM

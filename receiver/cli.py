@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from receiver import cli_ops
+from receiver import cli_db, cli_ops
 from receiver.config import Config, config_path, load_config
 from receiver.durations import format_duration
 from receiver.errors import ConfigError, ReceiverError
@@ -41,6 +41,7 @@ def command(name: str) -> Callable[[Command], Command]:
 
 
 cli_ops.register(command)  # events, replay, purge
+cli_db.register(command)  # backup, compact
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="another header the delivery carries (repeatable), e.g. 'X-GitHub-Hook-ID: 42'",
     )
     cli_ops.add_parsers(sub)
+    cli_db.add_parsers(sub)
     _add_config_option(sub)
     return parser
 

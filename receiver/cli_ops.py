@@ -7,7 +7,7 @@ admin API's shapes. A bad filter value exits 2 naming the flag.
 
 from __future__ import annotations
 
-__all__ = ["add_parsers", "register"]
+__all__ = ["EXIT_OK", "Command", "add_parsers", "load_ops_config", "register", "storage_path"]
 
 import argparse
 import asyncio
@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 import structlog
@@ -42,7 +43,7 @@ Command = Callable[[argparse.Namespace], int]
 _FILTER_FLAGS = ("provider", "status", "type", "key", "since", "until", "q")
 
 
-def _config(args: argparse.Namespace) -> Config:
+def load_ops_config(args: argparse.Namespace) -> Config:
     """The config without any provider resolved: these commands read and write the store only,
     so they run where the webhook secrets are not set (an operator's shell)."""
     return load_config(config_path(args.config), only=())
@@ -62,17 +63,24 @@ def _quiet_logs() -> Iterator[None]:
         structlog.configure(**saved)
 
 
-def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[T]]) -> T:
-    storage = config.settings.storage
-    if not storage.path.exists():  # opening it would create an empty one and report "nothing"
+def storage_path(config: Config) -> Path:
+    """The configured database, which must exist (opening it would create an empty one)."""
+    path = config.settings.storage.path
+    if not path.exists():
         raise ReceiverError(
-            f"no database at {storage.path}: check storage.path in {config.path}"
+            f"no database at {path}: check storage.path in {config.path}"
             " (receiver serve creates the database on its first start)"
         )
+    return path
+
+
+def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[T]]) -> T:
+    storage = config.settings.storage
+    path = storage_path(config)
 
     async def run() -> T:
         store = SqliteStore(
-            storage.path,
+            path,
             busy_timeout_s=storage.busy_timeout_s,
             synchronous=storage.synchronous,
             retry_after_s=storage.retry_after_s,
@@ -133,7 +141,7 @@ def _events_list(args: argparse.Namespace) -> int:
     except InvalidParameter as exc:
         return _usage_error(exc)
     page = _with_store(
-        _config(args),
+        load_ops_config(args),
         lambda store: store.queries.list_events(
             flt, before_id=cursor.before_id, limit=limit, now_s=now
         ),
@@ -198,7 +206,7 @@ def _print_detail(data: Mapping[str, object]) -> None:
 
 
 def _events_show(args: argparse.Namespace) -> int:
-    detail = _with_store(_config(args), lambda store: store.queries.get_detail(args.id))
+    detail = _with_store(load_ops_config(args), lambda store: store.queries.get_detail(args.id))
     if detail is None:
         print(f"error: no event with id {args.id}", file=sys.stderr)
         return EXIT_FAILURE
@@ -264,14 +272,14 @@ def _replay(args: argparse.Namespace) -> int:
             now_s=now,
         )
 
-    report = _with_store(_config(args), work)
+    report = _with_store(load_ops_config(args), work)
     _print_replay(report, as_json=args.json)
     # Named ids that could not be replayed are a failure the caller should see.
     return EXIT_FAILURE if args.ids and report.skipped else EXIT_OK
 
 
 def _purge(args: argparse.Namespace) -> int:
-    report = _with_store(_config(args), lambda store: store.retention.purge_once())
+    report = _with_store(load_ops_config(args), lambda store: store.retention.purge_once())
     if args.json:
         _print_json(report.as_json())
     else:

@@ -1,0 +1,66 @@
+"""``receiver backup`` and ``receiver compact`` on files that are not what they expect: they
+refuse with plain words and write nothing, not even a lock file or a partial copy."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from receiver.errors import ReceiverError
+from receiver.store import maintenance, migrations
+
+
+def _file_at_version(path: Path, version: int) -> Path:
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        for step in range(1, min(version, migrations.SCHEMA_VERSION) + 1):
+            for statement in migrations.split_sql(migrations.migrations()[step]):
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {version}")
+    return path
+
+
+def _not_a_receiver_file(path: Path) -> Path:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE other_app (x)")
+    return path
+
+
+def test_another_applications_file_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    db = _not_a_receiver_file(tmp_path / "app.db")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ReceiverError, match="is not a receiver database"):
+        maintenance.backup(db, tmp_path / "copy.db")
+    with pytest.raises(ReceiverError, match="is not a receiver database"):
+        maintenance.compact(db)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_newer_schema_is_backed_up_but_not_compacted(tmp_path: Path) -> None:
+    """Copying is harmless whoever wrote the file; rewriting it is left to its own release."""
+    db = _file_at_version(tmp_path / "new.db", migrations.SCHEMA_VERSION + 1)
+    report = maintenance.backup(db, tmp_path / "copy.db")
+    assert report.schema_version == migrations.SCHEMA_VERSION + 1
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ReceiverError, match="newer than this"):
+        maintenance.compact(db)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_an_older_schema_is_backed_up_as_it_is(tmp_path: Path) -> None:
+    """A backup before an upgrade is the point: it does not migrate the file or the copy."""
+    db = _file_at_version(tmp_path / "old.db", 6)
+    report = maintenance.backup(db, tmp_path / "copy.db")
+    assert (report.schema_version, report.events) == (6, 0)
+    for path in (db, tmp_path / "copy.db"):
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (6,)
+
+
+def test_a_backup_into_a_missing_directory_is_refused(tmp_path: Path) -> None:
+    db = _file_at_version(tmp_path / "r.db", migrations.SCHEMA_VERSION)
+    with pytest.raises(ReceiverError, match="no directory"):
+        maintenance.backup(db, tmp_path / "nowhere" / "copy.db")
