@@ -42,7 +42,7 @@ _NOT_BLOCKED = (
     " AND ((o.event_id < j.event_id AND o.status IN ('queued', 'running'))"
     " OR (o.status = 'running' AND o.lease_expires_at > :now))))"
 )
-# Two index range scans (jobs_provider_ready: provider, status, run_at), never a scan of the
+# Two index range scans (jobs_provider_ready: provider, status, run_at, …), never a scan of the
 # finished jobs, which stay in the table for the whole dedupe window: due queued jobs in
 # run_at order, and the few running ones whose lease ran out.
 _CANDIDATES = (

@@ -120,8 +120,11 @@ _PAYLOAD_RESTORED = "ALTER TABLE events ADD COLUMN payload_restored_at REAL;"
 # or duplicate count rewrote the body (40 KB bodies: 41 MB of WAL per 1 000 changes), and every
 # scan of events (stats, listings) read past them. ``payload_purged_at`` alone now says whether
 # the payload is gone. The full-text index follows the bodies (same rowids: the event ids).
-# And a job records when it was queued (its event received, redelivered after it went dead, or
-# replayed; a retry keeps it): the age of the oldest event not yet handled, retries and all.
+# An event deleted by hand (the sqlite3 shell has foreign keys off, so no cascade) takes its
+# payload along all the same: a trigger fires either way. And a job records when it was queued
+# (its event received, redelivered after it went dead, or replayed once it had finished; a
+# retry keeps it): the age of the oldest event not yet handled, retries and all. The queue's
+# index carries it, so the queue gauges' count still reads the index alone.
 _PAYLOADS_TABLE = """
 DROP TRIGGER IF EXISTS events_fts_insert;
 DROP TRIGGER IF EXISTS events_fts_delete;
@@ -141,11 +144,16 @@ UPDATE events SET payload_purged_at = last_seen_at WHERE body IS NULL AND payloa
 ALTER TABLE events DROP COLUMN body;
 ALTER TABLE events DROP COLUMN headers;
 CREATE INDEX events_payload_expiry ON events (payload_expires_at) WHERE payload_purged_at IS NULL;
+CREATE TRIGGER payloads_follow_events AFTER DELETE ON events BEGIN
+    DELETE FROM payloads WHERE event_id = old.id;
+END;
 ALTER TABLE jobs ADD COLUMN enqueued_at REAL;
 UPDATE jobs SET enqueued_at = coalesce(
     (SELECT max(at) FROM requeues WHERE requeues.event_id = jobs.event_id),
     (SELECT received_at FROM events WHERE events.id = jobs.event_id)
 ) WHERE status IN ('queued', 'running');
+DROP INDEX jobs_provider_ready;
+CREATE INDEX jobs_provider_ready ON jobs (provider, status, run_at, enqueued_at);
 """
 _PAYLOADS_FTS = f"""
 CREATE VIRTUAL TABLE events_fts USING fts5(body, content='payloads', content_rowid='event_id');

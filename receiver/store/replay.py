@@ -232,7 +232,11 @@ class Replayer:
                 " serialize_key, is_replay, updated_at)"
                 " SELECT id, provider, ?, 0, ?, ?, serialize_key, 1, ? FROM events WHERE id = ?"
                 " ON CONFLICT (event_id) DO UPDATE SET status = excluded.status, attempts = 0,"
-                " run_at = excluded.run_at, enqueued_at = excluded.enqueued_at,"
+                " run_at = excluded.run_at,"
+                # An event still waiting keeps its age: a replay has not handled it.
+                " enqueued_at = CASE WHEN jobs.status IN ('queued', 'running')"
+                " THEN coalesce(jobs.enqueued_at, excluded.enqueued_at)"
+                " ELSE excluded.enqueued_at END,"
                 " lease_token = NULL, lease_expires_at = NULL, is_replay = 1,"
                 " updated_at = excluded.updated_at",
                 [(str(JobStatus.QUEUED), now, now, now, event_id) for (event_id,) in ready],

@@ -56,6 +56,11 @@ async def test_queue_depth_and_wakeup_queries_search_the_provider_index(tmp_path
             reads = [step for step in plan if " jobs " in f" {step} "]
             assert reads, plan
             assert all("jobs_provider_ready (provider=? AND status=?)" in s for s in reads), plan
+        # The depth count reads every waiting job: from the index alone, not their rows too
+        # (the oldest unfinished age's column is in the index for it).
+        (count, _) = statements
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + count)]
+        assert all("COVERING INDEX" in step for step in plan if " jobs " in f" {step} "), plan
 
 
 async def test_a_version_2_database_loses_the_redundant_ready_index(tmp_path: Path) -> None:

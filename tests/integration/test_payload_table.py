@@ -115,6 +115,21 @@ async def _all_done(conn: aiosqlite.Connection) -> None:
     await conn.execute("UPDATE events SET status = 'succeeded'")
 
 
+async def test_an_event_deleted_by_hand_takes_its_payload_along(store: SqliteStore) -> None:
+    """The sqlite3 shell has foreign keys off, so no cascade: the body (and its search entry)
+    stayed for good, past every retention window, where nothing would ever purge it."""
+    await store.record(new_event("shop", 1, now=NOW, body=b'{"note": "secret"}'))
+    await store.close()
+    with contextlib.closing(sqlite3.connect(store.db.path, isolation_level=None)) as conn:
+        assert conn.execute("PRAGMA foreign_keys").fetchone() == (0,)
+        conn.execute("DELETE FROM jobs WHERE event_id = 1")
+        conn.execute("DELETE FROM events WHERE id = 1")
+        assert conn.execute("SELECT count(*) FROM payloads").fetchone() == (0,)
+        match = conn.execute("SELECT rowid FROM events_fts WHERE events_fts MATCH 'secret'")
+        assert match.fetchall() == []
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
 def _version_6_file(path: Path) -> None:
     """A file as schema 6 left it, with a stored, a purged and a restored payload."""
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:

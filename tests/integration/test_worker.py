@@ -755,6 +755,9 @@ async def test_the_oldest_unfinished_age_counts_retries_and_restarts_at_a_replay
         failed = AttemptRecord(finished_at_s=clock.now + 1, error="503")
         assert await queue.reschedule(job, failed, run_at=clock.now + 3600)
     assert await ages(T0 + 3 * 3600) == (0.0, 3 * 3600.0)  # due just now, queued 3 h ago
+    clock.now = T0 + 3 * 3600
+    await store.replayer.replay_ids([event_id], actor="cli", reason=None)
+    assert await ages(T0 + 3 * 3600) == (0.0, 3 * 3600.0)  # a replay has not handled it
     (job,) = await queue.claim(caps={"a": None}, limit=1, now=T0 + 3 * 3600, lease_s=60)
     assert await ages(T0 + 3 * 3600 + 5) == (0.0, 3 * 3600.0 + 5)  # running counts too
     assert await queue.complete(job, AttemptRecord(finished_at_s=T0 + 3 * 3600 + 6))
