@@ -113,7 +113,7 @@ def backup(source: Path, dest: Path, *, busy_timeout_s: float = 2.0) -> BackupRe
                 raise _sqlite_failure(exc, f"the backup to {dest}") from exc
         events = _check_copy(partial)
         _fsync(partial)
-        os.link(partial, dest)  # never over a file that appeared meanwhile
+        _give_name(partial, dest)
         _fsync(dest.parent, is_dir=True)
     finally:
         partial.unlink(missing_ok=True)
@@ -124,6 +124,19 @@ def backup(source: Path, dest: Path, *, busy_timeout_s: float = 2.0) -> BackupRe
         schema_version=version,
         duration_s=time.monotonic() - started,
     )
+
+
+def _give_name(partial: Path, dest: Path) -> None:
+    """A hard link never replaces a file that appeared meanwhile; where the file system has
+    none (FAT, some network mounts), a rename after one more look."""
+    try:
+        os.link(partial, dest)
+    except FileExistsError:
+        raise ReceiverError(f"{dest} appeared while the backup ran: nothing was kept") from None
+    except OSError:
+        if dest.exists():
+            raise ReceiverError(f"{dest} appeared while the backup ran: nothing was kept") from None
+        os.rename(partial, dest)
 
 
 def _check_copy(path: Path) -> int:

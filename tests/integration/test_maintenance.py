@@ -64,3 +64,19 @@ def test_a_backup_into_a_missing_directory_is_refused(tmp_path: Path) -> None:
     db = _file_at_version(tmp_path / "r.db", migrations.SCHEMA_VERSION)
     with pytest.raises(ReceiverError, match="no directory"):
         maintenance.backup(db, tmp_path / "nowhere" / "copy.db")
+
+
+def test_a_backup_onto_a_file_system_without_hard_links_is_renamed_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FAT and some network mounts refuse ``link()``: the copy is renamed instead."""
+
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    db = _file_at_version(tmp_path / "r.db", migrations.SCHEMA_VERSION)
+    (tmp_path / "usb").mkdir()
+    monkeypatch.setattr(maintenance.os, "link", no_links)
+    report = maintenance.backup(db, tmp_path / "usb" / "copy.db")
+    assert report.schema_version == migrations.SCHEMA_VERSION
+    assert [p.name for p in (tmp_path / "usb").iterdir()] == ["copy.db"]
