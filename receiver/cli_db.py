@@ -26,14 +26,12 @@ def _backup(args: argparse.Namespace) -> int:
     report = maintenance.backup(
         storage_path(config), Path(args.dest), busy_timeout_s=config.settings.storage.busy_timeout_s
     )
-    if args.json:
-        print(json.dumps(report.as_json()))
-    else:
-        print(
-            f"backed up {report.events:,} events (schema version {report.schema_version}) to"
-            f" {report.path}: {_megabytes(report.bytes)} in {report.duration_s:.1f} s"
-        )
-    return EXIT_OK
+    return _done(
+        args,
+        report.as_json(),
+        f"backed up {report.events:,} events (schema version {report.schema_version}) to"
+        f" {report.path}: {_megabytes(report.bytes)} in {report.duration_s:.1f} s",
+    )
 
 
 def _compact(args: argparse.Namespace) -> int:
@@ -41,13 +39,16 @@ def _compact(args: argparse.Namespace) -> int:
     report = maintenance.compact(
         storage_path(config), busy_timeout_s=config.settings.storage.busy_timeout_s
     )
-    if args.json:
-        print(json.dumps(report.as_json()))
-    else:
-        print(
-            f"compacted: {_megabytes(report.bytes_before)} -> {_megabytes(report.bytes_after)}"
-            f" in {report.duration_s:.1f} s"
-        )
+    return _done(
+        args,
+        report.as_json(),
+        f"compacted: {_megabytes(report.bytes_before)} -> {_megabytes(report.bytes_after)}"
+        f" in {report.duration_s:.1f} s",
+    )
+
+
+def _done(args: argparse.Namespace, data: dict[str, object], text: str) -> int:
+    print(json.dumps(data) if args.json else text)
     return EXIT_OK
 
 
