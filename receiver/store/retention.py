@@ -70,7 +70,7 @@ class _Expiry:
 
     column: str
     also: str  # the index's own condition, "" when it has none
-    # An UPDATE or DELETE whose WHERE ends "id IN ({ids})" (the marks filled in), RETURNING id;
+    # An UPDATE or DELETE whose WHERE ends "id IN ({ids})" (the marks filled in) RETURNING id
     act: str
     act_params: Callable[[float], tuple[object, ...]]
     then: str | None = None  # and what follows for the ids it acted on, "{ids}" likewise
