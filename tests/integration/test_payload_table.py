@@ -15,8 +15,10 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
+from receiver.errors import StorageUnavailable
 from receiver.models import Accepted, Duplicate
 from receiver.store import migrations
+from receiver.store.database import Database
 from receiver.store.filters import EventFilter
 from receiver.store.retention import _PAYLOAD_EXPIRY
 from receiver.store.sqlite import SqliteStore
@@ -223,3 +225,41 @@ async def test_an_upgraded_file_purges_on_the_payload_expiry_index(tmp_path: Pat
             "EXPLAIN QUERY PLAN " + _PAYLOAD_EXPIRY.later_expiry(), (0, NOW, 10)
         ).fetchall()
     assert any("events_payload_expiry" in str(row[-1]) for row in plan), plan
+
+
+class _TightDisk(Database):
+    """A disk with no room left past the file's current size (``max_page_count``)."""
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await super()._connect()
+        pages = (await (await conn.execute("PRAGMA page_count")).fetchone())[0]  # type: ignore[index]
+        await conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+        return conn
+
+
+async def test_an_upgrade_that_fills_the_disk_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    """The README says so: migration 7 copies every body, so it needs room; out of room, its
+    transaction rolls back and the server refuses to start with the file unchanged."""
+    path = tmp_path / "receiver.db"
+    _version_6_file(path)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        body = b"x" * 2000
+        for n in range(4, 200):  # enough bodies that moving them needs new pages
+            conn.execute(
+                "INSERT INTO events (provider, key, provider_event_id, fingerprint, body,"
+                " headers, status, received_at, last_seen_at, payload_expires_at,"
+                " dedupe_expires_at) VALUES ('shop', ?, ?, ?, ?, '{}', 'succeeded', 0, 0, 0, 0)",
+                (f"shop:evt_{n}", f"evt_{n}", hashlib.sha256(body).hexdigest(), body),
+            )
+        conn.commit()
+    with pytest.raises(StorageUnavailable, match="the database is full"):
+        await _TightDisk(path).open()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (6,)
+        assert conn.execute("SELECT count(*) FROM events WHERE body IS NOT NULL").fetchone() == (
+            198,
+        )
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    store = SqliteStore(path, clock=_Clock())  # with room again, the upgrade goes through
+    await store.open()
+    await store.close()
