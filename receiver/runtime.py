@@ -17,6 +17,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from receiver.clock_steps import ClockWatch
 from receiver.config import Config, serving_problems
 from receiver.errors import StartupError
 from receiver.ingest import IngestService
@@ -71,6 +72,10 @@ class Receiver:
         self.environ = os.environ if environ is None else environ
         s = config.settings
         self.metrics = Metrics()
+        # Steps of the real wall clock are watched (a test's injected clock moves by design):
+        # the worker moves stored schedules after a step back, and retention never runs ahead
+        # of real time after a step forward (receiver.clock_steps).
+        is_wall_clock = clock is time.time
         self.store = SqliteStore(
             s.storage.path,
             clock=clock,
@@ -81,6 +86,7 @@ class Receiver:
             on_batch=self.metrics.batch_size.observe,
             handled_providers=config.handled_providers,
             retention_policies=policies_of(config.providers),
+            retention_clock=ClockWatch().not_ahead if is_wall_clock else None,
         )
         db = self.store.db  # its WAL is named after the file a symlink points to
         self.metrics.wal_bytes.set_function(lambda: _file_bytes(db.wal_path))
@@ -92,6 +98,7 @@ class Receiver:
             clock=clock,
             metrics=self.metrics,
             withheld_env=[v for v in (s.admin.token_env, s.admin.read_token_env) if v],
+            clock_watch=ClockWatch() if is_wall_clock else None,
         )
         self.store.on_committed(self.worker.wake)
         self.readiness = Readiness(

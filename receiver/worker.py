@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from receiver.clock_steps import ClockWatch
 from receiver.errors import StorageUnavailable
 from receiver.handlers import (
     Handler,
@@ -88,8 +89,12 @@ class Worker:
         random: Callable[[], float] = random_module.random,
         metrics: Metrics | None = None,
         withheld_env: Collection[str] = (),
+        clock_watch: ClockWatch | None = None,
     ) -> None:
         self._queue = queue
+        # Watches ``clock`` for steps (None: a test's clock, which moves by design).
+        self._clock_watch = clock_watch
+        self._unshifted_s = 0.0  # a step back whose schedules are not moved yet
         self._settings = settings
         self._clock = clock
         self._sleep = sleep
@@ -214,6 +219,7 @@ class Worker:
                 )
             while not self._is_stopping:
                 self._wake.clear()
+                await self._follow_clock_steps()
                 await self._claim()
                 self._crashes = 0
                 self._refresh_stats_soon()
@@ -242,6 +248,27 @@ class Worker:
                 await asyncio.wait({counting})
             if until_empty:
                 await self._http.close()
+
+    async def _follow_clock_steps(self) -> None:
+        """A step of the wall clock is logged; after a step back the stored schedules move
+        with it (see :mod:`receiver.clock_steps`). A step forward needs no move: what was due
+        later falls due as much earlier, and retention holds its clock back on its own."""
+        if self._clock_watch is None:
+            return
+        step_s = self._clock_watch.step()
+        if step_s:
+            self._log.warning("clock_stepped", step_s=round(step_s, 3))
+            if step_s < 0:
+                self._unshifted_s += step_s
+        if not self._unshifted_s:
+            return
+        try:
+            moved = await self._queue.shift_schedules(self._unshifted_s)
+        except StorageUnavailable as exc:  # tried again at the next pass
+            self._log.warning("job_schedules_shift_failed", error=exc.detail)
+            return
+        self._log.info("job_schedules_shifted", step_s=round(self._unshifted_s, 3), jobs=moved)
+        self._unshifted_s = 0.0
 
     async def _requeue_unclaimable(self) -> bool:
         """Requeue jobs no handler here will claim; True when a look later is needed (some are

@@ -344,6 +344,28 @@ class JobQueue:
 
         return await self._db.coalesced(work)
 
+    async def shift_schedules(self, step_s: float) -> int:
+        """Move every waiting job's schedule, every running job's lease and both's queueing time
+        by ``step_s`` (the wall clock stepped back by as much): what was due in a minute is
+        due in a minute again, not in an hour. A job the worker wrote after the step and before
+        it was noticed moves too: it runs (or its lease ends) a little early, never late. One
+        pass over the jobs table, once per step."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            waiting = conn.execute(
+                "UPDATE jobs SET run_at = run_at + :step, enqueued_at = enqueued_at + :step"
+                " WHERE status = 'queued'",
+                {"step": step_s},
+            ).rowcount
+            running = conn.execute(
+                "UPDATE jobs SET lease_expires_at = lease_expires_at + :step,"
+                " enqueued_at = enqueued_at + :step WHERE status = 'running'",
+                {"step": step_s},
+            ).rowcount
+            return max(waiting, 0) + max(running, 0)
+
+        return await self._db.transaction_sync(work, is_flushed=False)
+
     async def next_change_at(self, providers: Sequence[str], *, now: float) -> float | None:
         """The earliest moment a job of ``providers`` may become ready (a retry falls due or a
         lease runs out; a queued job already due answers its past ``run_at``), or None when

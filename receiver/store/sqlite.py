@@ -31,6 +31,7 @@ class SqliteStore:
         on_batch: Callable[[int], None] | None = None,
         handled_providers: Collection[str] | None = None,
         retention_policies: Mapping[str, RetentionPolicy] | None = None,
+        retention_clock: Callable[[], float] | None = None,
     ) -> None:
         self.clock = clock
         self.db = Database(
@@ -64,7 +65,7 @@ class SqliteStore:
         )
         self.retention = Retention(
             self.db,
-            clock=clock,
+            clock=retention_clock or clock,
             policies=retention_policies,
             on_policy_applied=self.writer.recent.clear,
             handled=handled or (),

@@ -29,6 +29,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.typing import EventDict
 
+from receiver.clock_steps import ClockWatch
 from receiver.metrics import Metrics
 from receiver.models import Accepted
 from receiver.settings import ProviderSettings, WorkerSettings
@@ -92,6 +93,7 @@ def make_worker(
     *,
     sleep: Callable[[float], Awaitable[None]] | None = None,
     metrics: Metrics | None = None,
+    clock_watch: ClockWatch | None = None,
     **settings: Any,
 ) -> Worker:
     worker_settings = WorkerSettings(**{"poll_interval_s": 0.05, **settings})
@@ -106,6 +108,7 @@ def make_worker(
         sleep=sleep or (clock.sleep if isinstance(clock, FakeClock) else asyncio.sleep),
         random=lambda: 1.0,  # the top of the jitter range: delays are exactly base * 2 ** n
         metrics=metrics,
+        clock_watch=clock_watch,
     )
 
 
@@ -765,6 +768,48 @@ async def test_the_oldest_unfinished_age_counts_retries_and_restarts_at_a_replay
     clock.now = T0 + 5 * 3600
     await store.replayer.replay_ids([event_id], actor="cli", reason=None)
     assert await ages(T0 + 5 * 3600 + 10) == (10.0, 10.0)  # a replay is queued anew
+
+
+class SteppingClock(FakeClock):
+    """A fake wall clock with a monotonic one beside it, which a step leaves alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stepped_s = 0.0
+
+    def monotonic(self) -> float:
+        return self.now - self.stepped_s
+
+    def step(self, seconds: float) -> None:
+        self.now += seconds
+        self.stepped_s += seconds
+
+    def watch(self) -> ClockWatch:
+        return ClockWatch(wall=self, monotonic=self.monotonic)
+
+
+async def test_after_the_clock_steps_back_waiting_jobs_run_at_once_not_an_hour_later(
+    tmp_path: Path,
+) -> None:
+    """Stored schedules are wall-clock times: after a step back of an hour, every job queued
+    before it (and every retry) looked an hour away, and the gauges said nothing waited."""
+    clock = SteppingClock()
+    store = SqliteStore(tmp_path / "receiver.db", clock=clock)
+    await store.open()
+    try:
+        worker = make_worker(store, clock, {"p": python("record")}, clock_watch=clock.watch())
+        ids = [await record(store, "p", n) for n in range(3)]
+        clock.step(-3600)
+        with structlog.testing.capture_logs() as logs:
+            await worker.run(until_empty=True)
+        assert sorted(call.id for call in targets.STATE.calls) == ids
+        assert max(clock.sleeps, default=0.0) < 60, clock.sleeps
+        stepped = [e for e in logs if e["event"] == "clock_stepped"]
+        assert [e["step_s"] for e in stepped] == [-3600]
+        shifted = [e for e in logs if e["event"] == "job_schedules_shifted"]
+        assert [e["jobs"] for e in shifted] == [3]
+    finally:
+        await store.close()
 
 
 async def test_events_of_a_provider_without_a_handler_stay_received(
