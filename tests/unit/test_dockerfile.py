@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
+import json
+import os
 import shutil
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 DOCKERFILE = Path("Dockerfile")
@@ -25,6 +30,9 @@ def test_runs_as_non_root_with_a_data_volume_and_a_health_check() -> None:
     assert user_lines and user_lines[-1].split()[1] not in {"root", "0", "0:0"}
     assert 'VOLUME ["/data"]' in text
     assert "HEALTHCHECK" in text and "/healthz" in text
+    # SQLite's temporary files (a migration's, a compaction's) on the volume, not in /tmp;
+    # and a random uid in group 0 (OpenShift) can write the volume.
+    assert "SQLITE_TMPDIR=/data" in text and "chmod g=u /data" in text
 
 
 def test_an_init_reaps_orphans_and_the_build_context_leaves_data_out() -> None:
@@ -60,3 +68,38 @@ def test_the_image_accepts_nothing_signed_with_a_published_secret() -> None:
     assert "demo-webhook-secret" not in DOCKERFILE.read_text()
     # docker stop kills 10 s after SIGTERM: the whole shutdown fits before that.
     assert config["worker"]["shutdown_timeout_s"] < 10
+
+
+def _health_command() -> str:
+    line = next(
+        line for line in DOCKERFILE.read_text().splitlines() if line.strip().startswith("CMD [")
+    )
+    return str(json.loads(line.strip().removeprefix("CMD "))[2])
+
+
+def test_the_health_check_reaches_the_server_past_an_http_proxy(tmp_path: Path) -> None:
+    """Docker hands its client's proxy settings to every container; urllib sent the health
+    check for 127.0.0.1 to that proxy, and the container stayed unhealthy for good."""
+
+    class Healthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Healthy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        command = _health_command().replace(":8081/", f":{server.server_port}/")
+        dead_proxy = "http://127.0.0.1:9"  # nothing listens there
+        env = {**os.environ, "HTTP_PROXY": dead_proxy, "http_proxy": dead_proxy}
+        done = subprocess.run(
+            [sys.executable, "-c", command], env=env, capture_output=True, timeout=30, check=False
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
