@@ -205,7 +205,9 @@ class Database:
                 await conn.execute(f"PRAGMA user_version = {version}")
                 await conn.execute("COMMIT")
             except BaseException:
-                await conn.execute("ROLLBACK")
+                # After a full disk SQLite has rolled back itself: a second ROLLBACK's own
+                # error ("no transaction is active") hid the one to tell.
+                await self._rollback(conn)
                 raise
             current = version
             if is_upgrade:

@@ -17,7 +17,7 @@ import pytest
 
 from receiver.errors import StorageUnavailable
 from receiver.models import Accepted, Duplicate
-from receiver.store import migrations
+from receiver.store import database, migrations
 from receiver.store.database import Database
 from receiver.store.filters import EventFilter
 from receiver.store.retention import _PAYLOAD_EXPIRY
@@ -263,3 +263,20 @@ async def test_an_upgrade_that_fills_the_disk_leaves_the_file_as_it_was(tmp_path
     store = SqliteStore(path, clock=_Clock())  # with room again, the upgrade goes through
     await store.open()
     await store.close()
+
+
+async def test_a_step_sqlite_rolled_back_itself_reports_its_own_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that fills up mid-step makes SQLite roll the transaction back on its own; the
+    ROLLBACK after it failed ("no transaction is active") and its error replaced the real one,
+    so a full disk read "the database refused the write"."""
+    path = tmp_path / "receiver.db"
+    _version_6_file(path)
+    real = migrations.migrations()
+    # The same shape: the transaction is gone when the step's next statement fails.
+    steps = {**real, 7: "ROLLBACK; SELECT * FROM a_table_that_is_not_there"}
+    monkeypatch.setattr(database, "migrations", lambda: steps)
+    with pytest.raises(StorageUnavailable) as raised:
+        await Database(path).open()
+    assert "a_table_that_is_not_there" in str(raised.value.__cause__)
