@@ -105,7 +105,8 @@ class Receiver:
             checks={
                 "store": self.store.unwritable_reason,
                 "worker": self.worker.not_running_reason,
-            }
+            },
+            needs_restart=lambda: self.store.db.lost is not None,
         )
         self.ingest_app = build_ingest_app(
             self.service,

@@ -28,8 +28,13 @@ class Readiness:
     ``max_age_s`` old: a probe flood costs about one write a second there, not one per
     request."""
 
-    def __init__(self, *, checks: dict[str, Check]) -> None:
+    def __init__(
+        self, *, checks: dict[str, Check], needs_restart: Callable[[], bool] = lambda: False
+    ) -> None:
         self.checks = checks
+        # True once only a restart can help (the database file was deleted or replaced): then
+        # ``/healthz`` fails too, so a supervisor's liveness probe restarts the process.
+        self.needs_restart = needs_restart
         self._lock = asyncio.Lock()
         self._last: dict[str, str | None] = {}
         self._last_at = float("-inf")
@@ -68,6 +73,8 @@ READY_WITH_REASONS = web.AppKey("ready_with_reasons", bool)
 
 
 async def healthz(request: web.Request) -> web.Response:
+    if request.app[READINESS].needs_restart():
+        return json_response({"status": "restart_needed"}, status=503)
     return json_response({"status": "ok"})
 
 

@@ -392,6 +392,10 @@ async def test_a_database_file_removed_while_serving_is_never_acknowledged_again
     assert (await answers[-1].json())["error"] == "storage_unavailable"
     assert "Retry-After" in again.headers
     assert (await admin.get("/readyz")).status == 503
+    # Only a restart helps: liveness fails too, so a supervisor's probe restarts the process.
+    for client in (admin, harness.client):
+        alive = await client.get("/healthz")
+        assert (alive.status, await alive.json()) == (503, {"status": "restart_needed"})
     await harness.receiver.worker.stop()
 
 
