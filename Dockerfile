@@ -39,9 +39,9 @@ USER 10001:10001
 WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8080
-# A long start period: an upgrade migrates the database before the listeners open (about 30 s
-# per million stored events for schema 5, and again for 7), and a restart then would begin it
-# again. The probe bypasses any HTTP_PROXY the engine sets (urllib would send 127.0.0.1 there).
+# /healthz answers from the start, an upgrade's migration included (the listeners open first:
+# /readyz says 503 meanwhile). The probe bypasses any HTTP_PROXY the engine sets (urllib would
+# send 127.0.0.1 there).
 HEALTHCHECK --interval=30s --timeout=3s --start-period=5m --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request as u; r = u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:8081/healthz', timeout=2); sys.exit(0 if r.status == 200 else 1)"]
 STOPSIGNAL SIGTERM

@@ -231,14 +231,18 @@ class Receiver:
                 ),
             )
         self._instance.acquire()  # before the store: a second server must not migrate it
+        s = self.config.settings
+        ingest, admin = (s.server.host, s.server.port), (s.admin.host, s.admin.port)
+        # Listening before the store opens: an upgrade's migration can take minutes, and
+        # meanwhile /healthz says the process is alive (a liveness probe that found no
+        # listener killed it mid-migration, and the next start began again), /readyz and
+        # every delivery 503 (the provider retries). A port in use fails before migrating.
+        self.ingest_port = await self._start_site(self.ingest_app, "server", *ingest)
+        self.admin_port = await self._start_site(self.admin_app, "admin", *admin)
         await self.store.open()
         self.purger.start()
         self.loop_lag.start()
         await self.worker.start()
-        s = self.config.settings
-        ingest, admin = (s.server.host, s.server.port), (s.admin.host, s.admin.port)
-        self.ingest_port = await self._start_site(self.ingest_app, "server", *ingest)
-        self.admin_port = await self._start_site(self.admin_app, "admin", *admin)
         log.info(
             "receiver_started",
             ingest=f"{s.server.host}:{self.ingest_port}",

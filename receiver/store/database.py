@@ -82,6 +82,7 @@ class Database:
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._wal_identity: tuple[int, int] | None = None  # and of its WAL, once there is one
         self.lost: str | None = None  # why the file opened is no longer at ``path``
+        self._opening = False  # open() is running (migrating, perhaps, for minutes)
         self.wal_path = _wal_of(path)  # as SQLite names it: after the file a symlink points to
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -98,6 +99,13 @@ class Database:
         if self._writer is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._opening = True
+        try:
+            await self._open(migrate=migrate)
+        finally:
+            self._opening = False
+
+    async def _open(self, *, migrate: bool) -> None:
         try:
             if migrate:
                 await asyncio.to_thread(_refuse_upgrade_while_open_elsewhere, self.path)
@@ -229,7 +237,8 @@ class Database:
 
     def _require(self, conn: aiosqlite.Connection | None) -> aiosqlite.Connection:
         if conn is None:
-            raise StorageUnavailable("the store is closed", retry_after_s=self.retry_after_s)
+            state = "still opening (an upgrade migrates it first)" if self._opening else "closed"
+            raise StorageUnavailable(f"the store is {state}", retry_after_s=self.retry_after_s)
         return conn
 
     async def transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:

@@ -37,7 +37,7 @@ def _serve(config: Path, log: Path) -> subprocess.CompletedProcess[bytes]:
 
 
 @pytest.mark.timeout(60)
-def test_a_port_already_in_use_exits_1_after_opening_the_database(tmp_path: Path) -> None:
+def test_a_port_already_in_use_exits_1_before_the_database_is_opened(tmp_path: Path) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
@@ -49,6 +49,7 @@ def test_a_port_already_in_use_exits_1_after_opening_the_database(tmp_path: Path
     assert f"cannot listen on server.host:server.port (127.0.0.1:{port})" in output
     assert "address already in use" in output.lower()
     assert "Traceback" not in output
+    assert not (tmp_path / "receiver.db").exists()  # refused before a migration could begin
 
 
 @pytest.mark.timeout(90)

@@ -17,7 +17,8 @@ from tests.support.factories import free_port, write_config
 
 
 class ServeProcess:
-    """Starts ``python -m receiver serve`` and waits until /healthz answers."""
+    """Starts ``python -m receiver serve`` and waits until /readyz answers 200 (the listeners
+    open before the database: /healthz answers while it opens or migrates)."""
 
     def __init__(
         self,
@@ -50,7 +51,7 @@ class ServeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"receiver exited early:\n{self.log_path.read_text()}")
             try:
-                with urllib.request.urlopen(self.admin_url + "/healthz", timeout=1) as resp:
+                with urllib.request.urlopen(self.admin_url + "/readyz", timeout=1) as resp:
                     if resp.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
