@@ -359,6 +359,11 @@ def _db_for(run: Run, scn: Scenario, name: str) -> Path:
     return path
 
 
+# A receiver's listeners open before its database (which may take a while: the key memory is
+# warmed from it), so the load waits for /readyz; the baselines only have to answer at all.
+_RECEIVER_READY: dict[str, Any] = {"health_path": "/readyz", "until_ok": True}
+
+
 def _start(run: Run, scn: Scenario, name: str, db: Path, port: int) -> Server:
     delay = run.opts.fsync_delay_us if scn.slow else None
     py = sys.executable
@@ -383,6 +388,7 @@ def _start(run: Run, scn: Scenario, name: str, db: Path, port: int) -> Server:
         env=run.env,
         cwd=REPO,
         fsync_delay_us=delay,
+        **(_RECEIVER_READY if scn.server == "receiver" else {}),
     )
 
 
@@ -730,6 +736,7 @@ def run_worker_drain(run: Run, ingest_rps: float | None) -> dict[str, Any]:
             log_dir=run.work,
             env=run.env,
             cwd=REPO,
+            **_RECEIVER_READY,
         )
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
         try:

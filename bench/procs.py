@@ -147,12 +147,12 @@ def _child_of(pid: int, timeout_s: float, program: str) -> int:
     raise RuntimeError(f"process {pid} started no child within {timeout_s:g} s")
 
 
-def _is_up(port: int, path: str) -> bool:
+def _is_up(port: int, path: str, *, until_ok: bool) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1):
             return True
     except urllib.error.HTTPError:
-        return True  # any HTTP answer means the listener is up
+        return not until_ok  # any HTTP answer means the listener is up
     except (OSError, urllib.error.URLError):
         return False
 
@@ -168,10 +168,11 @@ def start_server(
     cwd: Path,
     fsync_delay_us: int | None = None,
     health_path: str = "/healthz",
+    until_ok: bool = False,
     timeout_s: float = 30.0,
 ) -> Server:
     """Start ``argv`` pinned to the server core, under strace when ``fsync_delay_us`` is set, and
-    wait until it answers HTTP on ``port``."""
+    wait until it answers HTTP on ``port`` (``until_ok``: until ``health_path`` answers 200)."""
     prefix = pinning.server_prefix()
     strace_log = None
     if fsync_delay_us is not None:
@@ -194,7 +195,7 @@ def start_server(
         if strace_log is not None:
             server.pid = _child_of(popen.pid, timeout_s=10, program=argv[0])
         deadline = time.monotonic() + timeout_s
-        while not _is_up(port, health_path):
+        while not _is_up(port, health_path, until_ok=until_ok):
             if popen.poll() is not None:
                 raise RuntimeError(f"{name} exited with {popen.returncode}: {server.stderr_tail()}")
             if time.monotonic() > deadline:
