@@ -140,6 +140,7 @@ class Receiver:
         self._runners: list[web.AppRunner] = []
         self.ingest_port: int | None = None
         self.admin_port: int | None = None
+        self._has_started = False  # receiver_started was logged: a stop says so too
 
     def _count_purge(self, report: PurgeReport) -> None:
         self.metrics.purged_payloads.inc(report.payloads_purged)
@@ -251,6 +252,7 @@ class Receiver:
             schema_version=SCHEMA_VERSION,
             providers=sorted(self.config.providers),
         )
+        self._has_started = True
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish their commits, stop the worker (running
@@ -262,7 +264,9 @@ class Receiver:
         await self.loop_lag.stop()
         await self.store.close()
         self._instance.release()
-        log.info("receiver_stopped")
+        if self._has_started:  # a start that failed said why, and nothing else
+            log.info("receiver_stopped")
+            self._has_started = False
 
 
 def _settle_garbage_collector() -> None:

@@ -50,6 +50,7 @@ def test_a_port_already_in_use_exits_1_before_the_database_is_opened(tmp_path: P
     assert "address already in use" in output.lower()
     assert "Traceback" not in output
     assert not (tmp_path / "receiver.db").exists()  # refused before a migration could begin
+    assert "receiver_stopped" not in output  # it never started: one error, nothing more
 
 
 @pytest.mark.timeout(90)
