@@ -312,13 +312,24 @@ async def run_until_signalled(receiver: Receiver) -> None:
     # leaving its handlers' jobs held until their leases ran out.
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, request_stop, sig)
+    # Awaited inside the try: a start that fails half-way (a port in use, a database that
+    # breaks at the first read) still closes what it opened, or the store's threads would keep
+    # the process alive after it reported the error.
+    starting = asyncio.ensure_future(receiver.start())
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        # Inside the try: a start that fails half-way (a port in use, a database that breaks
-        # at the first read) still closes what it opened, or the store's threads would keep
-        # the process alive after it reported the error.
-        await receiver.start()
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            # A stop asked for while starting: an upgrade's migration can take minutes, past
+            # an orchestrator's grace; it is rolled back and the start fails, saying so.
+            log.info("shutdown_requested", signal=received[0], during="start")
+            await receiver.store.db.abandon_open()
+            await starting  # raises, unless the database was open already
+            return
+        await starting
         _settle_garbage_collector()
-        await stop.wait()
+        await stopping
         log.info("shutdown_requested", signal=received[0])
     finally:
+        stopping.cancel()
         await receiver.stop()

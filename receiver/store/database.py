@@ -83,6 +83,8 @@ class Database:
         self._wal_identity: tuple[int, int] | None = None  # and of its WAL, once there is one
         self.lost: str | None = None  # why the file opened is no longer at ``path``
         self._opening = False  # open() is running (migrating, perhaps, for minutes)
+        self._opening_writer: aiosqlite.Connection | None = None
+        self._is_abandoned = False  # a stop asked for while opening: give up, roll back
         self.wal_path = _wal_of(path)  # as SQLite names it: after the file a symlink points to
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -109,7 +111,7 @@ class Database:
         try:
             if migrate:
                 await asyncio.to_thread(_refuse_upgrade_while_open_elsewhere, self.path)
-            writer = await self._connect()
+            writer = self._opening_writer = await self._connect()
             try:
                 await writer.execute("PRAGMA journal_mode = WAL")
                 await writer.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -127,14 +129,26 @@ class Database:
                 await self.close()  # both connections: their threads would outlive the error
                 raise
         except sqlite3.Error as exc:
+            if self._is_abandoned:
+                raise _abandoned(self.path) from None
             detail = storage_error(exc, retry_after_s=self.retry_after_s).detail
             # The path, for the operator: this runs at start only, never in an answer.
             raise StorageUnavailable(
                 f"{detail}: {self.path}", retry_after_s=self.retry_after_s
             ) from exc
+        finally:
+            self._opening_writer = None
         self._writer = writer
         self._identity = _identity(self.path)
         self._wal_identity = _identity_or_none(self.wal_path)
+
+    async def abandon_open(self) -> None:
+        """Give up an ``open()`` in progress (a stop asked for during a long migration): the
+        statement running is interrupted, its step rolled back, and ``open()`` raises. A
+        server stopped mid-upgrade then exits at once, not minutes later or killed."""
+        self._is_abandoned = True
+        if self._opening_writer is not None:
+            await self._opening_writer.interrupt()
 
     def check_file(self) -> None:
         """Raise when the file at ``path``, or its WAL, is no longer the one opened (deleted,
@@ -209,6 +223,8 @@ class Database:
                     await conn.execute("ROLLBACK")
                     continue
                 for statement in split_sql(script):
+                    if self._is_abandoned:
+                        raise _abandoned(self.path)
                     await conn.execute(statement)
                 await conn.execute(f"PRAGMA user_version = {version}")
                 await conn.execute("COMMIT")
@@ -409,6 +425,13 @@ async def _user_version(conn: aiosqlite.Connection) -> int:
     async with conn.execute("PRAGMA user_version") as cur:
         row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+def _abandoned(path: Path) -> StartupError:
+    return StartupError(
+        f"stopped while upgrading the schema of {path}: the step was rolled back, the file is"
+        " as it was, and the next start begins it again"
+    )
 
 
 def _identity(path: Path) -> tuple[int, int]:
