@@ -87,6 +87,16 @@ def _sqlite_failure(exc: sqlite3.Error, what: str) -> ReceiverError:
     return ReceiverError(f"{what} failed: {storage_error(exc, retry_after_s=1).detail}")
 
 
+def _backup_failure(exc: sqlite3.Error, dest: Path) -> ReceiverError:
+    """The copy's own trouble is the destination's, not "the database"'s."""
+    text = str(exc).lower()
+    if "full" in text:
+        return ReceiverError(f"the backup to {dest} failed: the disk it is on is full")
+    if "unable to open" in text or "readonly" in text:
+        return ReceiverError(f"the backup to {dest} failed: {dest.parent} cannot be written")
+    return _sqlite_failure(exc, f"the backup to {dest}")
+
+
 def _fsync(path: Path, *, is_dir: bool = False) -> None:
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if is_dir else 0))
     try:
@@ -110,7 +120,7 @@ def backup(source: Path, dest: Path, *, busy_timeout_s: float = 2.0) -> BackupRe
             try:
                 conn.execute("VACUUM INTO ?", (str(partial),))
             except sqlite3.Error as exc:
-                raise _sqlite_failure(exc, f"the backup to {dest}") from exc
+                raise _backup_failure(exc, dest) from exc
         events = _check_copy(partial)
         _fsync(partial)
         _give_name(partial, dest)

@@ -80,3 +80,11 @@ def test_a_backup_onto_a_file_system_without_hard_links_is_renamed_into_place(
     report = maintenance.backup(db, tmp_path / "usb" / "copy.db")
     assert report.schema_version == migrations.SCHEMA_VERSION
     assert [p.name for p in (tmp_path / "usb").iterdir()] == ["copy.db"]
+
+
+def test_a_destination_that_cannot_be_written_is_named_as_such(tmp_path: Path) -> None:
+    """It read "the database refused the write", as if the database were at fault."""
+    db = _file_at_version(tmp_path / "r.db", migrations.SCHEMA_VERSION)
+    dest = Path("/proc/receiver-backup-test.db")  # a directory no file can be created in
+    with pytest.raises(ReceiverError, match="/proc cannot be written"):
+        maintenance.backup(db, dest)
