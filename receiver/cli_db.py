@@ -43,7 +43,13 @@ def _compact(args: argparse.Namespace) -> int:
         args,
         report.as_json(),
         f"compacted: {_megabytes(report.bytes_before)} -> {_megabytes(report.bytes_after)}"
-        f" in {report.duration_s:.1f} s",
+        f" in {report.duration_s:.1f} s"
+        + (
+            "; a reader holds the old pages: the file shrinks at the next checkpoint after it"
+            " is done"
+            if report.is_shrink_pending
+            else ""
+        ),
     )
 
 

@@ -5,17 +5,27 @@ stored schedule against "now". A step back of an hour held every queued job and 
 back by an hour (``run_at`` looked an hour away), and a crashed run's lease an hour longer; a
 step forward made retention delete keys early (a provider's retry then ran the handler twice).
 
-:class:`ClockWatch` compares the wall clock with the monotonic clock at each look: when their
-difference moves by more than ``threshold_s`` between two looks, that is a step. Slewing (how
-NTP corrects small offsets) moves it by milliseconds a minute and is never taken for one.
+:class:`ClockWatch` compares the wall clock with a steady one (Linux's boot clock, which counts
+suspended time too, so a resumed VM is no step) at each look: when their difference moves by
+more than ``threshold_s`` between two looks, that is a step. Slewing (how NTP corrects small
+offsets) moves it by milliseconds a minute and is never taken for one.
 """
 
 from __future__ import annotations
 
 __all__ = ["ClockWatch"]
 
+import functools
 import time
 from collections.abc import Callable
+
+# The reference: a clock that counts the time the machine was suspended too (Linux's
+# CLOCK_BOOTTIME), so a resumed VM or laptop is not taken for a step; elsewhere, monotonic.
+_reference: Callable[[], float] = (
+    functools.partial(time.clock_gettime, time.CLOCK_BOOTTIME)
+    if hasattr(time, "CLOCK_BOOTTIME")
+    else time.monotonic
+)
 
 
 class ClockWatch:
@@ -23,7 +33,7 @@ class ClockWatch:
         self,
         *,
         wall: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = _reference,
         threshold_s: float = 2.0,
     ) -> None:
         self._wall = wall
@@ -43,7 +53,9 @@ class ClockWatch:
 
     def not_ahead(self) -> float:
         """The wall clock, less what it stepped forward since this watch began (a step back
-        takes that off again): a time that never runs faster than real time does. Retention
-        uses it, so that a step forward never deletes what real time has not yet expired."""
+        takes that off again, a restart forgets it): a time that never runs faster than real
+        time does. Retention uses it, so that a step forward never deletes what real time has
+        not yet expired; after a correction forward it runs late by as much (keeping keys and
+        payloads that long longer) for as long as the process runs."""
         self.step()
         return self._wall() - self._ahead_s

@@ -85,6 +85,7 @@ class Database:
         self._opening = False  # open() is running (migrating, perhaps, for minutes)
         self._opening_writer: aiosqlite.Connection | None = None
         self._is_abandoned = False  # a stop asked for while opening: give up, roll back
+        self._step: tuple[int, int] | None = None  # (from, to) while a migration step runs
         self.wal_path = _wal_of(path)  # as SQLite names it: after the file a symlink points to
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -125,12 +126,13 @@ class Database:
                 self._reader = await self._connect()
                 await self._reader.execute("PRAGMA query_only = ON")
             except BaseException:
+                self._opening_writer = None  # closed next: nothing left to interrupt
                 self._writer = writer
                 await self.close()  # both connections: their threads would outlive the error
                 raise
         except sqlite3.Error as exc:
             if self._is_abandoned:
-                raise _abandoned(self.path) from None
+                raise _abandoned(self.path, self._step) from None
             detail = storage_error(exc, retry_after_s=self.retry_after_s).detail
             # The path, for the operator: this runs at start only, never in an answer.
             raise StorageUnavailable(
@@ -147,8 +149,11 @@ class Database:
         statement running is interrupted, its step rolled back, and ``open()`` raises. A
         server stopped mid-upgrade then exits at once, not minutes later or killed."""
         self._is_abandoned = True
-        if self._opening_writer is not None:
-            await self._opening_writer.interrupt()
+        writer = self._opening_writer
+        if writer is not None:
+            # Closed meanwhile by a failure of its own, whose error is the one to tell.
+            with contextlib.suppress(ValueError, sqlite3.ProgrammingError):
+                await writer.interrupt()
 
     def check_file(self) -> None:
         """Raise when the file at ``path``, or its WAL, is no longer the one opened (deleted,
@@ -215,16 +220,18 @@ class Database:
             started = time.monotonic()
             if is_upgrade:
                 log.info("schema_migrating", path=str(self.path), version=version, current=current)
+            self._step = (current, version)
             await conn.execute("BEGIN IMMEDIATE")
             try:
                 # Another process (a second start) may have applied it while this one waited
                 # for the lock: run twice, a step rebuilds an index or fails on its own table.
                 if await _user_version(conn) >= version:
                     await conn.execute("ROLLBACK")
+                    self._step = None
                     continue
                 for statement in split_sql(script):
                     if self._is_abandoned:
-                        raise _abandoned(self.path)
+                        raise _abandoned(self.path, self._step)
                     await conn.execute(statement)
                 await conn.execute(f"PRAGMA user_version = {version}")
                 await conn.execute("COMMIT")
@@ -233,6 +240,7 @@ class Database:
                 # error ("no transaction is active") hid the one to tell.
                 await self._rollback(conn)
                 raise
+            self._step = None
             current = version
             if is_upgrade:
                 duration_s = round(time.monotonic() - started, 3)
@@ -427,10 +435,13 @@ async def _user_version(conn: aiosqlite.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def _abandoned(path: Path) -> StartupError:
+def _abandoned(path: Path, step: tuple[int, int] | None) -> StartupError:
+    if step is None:
+        return StartupError(f"stopped while opening {path}; its schema was not being changed")
+    current, version = step
     return StartupError(
-        f"stopped while upgrading the schema of {path}: the step was rolled back, the file is"
-        " as it was, and the next start begins it again"
+        f"stopped while upgrading the schema of {path} to version {version}: that step was"
+        f" rolled back, the file is at version {current}, and the next start goes on from there"
     )
 
 

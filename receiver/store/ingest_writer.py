@@ -261,7 +261,8 @@ class IngestWriter:
             written = await self._db.transaction_sync(write, is_flushed=bool(batch))
         except StorageUnavailable as exc:
             self.recent.give_back(touches)
-            self._failed = (time.monotonic(), exc.detail)
+            if self._db.is_open:  # not a store still opening (migrating), or closed
+                self._failed = (time.monotonic(), exc.detail)
             self._fail(batch, exc)
             return False
         except Exception:

@@ -53,12 +53,16 @@ class CompactReport:
     bytes_before: int
     bytes_after: int
     duration_s: float
+    # A reader (a `receiver events` run, a sqlite3 shell) held the old pages past the busy
+    # timeout: compacted, but the file shrinks only at the next checkpoint after it is done.
+    is_shrink_pending: bool
 
     def as_json(self) -> dict[str, object]:
         return {
             "bytes_before": self.bytes_before,
             "bytes_after": self.bytes_after,
             "bytes_freed": self.bytes_before - self.bytes_after,
+            "shrink_pending": self.is_shrink_pending,
             "duration_s": round(self.duration_s, 3),
         }
 
@@ -174,13 +178,14 @@ def compact(path: Path, *, busy_timeout_s: float = 2.0) -> CompactReport:
         with contextlib.closing(_connect(path, busy_timeout_s=busy_timeout_s)) as conn:
             try:
                 conn.execute("VACUUM")
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                is_busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 1
             except sqlite3.Error as exc:
                 raise _sqlite_failure(exc, f"compacting {path}") from exc
         return CompactReport(
             bytes_before=before,
             bytes_after=path.stat().st_size,
             duration_s=time.monotonic() - started,
+            is_shrink_pending=is_busy,
         )
     finally:
         lock.release()

@@ -258,8 +258,12 @@ class EventQueries:
         self._fts_ready: bool | None = None
 
     async def has_fts_index(self) -> bool:
-        """FTS5 available in this SQLite and the index built by migration 2."""
+        """FTS5 available in this SQLite and the index built by migration 2 (asked before the
+        store is open, while it migrates: not known yet, so nothing is remembered; a search
+        then would find the store closed anyway)."""
         if self._fts_ready is None:
+            if not self._db.is_open:
+                return False
             if not self._db.has_fts:
                 self._fts_ready = False
             else:

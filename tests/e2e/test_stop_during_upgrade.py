@@ -73,7 +73,8 @@ def test_a_stop_during_an_upgrade_rolls_it_back_and_exits_saying_so(tmp_path: Pa
             proc.kill()
     output = log.read_text()
     assert code == 1, output
-    assert "stopped while upgrading the schema" in output and "rolled back" in output
+    assert "stopped while upgrading the schema" in output and "to version 7" in output
+    assert "rolled back, the file is at version 6" in output
     assert '"schema_migrated"' not in output and "Traceback" not in output
     with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (6,)

@@ -291,3 +291,18 @@ async def test_a_step_another_process_applied_while_this_one_waited_is_skipped(
         other.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations.SCHEMA_VERSION
+
+
+async def test_a_stop_as_a_failed_open_closes_its_connection_leaves_that_error_to_tell(
+    tmp_path: Path,
+) -> None:
+    """A SIGTERM landing just as an open that failed (a full disk) closed its connection
+    interrupted the closed connection: ``ValueError: no active connection`` replaced the
+    real error."""
+    import aiosqlite
+
+    db = Database(tmp_path / "receiver.db")
+    closed = await aiosqlite.connect(tmp_path / "other.db")
+    await closed.close()
+    db._opening_writer = closed  # where a failing open() had it, closing
+    await db.abandon_open()  # no error of its own

@@ -88,3 +88,21 @@ def test_a_destination_that_cannot_be_written_is_named_as_such(tmp_path: Path) -
     dest = Path("/proc/receiver-backup-test.db")  # a directory no file can be created in
     with pytest.raises(ReceiverError, match="/proc cannot be written"):
         maintenance.backup(db, dest)
+
+
+def test_compact_beside_a_long_reader_says_the_file_shrinks_later(tmp_path: Path) -> None:
+    """A reader holding a snapshot past the busy timeout keeps the old pages: the compaction
+    is done, but the file cannot shrink yet. It reported success with nothing freed."""
+    db = _file_at_version(tmp_path / "r.db", migrations.SCHEMA_VERSION)
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE filler (x BLOB)")
+        conn.executemany("INSERT INTO filler VALUES (?)", [(b"x" * 4000,) for _ in range(500)])
+        conn.execute("DROP TABLE filler")  # two megabytes of free pages
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as reader:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM events").fetchone()  # holds its snapshot
+        report = maintenance.compact(db, busy_timeout_s=0.2)
+        assert report.is_shrink_pending
+        assert report.as_json()["shrink_pending"] is True
+    after = maintenance.compact(db, busy_timeout_s=0.2)  # the reader is gone
+    assert not after.is_shrink_pending and after.bytes_after < report.bytes_before

@@ -48,8 +48,16 @@ async def test_while_the_database_migrates_the_process_is_alive_but_not_ready(
             async with session.post(f"{ingest}/webhooks/shop", data=b'{"id": "during"}') as resp:
                 assert resp.status == 503 and "Retry-After" in resp.headers
                 assert (await resp.json())["error"] == "storage_unavailable"
+            async with session.get(f"{admin}/admin/events", params={"q": "during"}) as resp:
+                assert resp.status == 503
             finish.set()
             await asyncio.wait_for(starting, timeout=10)
+            # What was refused while the store opened is not held against it afterwards: ready
+            # at once (not 10 s later, "ingest's last group commit failed"), and search on the
+            # full-text index (not remembered as missing for the life of the process).
+            async with session.get(f"{admin}/readyz") as resp:
+                assert resp.status == 200, await resp.text()
+            assert await receiver.store.queries.has_fts_index()
             async with session.post(
                 f"{ingest}/webhooks/shop", data=b'{"id": "during"}'
             ) as resp:  # the provider's retry
