@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from receiver.store import migrations
+from tests.support.schema import build_schema
 from tests.support.serve import serve_config, serve_env
 
 _EVENTS = 300_000  # a migration of several seconds
@@ -22,10 +22,7 @@ _EVENTS = 300_000  # a migration of several seconds
 
 def _version_6_file(path: Path) -> None:
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        for version in range(1, 7):
-            for statement in migrations.split_sql(migrations.migrations()[version]):
-                conn.execute(statement)
+        build_schema(conn, 6)
         conn.execute("BEGIN")
         conn.executemany(
             "INSERT INTO events (provider, key, provider_event_id, fingerprint, body, headers,"
@@ -37,7 +34,6 @@ def _version_6_file(path: Path) -> None:
             ),
         )
         conn.execute("COMMIT")
-        conn.execute("PRAGMA user_version = 6")
 
 
 def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:

@@ -11,15 +11,12 @@ import pytest
 
 from receiver.errors import ReceiverError
 from receiver.store import maintenance, migrations
+from tests.support.schema import build_schema
 
 
 def _file_at_version(path: Path, version: int) -> Path:
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        for step in range(1, min(version, migrations.SCHEMA_VERSION) + 1):
-            for statement in migrations.split_sql(migrations.migrations()[step]):
-                conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {version}")
+        build_schema(conn, version)
     return path
 
 

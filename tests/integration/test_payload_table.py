@@ -23,6 +23,7 @@ from receiver.store.filters import EventFilter
 from receiver.store.retention import _PAYLOAD_EXPIRY
 from receiver.store.sqlite import SqliteStore
 from tests.support.factories import new_event
+from tests.support.schema import build_schema
 
 NOW = 1_700_000_000.0
 BIG_BODY_BYTES = 100_000
@@ -135,10 +136,7 @@ async def test_an_event_deleted_by_hand_takes_its_payload_along(store: SqliteSto
 def _version_6_file(path: Path) -> None:
     """A file as schema 6 left it, with a stored, a purged and a restored payload."""
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        for version in range(1, 7):
-            for statement in migrations.split_sql(migrations.migrations()[version]):
-                conn.execute(statement)
+        build_schema(conn, 6)
         rows = [
             (1, b'{"note": "first M\\u00fcller"}', '{"x-shop": "a"}', None, None, "queued"),
             (2, None, None, NOW + 10, None, "succeeded"),  # purged
@@ -176,7 +174,6 @@ def _version_6_file(path: Path) -> None:
                     "INSERT INTO requeues (event_id, at, cause) VALUES (?, ?, 'redelivery')",
                     (event_id, restored_at),
                 )
-        conn.execute("PRAGMA user_version = 6")
 
 
 async def test_a_version_6_file_is_upgraded_with_every_payload_moved(tmp_path: Path) -> None:
