@@ -33,18 +33,18 @@ class ClockWatch:
         self,
         *,
         wall: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = _reference,
+        steady: Callable[[], float] = _reference,
         threshold_s: float = 2.0,
     ) -> None:
         self._wall = wall
-        self._monotonic = monotonic
+        self._steady = steady
         self._threshold_s = threshold_s
-        self._offset = wall() - monotonic()
+        self._offset = wall() - steady()
         self._ahead_s = 0.0
 
     def step(self) -> float:
         """How far the wall clock stepped since the last look (negative: back), 0.0 for none."""
-        offset = self._wall() - self._monotonic()
+        offset = self._wall() - self._steady()
         moved, self._offset = offset - self._offset, offset
         if abs(moved) < self._threshold_s:
             return 0.0

@@ -143,13 +143,14 @@ def backup(source: Path, dest: Path, *, busy_timeout_s: float = 2.0) -> BackupRe
 def _give_name(partial: Path, dest: Path) -> None:
     """A hard link never replaces a file that appeared meanwhile; where the file system has
     none (FAT, some network mounts), a rename after one more look."""
+    appeared = ReceiverError(f"{dest} appeared while the backup ran: nothing was kept")
     try:
         os.link(partial, dest)
     except FileExistsError:
-        raise ReceiverError(f"{dest} appeared while the backup ran: nothing was kept") from None
+        raise appeared from None
     except OSError:
         if dest.exists():
-            raise ReceiverError(f"{dest} appeared while the backup ran: nothing was kept") from None
+            raise appeared from None
         os.rename(partial, dest)
 
 

@@ -39,7 +39,7 @@ async def test_a_step_forward_deletes_no_key_before_real_time_expires_it(tmp_pat
     try:
         first = await store.record(new_event("p", 1, now=clocks(), has_handler=False))
         assert isinstance(first, Accepted)
-        watch = ClockWatch(wall=clocks, monotonic=clocks.monotonic)
+        watch = ClockWatch(wall=clocks, steady=clocks.monotonic)
         retention = Retention(store.db, clock=watch.not_ahead)
         clocks.wall += 31 * DAY_S  # the step; the dedupe window is 30 days
         report = await retention.purge_once()

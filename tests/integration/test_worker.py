@@ -785,7 +785,7 @@ class SteppingClock(FakeClock):
         self.stepped_s += seconds
 
     def watch(self) -> ClockWatch:
-        return ClockWatch(wall=self, monotonic=self.monotonic)
+        return ClockWatch(wall=self, steady=self.monotonic)
 
 
 async def test_after_the_clock_steps_back_waiting_jobs_run_at_once_not_an_hour_later(

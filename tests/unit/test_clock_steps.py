@@ -16,7 +16,7 @@ class _Clocks:
 
 
 def _watch(clocks: _Clocks) -> ClockWatch:
-    return ClockWatch(wall=lambda: clocks.wall, monotonic=lambda: clocks.mono)
+    return ClockWatch(wall=lambda: clocks.wall, steady=lambda: clocks.mono)
 
 
 def test_slewing_is_never_a_step_however_long_it_goes_on() -> None:
