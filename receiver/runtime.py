@@ -83,6 +83,7 @@ class Receiver:
             synchronous=s.storage.synchronous,
             batch_max=s.storage.batch_max,
             retry_after_s=s.storage.retry_after_s,
+            search_index=s.storage.search_index,
             on_batch=self.metrics.batch_size.observe,
             handled_providers=config.handled_providers,
             retention_policies=policies_of(config.providers),

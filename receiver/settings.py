@@ -138,6 +138,8 @@ class StorageSettings(_Strict):
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     batch_max: Int = Field(default=256, ge=1, le=2000)
     retry_after_s: Int = Field(default=5, ge=1)
+    # The full-text index over bodies (admin ``q``); off, ``q`` reads the bodies instead.
+    search_index: Bool = True
 
 
 class WorkerSettings(_Strict):

@@ -24,6 +24,7 @@ import aiosqlite
 import structlog
 
 from receiver.errors import StartupError, StorageUnavailable
+from receiver.store import search_index
 from receiver.store.migrations import SCHEMA_VERSION, migrations, split_sql
 
 log = structlog.get_logger("receiver.store")
@@ -66,8 +67,10 @@ class Database:
         busy_timeout_s: float = 2.0,
         synchronous: str = "FULL",
         retry_after_s: int = 5,
+        search_index: bool = True,
     ) -> None:
         self.path = path
+        self.search_index = search_index  # wanted; built or dropped when a server opens the file
         self.busy_timeout_s = busy_timeout_s
         self.synchronous = synchronous
         self.retry_after_s = retry_after_s
@@ -85,7 +88,7 @@ class Database:
         self._opening = False  # open() is running (migrating, perhaps, for minutes)
         self._opening_writer: aiosqlite.Connection | None = None
         self._is_abandoned = False  # a stop asked for while opening: give up, roll back
-        self._step: tuple[int, int] | None = None  # (from, to) while a migration step runs
+        self._step: str | None = None  # what a stop while opening rolls back, in words
         self.wal_path = _wal_of(path)  # as SQLite names it: after the file a symlink points to
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -123,6 +126,8 @@ class Database:
                 if migrate:  # a server: refuse to start on a file it cannot write
                     await _probe_write(writer)
                 self.has_fts = await self._probe_fts(writer)
+                if migrate:
+                    await self._settle_search_index(writer)
                 self._reader = await self._connect()
                 await self._reader.execute("PRAGMA query_only = ON")
             except BaseException:
@@ -220,7 +225,10 @@ class Database:
             started = time.monotonic()
             if is_upgrade:
                 log.info("schema_migrating", path=str(self.path), version=version, current=current)
-            self._step = (current, version)
+            self._step = (
+                f"upgrading the schema of {self.path} to version {version}: that step was rolled"
+                f" back, the file is at version {current}, and the next start goes on from there"
+            )
             await conn.execute("BEGIN IMMEDIATE")
             try:
                 # Another process (a second start) may have applied it while this one waited
@@ -229,10 +237,7 @@ class Database:
                     await conn.execute("ROLLBACK")
                     self._step = None
                     continue
-                for statement in split_sql(script):
-                    if self._is_abandoned:
-                        raise _abandoned(self.path, self._step)
-                    await conn.execute(statement)
+                await self._run_script(conn, script)
                 await conn.execute(f"PRAGMA user_version = {version}")
                 await conn.execute("COMMIT")
             except BaseException:
@@ -245,6 +250,41 @@ class Database:
             if is_upgrade:
                 duration_s = round(time.monotonic() - started, 3)
                 log.info("schema_migrated", version=version, duration_s=duration_s)
+
+    async def _settle_search_index(self, conn: aiosqlite.Connection) -> None:
+        """Build the full-text index over the stored bodies, or drop it, as ``search_index``
+        asks (``storage.search_index`` changed since the last start). One transaction; a
+        stop meanwhile rolls it back and the next start does it again."""
+        is_wanted = self.search_index and self.has_fts  # without FTS5: substring search only
+        if await search_index.exists(conn) == is_wanted:
+            return
+        started = time.monotonic()
+        doing = "building" if is_wanted else "dropping"
+        log.info("search_index_changing", path=str(self.path), action=doing)
+        self._step = (
+            f"{doing} the search index of {self.path} (storage.search_index changed): that was"
+            " rolled back, and the next start does it again"
+        )
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another start may have done it while this one waited for the lock.
+            if await search_index.exists(conn) != is_wanted:
+                await self._run_script(conn, search_index.BUILD if is_wanted else search_index.DROP)
+            await conn.execute("COMMIT")
+        except BaseException:
+            await self._rollback(conn)
+            raise
+        self._step = None
+        duration_s = round(time.monotonic() - started, 3)
+        log.info("search_index_changed", action=doing, duration_s=duration_s)
+
+    async def _run_script(self, conn: aiosqlite.Connection, script: str) -> None:
+        """A step's statements, inside its transaction; a stop asked for between two of them
+        gives up (the caller rolls back)."""
+        for statement in split_sql(script):
+            if self._is_abandoned:
+                raise _abandoned(self.path, self._step)
+            await conn.execute(statement)
 
     async def close(self) -> None:
         writer, reader = self._writer, self._reader
@@ -435,14 +475,10 @@ async def _user_version(conn: aiosqlite.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def _abandoned(path: Path, step: tuple[int, int] | None) -> StartupError:
+def _abandoned(path: Path, step: str | None) -> StartupError:
     if step is None:
         return StartupError(f"stopped while opening {path}; its schema was not being changed")
-    current, version = step
-    return StartupError(
-        f"stopped while upgrading the schema of {path} to version {version}: that step was"
-        f" rolled back, the file is at version {current}, and the next start goes on from there"
-    )
+    return StartupError(f"stopped while {step}")
 
 
 def _identity(path: Path) -> tuple[int, int]:

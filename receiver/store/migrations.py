@@ -6,7 +6,7 @@ Database` runs the steps past it, each in its own transaction.
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA_VERSION", "migrations", "split_sql"]
+__all__ = ["PAYLOADS_FTS", "SCHEMA_VERSION", "migrations", "sqlite_has_fts5", "split_sql"]
 
 import sqlite3
 from importlib import resources
@@ -55,7 +55,7 @@ CREATE TABLE retention_applied (
 """
 
 
-def _sqlite_has_fts5() -> bool:
+def sqlite_has_fts5() -> bool:
     """Whether the linked SQLite has FTS5 (aiosqlite uses this same library)."""
     conn = sqlite3.connect(":memory:")
     try:
@@ -155,7 +155,7 @@ UPDATE jobs SET enqueued_at = coalesce(
 DROP INDEX jobs_provider_ready;
 CREATE INDEX jobs_provider_ready ON jobs (provider, status, run_at, enqueued_at);
 """
-_PAYLOADS_FTS = f"""
+PAYLOADS_FTS = f"""
 CREATE VIRTUAL TABLE events_fts USING fts5(body, content='payloads', content_rowid='event_id');
 INSERT INTO events_fts (rowid, body) SELECT event_id, {_search_text("body")} FROM payloads;
 CREATE TRIGGER payloads_fts_insert AFTER INSERT ON payloads BEGIN
@@ -174,12 +174,12 @@ def migrations() -> dict[int, str]:
     # Without FTS5 version 2 is empty: text search falls back to LIKE (see store.queries).
     return {
         1: schema,
-        2: _FTS_MIGRATION if _sqlite_has_fts5() else "",
+        2: _FTS_MIGRATION if sqlite_has_fts5() else "",
         3: _DROP_JOBS_READY,
         4: _RETENTION_APPLIED,
-        5: _FTS_DECODED if _sqlite_has_fts5() else "",
+        5: _FTS_DECODED if sqlite_has_fts5() else "",
         6: _PAYLOAD_RESTORED,
-        7: _PAYLOADS_TABLE + (_PAYLOADS_FTS if _sqlite_has_fts5() else ""),
+        7: _PAYLOADS_TABLE + (PAYLOADS_FTS if sqlite_has_fts5() else ""),
     }
 
 

@@ -27,6 +27,7 @@ from typing import Generic, TypeVar
 import aiosqlite
 
 from receiver.credentials import is_credential_header
+from receiver.store import search_index
 from receiver.store.base import StoredEvent
 from receiver.store.database import Database
 from receiver.store.filters import EventFilter, encode_cursor, iso_time
@@ -258,9 +259,9 @@ class EventQueries:
         self._fts_ready: bool | None = None
 
     async def has_fts_index(self) -> bool:
-        """FTS5 available in this SQLite and the index built by migration 2 (asked before the
-        store is open, while it migrates: not known yet, so nothing is remembered; a search
-        then would find the store closed anyway)."""
+        """FTS5 available in this SQLite and the index built (``storage.search_index``).
+        Asked before the store is open, while it migrates: not known yet, so nothing is
+        remembered (a search then would find the store closed anyway)."""
         if self._fts_ready is None:
             if not self._db.is_open:
                 return False
@@ -268,12 +269,7 @@ class EventQueries:
                 self._fts_ready = False
             else:
                 async with self._db.reading() as conn:
-                    rows = await _rows(
-                        conn,
-                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events_fts'",
-                        (),
-                    )
-                self._fts_ready = bool(rows)
+                    self._fts_ready = await search_index.exists(conn)
         return self._fts_ready
 
     async def list_events(

@@ -28,6 +28,7 @@ class SqliteStore:
         synchronous: str = "FULL",
         batch_max: int = 256,
         retry_after_s: int = 5,
+        search_index: bool = True,
         on_batch: Callable[[int], None] | None = None,
         handled_providers: Collection[str] | None = None,
         retention_policies: Mapping[str, RetentionPolicy] | None = None,
@@ -39,6 +40,7 @@ class SqliteStore:
             busy_timeout_s=busy_timeout_s,
             synchronous=synchronous,
             retry_after_s=retry_after_s,
+            search_index=search_index,
         )
         self._on_committed: list[Callable[[], None]] = []
         handled = None if handled_providers is None else frozenset(handled_providers)

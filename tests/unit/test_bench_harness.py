@@ -187,3 +187,4 @@ def test_the_large_body_measurement_runs_and_sees_no_body_rewritten() -> None:
     )
     assert small.stats_ms_per_1000_events > 0 and large.stats_ms_per_1000_events > 0
     assert large.wal_bytes_per_change < 4 * small.wal_bytes_per_change
+    assert large.store_cpu_us_indexed > 0 and large.store_cpu_us_unindexed > 0

@@ -56,6 +56,14 @@ def test_the_bundled_config_loads_as_is() -> None:
     assert "demo" in config.providers
 
 
+def test_the_search_index_is_on_unless_turned_off(tmp_path: Path) -> None:
+    assert load_config(_write(tmp_path, VALID), environ=ENV).settings.storage.search_index
+    off = VALID.replace("{path: data/receiver.db}", "{path: data/receiver.db, search_index: false}")
+    assert not load_config(_write(tmp_path, off), environ=ENV).settings.storage.search_index
+    wrong = off.replace("search_index: false", "search_index: nope")
+    assert "storage.search_index" in _problems(tmp_path, wrong)
+
+
 def test_unknown_keys_are_errors_with_their_path(tmp_path: Path) -> None:
     text = VALID.replace("concurrency: 8", "concurency: 8").replace(
         "    scheme: standard-webhooks", "    scheme: standard-webhooks\n    tolerence_s: 5"
