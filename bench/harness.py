@@ -118,6 +118,7 @@ class Options:
     out: Path = BENCH_DIR / "results"
     install: bool = True
     batch_max: int | None = None
+    search_index: bool = True  # storage.search_index
     # The drain's handler is a no-op: the worker, not the downstream, is what is measured, so
     # it may run more at once than the default of 8 (a setting users raise the same way).
     worker_concurrency: int = 32
@@ -254,6 +255,8 @@ def _receiver_config(
     storage: dict[str, Any] = {"path": str(db), "synchronous": "FULL"}
     if run.opts.batch_max is not None:
         storage["batch_max"] = run.opts.batch_max
+    if not run.opts.search_index:
+        storage["search_index"] = False
     doc = {
         "server": {"host": "127.0.0.1", "port": port},
         "admin": {"host": "127.0.0.1", "port": free_port()},
@@ -1051,6 +1054,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--no-stages", action="store_true", help="skip the CPU-budget stages")
     p.add_argument("--batch-max", type=int, help="receiver storage.batch_max")
     p.add_argument(
+        "--no-search-index", action="store_true", help="receiver storage.search_index: false"
+    )
+    p.add_argument(
         "--worker-concurrency", type=int, help="worker.concurrency of the drain (default 32)"
     )
     p.add_argument(
@@ -1081,6 +1087,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     opts.with_stages = not a.no_stages
     opts.only = tuple(s.strip() for s in a.only.split(",")) if a.only else ()
     opts.profile = a.profile
+    opts.search_index = not a.no_search_index
     opts.keep = a.keep
     if opts.rounds < 1 or opts.duration_s <= 0 or opts.threads < 1 or opts.connections < 1:
         p.error("rounds, duration, threads and connections must be positive")
