@@ -251,6 +251,7 @@ class Receiver:
             admin=f"{s.admin.host}:{self.admin_port}",
             database=str(s.storage.path),
             schema_version=SCHEMA_VERSION,
+            search_index=await self.store.queries.has_fts_index(),  # False: q reads the bodies
             providers=sorted(self.config.providers),
         )
         self._has_started = True

@@ -139,8 +139,11 @@ async def test_a_server_with_it_off_answers_search_over_http(tmp_path: Path) -> 
     providers = {"shop": {"scheme": "none", "event_id": "json:id"}}
     config = write_config(tmp_path, providers=providers, storage={"search_index": False})
     receiver = Receiver(load_config(config, environ=factories.test_environ()))
-    await receiver.start()
+    with capture_logs() as lines:
+        await receiver.start()
     try:
+        started = next(line for line in lines if line["event"] == "receiver_started")
+        assert started["search_index"] is False  # the operator sees how q will search
         ingest = f"http://127.0.0.1:{receiver.ingest_port}"
         admin = f"http://127.0.0.1:{receiver.admin_port}"
         async with aiohttp.ClientSession() as session:
