@@ -297,7 +297,12 @@ def _resolve_one(
             f"{{header:{header}}} in options.signed_content)"
             for header in _unsigned_headers(event_id_expr, options.signed_headers())
         )
-    if ps.tolerance_s is not None and getattr(verifier, "tolerance_s", None) is None:
+    if ps.tolerance_s == 0 and scheme.default_tolerance_s is not None:
+        warnings.append(
+            f"provider {name}: tolerance_s 0 turns the signed timestamp's check off: an old"
+            " delivery replayed is told apart only while its key is kept (dedupe_retention)"
+        )
+    elif ps.tolerance_s and getattr(verifier, "tolerance_s", None) is None:
         warnings.append(
             f"provider {name}: tolerance_s has no effect, scheme {scheme.name} signs no "
             "timestamp here (an old delivery replayed cannot be told by its age)"

@@ -75,13 +75,14 @@ Port = Annotated[Int, Field(ge=0, le=65535)]
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"  # an environment variable's name
 # How secrets pasted where a variable's name belongs begin (refused, never echoed back).
 SECRET_PREFIXES = ("whsec_", "whpk_", "whsk_", "sk_live_", "sk_test_", "rk_live_", "rk_test_")
-# What a variable's name looks like when an error may repeat it: words joined by "_".
-_SHOWN_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+|[a-z][a-z0-9]*(?:_[a-z0-9]+)+")
+# What a variable's name looks like when an error may repeat it: upper-case words joined by
+# "_". Lower-case ones are names too, but so are many secrets (``shpss_8f2a…``, ``lin_wh_…``).
+_SHOWN_NAME = re.compile(r"[A-Z][A-Z0-9]{0,19}(?:_[A-Z0-9]{1,20})+")
 
 
 def unset_variable(var: str) -> str:
-    """An unset variable, named only when its name looks like one (words joined by ``_``): a
-    short secret pasted in its place is a valid name too, and must not be printed."""
+    """An unset variable, named only when its name looks like one (upper-case words joined by
+    ``_``): a short secret pasted in its place is a valid name too, and must not be printed."""
     shown = var if _SHOWN_NAME.fullmatch(var) and len(var) <= 64 else "named there"
     return f"environment variable {shown} is not set (or is empty or blank)"
 

@@ -76,8 +76,11 @@ def require_secrets(ctx: BuildContext) -> tuple[str, ...]:
 
 
 def resolve_tolerance(ctx: BuildContext, default_s: int | None) -> int | None:
-    """The provider's ``tolerance_s`` when set, else the scheme's default."""
-    return ctx.tolerance_s if ctx.tolerance_s is not None else default_s
+    """The provider's ``tolerance_s`` when set, else the scheme's default; ``0`` is no window
+    at all (as the providers' own SDKs read a tolerance of 0), not "signed this very second"."""
+    if ctx.tolerance_s is None:
+        return default_s
+    return ctx.tolerance_s or None
 
 
 def options_of(ctx: BuildContext, model: type[_Model]) -> _Model:

@@ -253,6 +253,20 @@ def test_a_window_on_a_scheme_that_signs_no_time_warns(tmp_path: Path) -> None:
     ]
 
 
+def test_a_window_of_zero_warns_that_the_check_is_off(tmp_path: Path) -> None:
+    text = (
+        "providers:\n"
+        "  gh: {scheme: github, secret_envs: [GH], tolerance_s: 0}\n"
+        "  sw: {scheme: standard-webhooks, secret_envs: [SW_SECRET], tolerance_s: 0}\n"
+    )
+    env = {"GH": "gh-secret", "SW_SECRET": SECRET}
+    warnings = load_config(_write(tmp_path, text), environ=env).warnings
+    assert [w for w in warnings if "tolerance_s" in w] == [
+        "provider sw: tolerance_s 0 turns the signed timestamp's check off: an old delivery"
+        " replayed is told apart only while its key is kept (dedupe_retention)"
+    ]
+
+
 def test_check_config_prints_a_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -392,11 +406,22 @@ def test_a_lowercase_variable_name_is_a_name(tmp_path: Path) -> None:
     load_config(_write(tmp_path, text), environ={"github_webhook_secret_v2": SECRET})
 
 
-def test_an_unset_variable_is_named_only_when_it_looks_like_a_name(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        "Tr0ub4dor3xyz",
+        "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",  # a Shopify app's secret
+        "lin_wh_3d9f0a7c2e1b",  # a Linear webhook secret
+        "ABC_8F2A91C04BE7D3A65F10C9E2B74D8A13",
+    ],
+)
+def test_an_unset_variable_is_named_only_when_it_looks_like_a_name(
+    tmp_path: Path, pasted: str
+) -> None:
     """A short secret pasted in place of a name is a valid name too: never printed back."""
-    text = VALID.replace("secret_envs: [SW_SECRET]", "secret_envs: [Tr0ub4dor3xyz, SW_UNSET]")
+    text = VALID.replace("secret_envs: [SW_SECRET]", f"secret_envs: [{pasted}, SW_UNSET]")
     problems = _problems(tmp_path, text, env={})
-    assert "Tr0ub4dor3xyz" not in problems["providers.billing.secret_envs.0"]
+    assert pasted not in problems["providers.billing.secret_envs.0"]
     assert "is not set" in problems["providers.billing.secret_envs.0"]
     assert "SW_UNSET is not set" in problems["providers.billing.secret_envs.1"]
 

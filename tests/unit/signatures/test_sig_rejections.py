@@ -91,6 +91,15 @@ def test_configured_tolerance_overrides_the_default(case, kit):
         verifier.verify(case.request(0, ts=kit.NOW - 11), now_s=kit.NOW)
 
 
+@pytest.mark.case_needs("signed_timestamp")
+def test_a_tolerance_of_zero_is_no_window(case, kit):
+    """``tolerance_s: 0`` is "none" (README, and the providers' SDKs read 0 so); it used to
+    refuse every delivery not signed in the very second it arrived."""
+    verifier = case.build(0, tolerance_s=0)
+    for ts in (kit.NOW - 30 * 86_400, kit.NOW - 1, kit.NOW + 3600):
+        verifier.verify(case.request(0, ts=ts), now_s=kit.NOW)
+
+
 @pytest.mark.case_needs("signature_header")
 def test_missing_signature_header(case, kit):
     request = case.request(0)
