@@ -49,12 +49,15 @@ def config_path(given: str | None = None, environ: Mapping[str, str] | None = No
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses duplicate keys: a repeated key is almost always a mistake."""
+    """A SafeLoader that refuses duplicate keys: a repeated key is almost always a mistake.
+    Merge keys (``<<: *base``, a shared handler block) work as in any YAML loader."""
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # ``<<: *base``: merged below, its keys overridden by those written here
         key = loader.construct_object(key_node)
         if not isinstance(key, str | int | float | bool) and key is not None:
             raise yaml.constructor.ConstructorError(

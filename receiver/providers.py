@@ -157,10 +157,14 @@ def _read_secrets(
             value = _read_secret_file(path)
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
+            # A relative path is read from where the command runs, not from the config's folder.
+            where = (
+                "" if path.is_absolute() else " (a relative path, read from the working directory)"
+            )
             problems.append(
                 ConfigProblem(
                     f"providers.{name}.secret_files.{i}",
-                    f"cannot read {_shown_path(path)}: {reason}",
+                    f"cannot read {_shown_path(path)}{where}: {reason}",
                 )
             )
             continue
@@ -198,6 +202,7 @@ def _options(
         for e in exc.errors():
             loc = ".".join(str(p) for p in e["loc"])
             msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            msg = msg.removeprefix("Value error, ")
             problems.append(ConfigProblem(f"{path}.{loc}" if loc else path, msg))
         return None, False
 

@@ -65,8 +65,20 @@ def _absolute_http_url(value: str) -> str:
     return value
 
 
+def _base_url(value: str) -> str:
+    # ``/webhooks/NAME`` is appended: after a query or a fragment it would never match.
+    parts = urlsplit(_absolute_http_url(value))
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise ValueError(
+            "must be a base URL without a query or a fragment, like https://hooks.example.com"
+            " (each provider's path, /webhooks/NAME, is appended to it)"
+        )
+    return value
+
+
 Retention = Annotated[Duration, AfterValidator(_at_most_ten_years)]
 PublicUrl = Annotated[str, AfterValidator(_absolute_http_url)]
+PublicBaseUrl = Annotated[str, AfterValidator(_base_url)]
 # Numbers and switches as YAML writes them: ``true`` is not the number 1, nor ``"8"`` a count.
 Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict()]  # an integer is a float too; .inf and .nan are refused
@@ -100,7 +112,7 @@ class ServerSettings(_Strict):
     # opened or after its last answer is closed: idle keep-alives, and slow-header attacks.
     idle_timeout_s: Float = Field(default=15.0, gt=0)
     # The externally visible base URL (behind a proxy), for schemes that sign the URL.
-    public_base_url: PublicUrl | None = None
+    public_base_url: PublicBaseUrl | None = None
     # All request bodies held in memory at once; a body that would pass it is answered 503.
     body_memory_bytes: Int = Field(default=64 * 1024 * 1024, ge=1)
     # Open connections at once; the next is answered 503 and closed (each holds a descriptor

@@ -98,6 +98,12 @@ def _base64_bytes(text: str, *, altchars: bytes | None = None) -> bytes:
     return base64.b64decode(padded, altchars=altchars, validate=True)
 
 
+def _decoding_name(decoding: str, prefix: str) -> str:
+    """A decoding as an error names it."""
+    names = {"utf8": "UTF-8 text", "hex": "hexadecimal", "base64": "base64"}
+    return names.get(decoding, f"base64 (after its {prefix} prefix, if any)")
+
+
 def decode_secret(secret: str, decoding: SecretDecoding, *, prefix: str = "whsec_") -> bytes:
     """Turn a configured secret string into key bytes. ``ValueError`` never quotes the secret."""
     try:
@@ -110,7 +116,7 @@ def decode_secret(secret: str, decoding: SecretDecoding, *, prefix: str = "whsec
         else:
             key = _base64_bytes(secret.strip().removeprefix(prefix))
     except (ValueError, UnicodeEncodeError):
-        raise ValueError(f"a configured secret is not valid {decoding}") from None
+        raise ValueError(f"a configured secret is not {_decoding_name(decoding, prefix)}") from None
     if not key:
         raise ValueError("a configured secret is empty")
     return key

@@ -274,7 +274,7 @@ class HmacVerifier:
 class HmacOptions(BaseModel):
     """``options:`` of ``scheme: hmac``. Separators default by ``format``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     header: str = Field(min_length=1)
     algorithm: Algorithm = "sha256"

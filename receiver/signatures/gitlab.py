@@ -36,7 +36,7 @@ _SIGNATURE_HEADER = "webhook-signature"
 
 
 class GitlabOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     # Refuse deliveries without webhook-signature even when a plain token is configured.
     require_signature: bool = False

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 __all__ = ["SQUARE", "SquareOptions"]
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
+from receiver.settings import PublicUrl
 from receiver.signatures.base import BuildContext, Scheme
 from receiver.signatures.common import DAY_S, decode_secret, options_of, require_secrets
 from receiver.signatures.declarative import HmacSpec, HmacVerifier
@@ -23,10 +24,10 @@ SQUARE = HmacSpec(
 
 
 class SquareOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     # The subscription's notification URL; defaults to the provider's public_url.
-    notification_url: str | None = Field(default=None, min_length=1)
+    notification_url: PublicUrl | None = None
 
 
 def _build(ctx: BuildContext) -> HmacVerifier:

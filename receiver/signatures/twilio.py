@@ -107,7 +107,7 @@ class TwilioVerifier:
             raise InvalidSignature("the form body has too many fields") from None
 
     def sign(self, d: Unsigned) -> dict[str, str]:
-        target = self.public_url or d.url
+        target = signed_url(self.public_url, d.url)
         content = to_bytes(signed_string(target, self._params(d.body, target)))
         mac = hmac_digest(self.keys[0], content, "sha1")
         return {_SIGNATURE_HEADER: encode_signature(mac, "base64")}

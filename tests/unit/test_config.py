@@ -56,6 +56,22 @@ def test_the_bundled_config_loads_as_is() -> None:
     assert "demo" in config.providers
 
 
+def test_merge_keys_share_a_block_and_what_is_written_beside_them_wins(tmp_path: Path) -> None:
+    text = (
+        "providers:\n"
+        "  a: &base {scheme: standard-webhooks, secret_envs: [SW_SECRET], tolerance_s: 60}\n"
+        "  b:\n"
+        "    <<: *base\n"
+        "    tolerance_s: 10\n"
+    )
+    providers = load_config(_write(tmp_path, text), environ=ENV).settings.providers
+    assert (providers["a"].tolerance_s, providers["b"].tolerance_s) == (60, 10)
+    assert providers["b"].secret_envs == ["SW_SECRET"]
+    repeated = text + "    tolerance_s: 20\n"
+    with pytest.raises(ConfigError, match="duplicate key 'tolerance_s'"):
+        load_config(_write(tmp_path, repeated), environ=ENV)
+
+
 def test_the_search_index_is_on_unless_turned_off(tmp_path: Path) -> None:
     assert load_config(_write(tmp_path, VALID), environ=ENV).settings.storage.search_index
     off = VALID.replace("{path: data/receiver.db}", "{path: data/receiver.db, search_index: false}")
@@ -438,6 +454,15 @@ def test_a_secret_pasted_where_a_secret_files_path_belongs_is_never_echoed(
     assert pasted not in str(problems)
 
 
+def test_a_relative_secret_file_that_is_missing_says_where_it_was_looked_for(
+    tmp_path: Path,
+) -> None:
+    """Run from another folder, ``config/demo-webhook-secret`` was "No such file", nothing more."""
+    text = VALID.replace("secret_envs: [SW_SECRET]", "secret_files: [nowhere/secret]")
+    problem = _problems(tmp_path, text)["providers.billing.secret_files.0"]
+    assert "a relative path, read from the working directory" in problem
+
+
 def test_an_admin_token_pasted_as_the_variables_name_is_never_echoed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -481,6 +506,28 @@ providers:
     assert "absolute http(s) URL" in problems["providers.b.public_url"]
     assert "at most 3650d" in problems["providers.a.dedupe_retention"]
     assert "backoff_base_s must not be more than backoff_max_s" in problems["worker"]
+
+
+@pytest.mark.parametrize(
+    "base", ["https://hooks.example.com/in?x=1", "https://hooks.example.com#a"]
+)
+def test_a_base_url_with_a_query_or_fragment_is_refused(tmp_path: Path, base: str) -> None:
+    """``/webhooks/NAME`` was appended after it: ``…/in?x=1/webhooks/tw`` matched nothing."""
+    text = f"server: {{public_base_url: '{base}'}}\n" + VALID.split("\n", 2)[2]
+    assert "without a query or a fragment" in _problems(tmp_path, text)["server.public_base_url"]
+
+
+def test_scheme_options_are_as_strict_as_the_rest(tmp_path: Path) -> None:
+    """``require_signature: "yes"`` was read as true; a notification URL without a scheme or
+    with a trailing space failed every Square delivery."""
+    text = """
+providers:
+  gl: {scheme: gitlab, secret_envs: [GL], options: {require_signature: "yes"}}
+  sq: {scheme: square, secret_envs: [SQ], options: {notification_url: "hooks.example.com/sq "}}
+"""
+    problems = _problems(tmp_path, text, env={"GL": SECRET, "SQ": "square-key"})
+    assert "providers.gl.options.require_signature" in problems
+    assert "absolute http(s) URL" in problems["providers.sq.options.notification_url"]
 
 
 def test_a_database_path_under_the_home_directory_is_expanded(tmp_path: Path) -> None:

@@ -98,6 +98,21 @@ def test_our_signature_passes_the_sdk(kit):
     assert RequestValidator(TOKEN).validate(kit.URL, params, headers["X-Twilio-Signature"])
 
 
+def test_a_signed_request_with_a_query_passes_behind_a_public_url(kit):
+    """``receiver sign --url 'http://127.0.0.1:PORT/webhooks/twilio?a=1'`` with a public URL
+    configured: the signer dropped the query the verifier (and Twilio) put after it."""
+    public_url = "https://hooks.example.com/webhooks/twilio"
+    verifier = kit.build("twilio", [TOKEN], public_url=public_url)
+    local = "http://127.0.0.1:8080/webhooks/twilio?a=1&b=two"
+    headers = verifier.sign(Unsigned(body=kit.FORM_BODY, now_s=kit.NOW, event_id="e", url=local))
+    verifier.verify(kit.request(headers, kit.FORM_BODY, url=local), now_s=kit.NOW)
+    from urllib.parse import parse_qs
+
+    params = {k: v[0] for k, v in parse_qs(kit.FORM_BODY.decode(), keep_blank_values=True).items()}
+    signed = f"{public_url}?a=1&b=two"
+    assert RequestValidator(TOKEN).validate(signed, params, headers["X-Twilio-Signature"])
+
+
 def test_bad_port_in_url_does_not_crash(kit):
     request = kit.request({"X-Twilio-Signature": "AAAA"}, b"", url="https://h:notaport/x")
     with pytest.raises(InvalidSignature):
