@@ -3,8 +3,11 @@
 Nothing here does I/O or reads the time: the caller passes ``now_s`` and a ``random`` function
 (``random.random`` in production, a fixed value in tests), so the whole policy is table-tested.
 
-- Exponential backoff with full jitter: the delay before attempt ``n + 1`` is uniform in
-  ``[0, min(backoff_max_s, backoff_base_s * 2 ** (n - 1))]``.
+- Exponential backoff with "equal jitter": the delay before attempt ``n + 1`` is uniform in
+  ``[c / 2, c]`` with ``c = min(backoff_max_s, backoff_base_s * 2 ** (n - 1))``. Half of each
+  delay is certain, so the attempts always span at least half the schedule: with full jitter
+  (``[0, c]``) a run of short draws spent every attempt of an event within a downstream's
+  five-minute deploy.
 - ``Retry-After`` (delta seconds or an HTTP date) on a 429 or 503 is a floor, not the delay:
   the retry waits for the longer of it and the backoff. A load balancer answering
   ``Retry-After: 1`` through a deploy must not spend every attempt in ten seconds.
@@ -85,11 +88,11 @@ def parse_retry_after(value: str | None, *, now_s: float) -> float | None:
 
 
 def backoff_s(attempt: int, *, base_s: float, max_s: float, random: Callable[[], float]) -> float:
-    """Full jitter: uniform in [0, min(max_s, base_s * 2 ** (attempt - 1))]."""
+    """Equal jitter: uniform in [c / 2, c], c = min(max_s, base_s * 2 ** (attempt - 1))."""
     exponent = max(0, attempt - 1)
     # 2 ** 1100 overflows a float; anything past the cap is the cap anyway.
     ceiling = max_s if exponent >= 1000 else min(max_s, base_s * math.pow(2.0, exponent))
-    return ceiling * min(1.0, max(0.0, random()))
+    return ceiling * (1.0 + min(1.0, max(0.0, random()))) / 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,7 @@ from receiver.retry import (
     is_permanent_http_status,
     parse_retry_after,
 )
+from receiver.settings import WorkerSettings
 
 NOW = 1_700_000_000.0
 POLICY = RetryPolicy(max_attempts=5, backoff_base_s=2.0, backoff_max_s=60.0)
@@ -35,12 +36,13 @@ def fixed(value: float) -> Callable[[], float]:
 @pytest.mark.parametrize(
     ("attempt", "failure", "random", "expected"),
     [
-        # Exponential backoff with full jitter: random() scales min(cap, base * 2 ** (n - 1)).
+        # Exponential backoff with equal jitter: c = min(cap, base * 2 ** (n - 1)), and the
+        # delay is c / 2 plus random() times c / 2.
         (1, Failure(error="boom"), 1.0, Retry(delay_s=2.0, error="boom")),
         (2, Failure(error="boom"), 1.0, Retry(delay_s=4.0, error="boom")),
         (3, Failure(error="boom"), 1.0, Retry(delay_s=8.0, error="boom")),
-        (3, Failure(error="boom"), 0.5, Retry(delay_s=4.0, error="boom")),
-        (3, Failure(error="boom"), 0.0, Retry(delay_s=0.0, error="boom")),
+        (3, Failure(error="boom"), 0.5, Retry(delay_s=6.0, error="boom")),
+        (3, Failure(error="boom"), 0.0, Retry(delay_s=4.0, error="boom")),
         # Doubling continues until the cap (see the backoff table below for the cap itself).
         (4, Failure(error="boom"), 1.0, Retry(delay_s=16.0, error="boom")),
         # The last attempt: dead, keeping the last error.
@@ -70,7 +72,7 @@ def fixed(value: float) -> Callable[[], float]:
         (1, Failure(error="HTTP 408", http_status=408), 1.0, Retry(delay_s=2.0, error="HTTP 408")),
         (1, Failure(error="HTTP 409", http_status=409), 1.0, Retry(delay_s=2.0, error="HTTP 409")),
         (1, Failure(error="HTTP 425", http_status=425), 1.0, Retry(delay_s=2.0, error="HTTP 425")),
-        (2, Failure(error="HTTP 500", http_status=500), 0.25, Retry(delay_s=1.0, error="HTTP 500")),
+        (2, Failure(error="HTTP 500", http_status=500), 0.25, Retry(delay_s=2.5, error="HTTP 500")),
         (1, Failure(error="HTTP 302", http_status=302), 1.0, Retry(delay_s=2.0, error="HTTP 302")),
         # Retry-After on 429/503, in seconds or as an HTTP date, bounded by the cap.
         (
@@ -103,7 +105,7 @@ def fixed(value: float) -> Callable[[], float]:
             4,
             Failure(error="HTTP 429", http_status=429, retry_after="0"),
             0.5,
-            Retry(delay_s=8.0, error="HTTP 429"),
+            Retry(delay_s=12.0, error="HTTP 429"),
         ),
         # A date in the past asks for nothing: the backoff.
         (
@@ -149,13 +151,14 @@ def test_policy_decides(attempt: int, failure: Failure, random: float, expected:
         (6, 1.0, 60.0),  # 64 > cap
         (50, 1.0, 60.0),
         (5000, 1.0, 60.0),  # no float overflow
-        (6, 0.5, 30.0),
+        (6, 0.5, 45.0),
+        (6, 0.0, 30.0),  # half of each delay is certain
         (0, 1.0, 2.0),  # attempt numbers start at 1; 0 is treated as 1
         (3, 1.5, 8.0),  # a random() outside [0, 1] is clamped
-        (3, -1.0, 0.0),
+        (3, -1.0, 4.0),
     ],
 )
-def test_backoff_is_full_jitter_under_a_cap(attempt: int, random: float, expected: float) -> None:
+def test_backoff_is_equal_jitter_under_a_cap(attempt: int, random: float, expected: float) -> None:
     assert backoff_s(attempt, base_s=2.0, max_s=60.0, random=fixed(random)) == expected
 
 
@@ -203,3 +206,23 @@ def test_retry_after_parsing(value: str | None, expected: float | None) -> None:
 )
 def test_permanent_http_statuses(status: int, is_permanent: bool) -> None:
     assert is_permanent_http_status(status) is is_permanent
+
+
+def test_the_default_schedule_outlasts_a_downstream_deploy() -> None:
+    """README "Handlers": with the defaults an event is dead 43 to 85 minutes after its first
+    failure. Full jitter from one second spent all ten attempts in at most 8.5 minutes (often
+    far less), so a downstream's deploy buried every event that arrived during it."""
+    defaults = WorkerSettings()
+    spans = [
+        sum(
+            backoff_s(
+                attempt,
+                base_s=defaults.backoff_base_s,
+                max_s=defaults.backoff_max_s,
+                random=fixed(draw),
+            )
+            for attempt in range(1, defaults.max_attempts)
+        )
+        for draw in (0.0, 1.0)
+    ]
+    assert [round(span / 60) for span in spans] == [43, 85]
