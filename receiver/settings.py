@@ -218,7 +218,14 @@ class HttpHandler(_Strict):
     @model_validator(mode="after")
     def _one_authorization(self) -> HttpHandler:
         """aiohttp refuses to send both at once: every attempt would fail, every event die."""
-        names = {name.lower() for name in (*self.headers, *self.header_envs)}
+        names: set[str] = set()
+        for name in (*self.headers, *self.header_envs):
+            if name.lower() in names:  # only one of them would be sent, without a word
+                raise ValueError(
+                    f"header {name} is set twice (header names ignore case; headers and"
+                    " header_envs together): keep one"
+                )
+            names.add(name.lower())
         if "authorization" in names and _has_userinfo(self.url):
             raise ValueError(
                 "the url carries credentials (user:password@) and an Authorization header is"

@@ -34,9 +34,12 @@ def load_target(target: str) -> Callable[..., object]:
 
 
 class _Exited(Exception):
-    """User code raised ``SystemExit`` or ``KeyboardInterrupt``: inside an asyncio task those
-    would stop the whole event loop, so they travel as an ordinary failure instead. So does a
-    ``CancelledError`` of its own, which the worker would take for a shutdown."""
+    """User code raised what cannot travel as itself, so it travels as an ordinary failure:
+    ``SystemExit`` or ``KeyboardInterrupt`` (inside an asyncio task those would stop the whole
+    event loop), any other ``BaseException`` (``GeneratorExit``, a class of the user's: it would
+    end the worker's task, and the job would wait out its lease as if it hung), a
+    ``StopIteration`` from a thread (a future refuses it, and the run would never end), or a
+    ``CancelledError`` of its own (the worker would take it for a shutdown)."""
 
 
 class _TimedOut(Exception):
@@ -75,6 +78,8 @@ def _in_daemon_thread(fn: Callable[..., object], *args: object) -> asyncio.Futur
         error: BaseException | None = None
         try:
             result = fn(*args)
+        except StopIteration as exc:  # ``next()`` on an empty iterator: a future refuses it
+            error = _Exited(summarize(exc))
         except BaseException as exc:  # raised in the awaiting coroutine (SystemExit too)
             error = exc
         with contextlib.suppress(RuntimeError):  # the loop has closed since
@@ -137,7 +142,9 @@ class PythonTarget:
                 result = await _thread_result(_in_daemon_thread(self._fn, event))
             if inspect.isawaitable(result):  # a sync wrapper (a decorator) around async code
                 await result
-        except (SystemExit, KeyboardInterrupt) as exc:
+        except (Exception, asyncio.CancelledError):
+            raise  # a failure as itself; a cancellation is the worker's (a timeout, a stop)
+        except BaseException as exc:
             raise _Exited(summarize(exc)) from None
 
     async def run(self, event: HandlerEvent) -> Outcome:

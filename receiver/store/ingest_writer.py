@@ -512,8 +512,10 @@ def _requeue_dead(conn: sqlite3.Connection, events: Mapping[int, NewEvent], now:
     ``received`` when its provider has no handler now, as a new one would be)."""
     event_ids = list(events)
     conn.executemany(
-        "UPDATE jobs SET status = 'queued', attempts = 0, run_at = ?, enqueued_at = ?,"
-        " lease_token = NULL, lease_expires_at = NULL, updated_at = ? WHERE event_id = ?",
+        # Not a replay any more: its provider sent it (Receiver-Replay: false), whatever ran before.
+        "UPDATE jobs SET status = 'queued', attempts = 0, is_replay = 0, run_at = ?,"
+        " enqueued_at = ?, lease_token = NULL, lease_expires_at = NULL, updated_at = ?"
+        " WHERE event_id = ?",
         [(now, now, now, event_id) for event_id in event_ids],
     )
     conn.executemany(

@@ -110,6 +110,26 @@ async def exits_async(event: HandlerEvent) -> None:
     raise SystemExit(4)
 
 
+def next_of_nothing(event: HandlerEvent) -> None:
+    """``next()`` on an empty iterator: a StopIteration out of a thread."""
+    STATE.calls.append(event)
+    next(iter([]))
+
+
+class Unusual(BaseException):
+    """Not an Exception: a library's own signal of some kind."""
+
+
+def raises_unusual(event: HandlerEvent) -> None:
+    STATE.calls.append(event)
+    raise Unusual("x")
+
+
+async def raises_unusual_async(event: HandlerEvent) -> None:
+    STATE.calls.append(event)
+    raise GeneratorExit("y")
+
+
 class AsyncCallable:
     """An object whose ``__call__`` is ``async def``: a coroutine function only by its method."""
 

@@ -31,7 +31,7 @@ from structlog.typing import EventDict
 
 from receiver.clock_steps import ClockWatch
 from receiver.metrics import Metrics
-from receiver.models import Accepted
+from receiver.models import Accepted, Duplicate
 from receiver.settings import ProviderSettings, WorkerSettings
 from receiver.store.jobs import AttemptRecord, JobQueue
 from receiver.store.sqlite import SqliteStore
@@ -98,7 +98,7 @@ def make_worker(
 ) -> Worker:
     worker_settings = WorkerSettings(**{"poll_interval_s": 0.05, **settings})
     return Worker(
-        JobQueue(store.db),
+        JobQueue(store.db, on_dead=store.writer.recent.forget),  # as `receiver serve` wires it
         worker_settings,
         {
             name: ProviderSettings.model_validate({"scheme": "none", **spec})
@@ -496,6 +496,30 @@ async def test_a_permanent_4xx_is_dead_at_once(
     assert attempt["error"] == "HTTP 422 Unprocessable Entity"
     [dead] = [entry for entry in logs if entry["event"] == "job_dead"]
     assert dead["is_permanent"] is True
+
+
+async def test_a_redelivery_of_an_event_once_replayed_is_not_sent_as_a_replay(
+    store: SqliteStore, clock: FakeClock, make_sink: MakeSink
+) -> None:
+    """Dead, replayed by an operator, dead again, then redelivered by its provider: the run
+    the provider caused was sent with ``Receiver-Replay: true`` and recorded as a replay."""
+    sink = await make_sink((400, {}), (400, {}), (200, {}))
+    worker = make_worker(store, clock, {"shop": http_handler(sink.url)})
+    event_id = await record(store, "shop", 1)
+    await worker.run(until_empty=True)
+    await store.replayer.replay_ids([event_id], actor="cli", reason=None)
+    await worker.run(until_empty=True)
+    assert status_of(store, event_id)[0] == "dead"
+    assert isinstance(await store.record(new_event("shop", 1, now=clock())), Duplicate)
+    await worker.run(until_empty=True)
+
+    assert [headers["Receiver-Replay"] for headers, _, _ in sink.requests] == [
+        "false",
+        "true",
+        "false",
+    ]
+    assert [a["is_replay"] for a in attempts_of(store, event_id)] == [0, 1, 0]
+    assert status_of(store, event_id)[0] == "succeeded"
 
 
 async def test_connection_errors_and_timeouts_are_retried(
@@ -1097,6 +1121,35 @@ async def test_a_handler_that_exits_fails_its_attempt_not_the_receiver(
     assert status_of(store, async_id) == ("dead", "dead", 1)
     assert attempts_of(store, sync_id)[0]["error"] == "SystemExit: 3"
     assert attempts_of(store, async_id)[0]["error"] == "SystemExit: 4"
+
+
+async def test_whatever_a_handler_raises_is_a_failed_attempt_retried(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """A StopIteration out of a sync handler's thread never reached the worker (a future
+    refuses it): the attempt read "timed out", and the run held its provider's slots for good.
+    Any other BaseException ended the worker's task: the job waited out its lease as if it
+    hung, and its error was in no attempt."""
+    targets = {
+        "stop": "next_of_nothing",
+        "odd": "raises_unusual",
+        "odd_async": "raises_unusual_async",
+    }
+    worker = make_worker(
+        store,
+        clock,
+        {name: python(target, max_attempts=2, concurrency=1) for name, target in targets.items()},
+    )
+    ids = {name: await record(store, name, n) for n, name in enumerate(targets)}
+    await asyncio.wait_for(worker.run(until_empty=True), timeout=10)
+    errors = {name: [a["error"] for a in attempts_of(store, ids[name])] for name in targets}
+    assert errors == {
+        "stop": ["StopIteration", "StopIteration"],
+        "odd": ["Unusual: x", "Unusual: x"],
+        "odd_async": ["GeneratorExit: y", "GeneratorExit: y"],
+    }
+    for event_id in ids.values():
+        assert status_of(store, event_id) == ("dead", "dead", 2)
 
 
 async def test_async_code_behind_any_callable_shape_is_awaited(

@@ -567,3 +567,20 @@ providers:
 """
     warnings = load_config(_write(tmp_path, text), environ={"K": "k"}).warnings
     assert [w.split(":")[0] for w in warnings if "does not cover" in w] == ["provider a"]
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        "{kind: http, url: 'http://127.0.0.1:9/x', headers: {X-A: '1', x-a: '2'}}",
+        "{kind: http, url: 'http://127.0.0.1:9/x', headers: {authorization: 'Bearer yaml'},"
+        " header_envs: {Authorization: DOWN_AUTH}}",
+    ],
+)
+def test_a_header_set_twice_in_another_case_is_refused(tmp_path: Path, handler: str) -> None:
+    """Both passed check-config; only one value went on the wire, the other dropped silently."""
+    text = VALID.replace(
+        "    dedupe_retention: 30d\n", f"    dedupe_retention: 30d\n    handler: {handler}\n"
+    )
+    problems = _problems(tmp_path, text, env={**ENV, "DOWN_AUTH": "Bearer env"})
+    assert any("is set twice" in message for message in problems.values()), problems
