@@ -184,11 +184,10 @@ async def test_a_body_with_a_utf8_byte_order_mark_is_read(admin_harness: AdminHa
     assert resp.status == 200, await resp.json()
 
 
-async def test_bulk_replay_by_filter_in_paced_batches(admin_harness: AdminHarness) -> None:
+async def test_bulk_replay_by_filter(admin_harness: AdminHarness) -> None:
     h = admin_harness
     dead_plain = await _seed_dead(h, 7)
     await _seed_dead(h, 2, provider="short")
-    h.receiver.store.replayer._batch_size = 3  # several batches, each its own transaction
     resp = await h.post(
         "/admin/replay", {"reason": "outage over", "provider": "plain", "status": "dead"}
     )
@@ -205,6 +204,29 @@ async def test_bulk_replay_by_filter_in_paced_batches(admin_harness: AdminHarnes
     assert _count(h, "SELECT count(*) FROM jobs WHERE status = 'queued' AND is_replay = 1") == 7
     assert _count(h, "SELECT count(*) FROM events WHERE status = 'dead'") == 2
     assert _count(h, "SELECT count(*) FROM requeues WHERE actor = 'admin'") == 7
+
+
+async def test_a_bulk_replay_that_fails_replays_nothing(admin_harness: AdminHarness) -> None:
+    """Batches of 100 committed one by one: a storage error at the third left 200 events
+    replayed behind a 503 that said nothing of them, and running the same replay again ran
+    their handlers twice. Now the answer's 503 means none: running it again is safe."""
+    h = admin_harness
+    ids = await _seed_dead(h, 250)
+    with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
+        conn.execute(
+            "CREATE TRIGGER fail_late BEFORE INSERT ON requeues WHEN new.event_id = ?"
+            " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END".replace("?", str(ids[-1]))
+        )
+    resp = await h.post("/admin/replay", {"provider": "plain", "status": "dead"})
+    assert resp.status == 503, await resp.text()
+    assert (await resp.json())["error"] == "storage_unavailable"
+    assert _count(h, "SELECT count(*) FROM requeues") == 0
+    assert _count(h, "SELECT count(*) FROM jobs WHERE status = 'dead'") == 250
+    with sqlite3.connect(h.receiver.config.settings.storage.path) as conn:
+        conn.execute("DROP TRIGGER fail_late")
+    resp = await h.post("/admin/replay", {"provider": "plain", "status": "dead"})
+    assert (await resp.json())["replayed"] == 250
+    assert _count(h, "SELECT count(*) FROM requeues") == 250
 
 
 @pytest.mark.parametrize("path", ["/admin/replay", "/admin/events/{id}/replay"])
@@ -432,9 +454,9 @@ async def test_the_worker_runs_a_replay_again_with_the_same_key(
 async def test_a_bulk_replay_runs_one_serialize_by_value_in_receive_order(
     admin_make_harness: MakeAdminHarness,
 ) -> None:
-    """Bulk replay queued its batches newest first, and a worker runs what is queued: the
-    newer events of one ``serialize_by`` value ran before the older ones were queued (an
-    account's "deleted" before its "created")."""
+    """Bulk replay once queued its batches newest first, and a worker runs what is queued:
+    the newer events of one ``serialize_by`` value ran before the older ones were queued (an
+    account's "deleted" before its "created"). The worker runs at once after the commit."""
     from tests.integration import handler_targets
 
     handler_targets.reset()
@@ -455,15 +477,14 @@ async def test_a_bulk_replay_runs_one_serialize_by_value_in_receive_order(
     await worker.run(until_empty=True)
     handler_targets.STATE.calls.clear()
     replayer = h.receiver.store.replayer
-    replayer._batch_size = 2
-    commit_batch = replayer._replay_batch
+    commit_batch = replayer._replay_all
 
     async def commit_then_work(*args: Any, **kwargs: Any) -> Any:
         candidates = await commit_batch(*args, **kwargs)
         await worker.run(until_empty=True)  # a worker runs whatever is queued, at once
         return candidates
 
-    replayer._replay_batch = commit_then_work  # type: ignore[method-assign]
+    replayer._replay_all = commit_then_work  # type: ignore[method-assign]
     report = await (await h.post("/admin/replay", {"provider": "ordered"})).json()
     assert report["replayed"] == 6
     assert [c.id for c in handler_targets.STATE.calls] == ids
