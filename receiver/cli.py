@@ -9,6 +9,7 @@ __all__ = ["main"]
 
 import argparse
 import asyncio
+import io
 import os
 import re
 import secrets
@@ -227,8 +228,17 @@ def _cause_of(exc: BaseException) -> BaseException | None:
     return exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
 
 
+def _never_unencodable(stream: object) -> None:
+    """What the terminal's encoding cannot show (a latin-1 locale, a cp1252 console) is
+    written as a backslash escape rather than ending the command with a traceback."""
+    if isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _never_unencodable(sys.stdout)
+    _never_unencodable(sys.stderr)
     try:
         code = _COMMANDS[args.command](args)
         sys.stdout.flush()  # here, where a reader gone away is caught, not at exit

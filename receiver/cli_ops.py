@@ -34,6 +34,7 @@ from receiver.store.filters import (
 )
 from receiver.store.replay import ReplayReport
 from receiver.store.sqlite import SqliteStore
+from receiver.text import printable
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 CLI_ACTOR = "cli"
@@ -127,8 +128,16 @@ def _print_json(data: object) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
+def _shown(value: object) -> str:
+    """A stored value as the terminal may show it: keys, types, headers and bodies are the
+    senders' text, and an escape sequence in them must not clear the screen or forge a line."""
+    return printable(str(value))
+
+
 def _table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
-    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in r] for r in rows]
+    cells = [[str(h) for h in headers]] + [
+        ["-" if v is None else _shown(v) for v in r] for r in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(line.rstrip() for line in lines)
@@ -182,7 +191,7 @@ def _print_detail(data: Mapping[str, object]) -> None:
         *("payload_expires_at", "dedupe_expires_at", "payload_purged_at"),
     )
     for name in fields:
-        print(f"{name + ':':<20} {'-' if data.get(name) is None else data[name]}")
+        print(f"{name + ':':<20} {'-' if data.get(name) is None else _shown(data[name])}")
     job = data.get("job")
     if isinstance(job, dict):
         print(f"{'job:':<20} {job['status']} attempts={job['attempts']} replay={job['is_replay']}")
@@ -190,19 +199,19 @@ def _print_detail(data: Mapping[str, object]) -> None:
     if isinstance(headers, dict):
         print("headers:")
         for name, value in headers.items():
-            print(f"  {name}: {value}")
+            print(f"  {_shown(name)}: {_shown(value)}")
     for section in ("attempts", "conflicts", "requeues"):
         items = data.get(section)
         if isinstance(items, list) and items:
             print(f"{section}:")
             for item in items:
-                print("  " + " ".join(f"{k}={v}" for k, v in item.items() if v is not None))
+                print("  " + " ".join(f"{k}={_shown(v)}" for k, v in item.items() if v is not None))
     body, encoding = data.get("body"), data.get("encoding")
     if body is None:
         print("body: (purged)" if data.get("payload_purged_at") else "body: -")
     else:
         print(f"body ({data.get('body_bytes')} bytes, {encoding}):")
-        print(body)
+        print(printable(str(body), keep_newlines=True))
 
 
 def _events_show(args: argparse.Namespace) -> int:

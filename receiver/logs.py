@@ -19,6 +19,8 @@ from typing import Any, Literal, TextIO
 import orjson
 import structlog
 
+from receiver.text import SHOWN_AS_ESCAPES, printable
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -27,9 +29,9 @@ _LEVELS = {
 }
 
 
-# What a terminal acts on (a ``tail -f`` of the log) that JSON may leave raw: orjson escapes
-# only the C0 controls. DEL, the C1 controls and the Unicode line separators get a ``\u`` escape.
-_RAW_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029]")
+# What a terminal acts on (a ``tail -f`` of the log) that JSON leaves raw (orjson escapes only
+# the C0 controls): DEL, the C1 controls, the line separators and the bidirectional controls.
+_RAW_IN_JSON = re.compile(f"[{SHOWN_AS_ESCAPES}]")
 
 
 def _dumps(event: object, **_: object) -> str:
@@ -69,17 +71,6 @@ class _UtcTimestamp:
         return event_dict
 
 
-# What a terminal would act on rather than show: C0 and C1 controls (ESC starts a sequence
-# that can erase or hide a line), DEL, and the Unicode line and paragraph separators.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")  # tracebacks
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group(0))
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
 def _printable(
     logger: object, method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
@@ -88,8 +79,7 @@ def _printable(
     line before it, or write a forged one over it on the operator's terminal."""
     for name, value in event_dict.items():
         if isinstance(value, str):
-            control = _CONTROL_BUT_NEWLINE if name == "exception" else _CONTROL
-            event_dict[name] = control.sub(_escape, value)
+            event_dict[name] = printable(value, keep_newlines=name == "exception")
     return event_dict
 
 

@@ -94,6 +94,8 @@ def parse_time(parameter: str, value: object, *, now_s: float) -> float | None:
             if isinstance(value, str) and not value.isascii():
                 raise ValueError(value)
             seconds = float(value)
+        except OverflowError:  # a JSON integer of 400 digits: no float holds it
+            raise InvalidParameter(parameter, "is out of range") from None
         except ValueError:
             seconds = _iso_seconds(parameter, str(value))
     if not math.isfinite(seconds) or not 0 <= seconds < 253402300800:  # up to year 9999

@@ -509,3 +509,12 @@ async def test_bulk_replay_continues_from_its_cursor_instead_of_starting_over(
         body = {"type": "t", "limit": 2, "cursor": report["next_cursor"]}
     assert replayed == [str(i) for i in sorted(ids, reverse=True)]
     assert _count(h, "SELECT count(*) FROM requeues WHERE cause = 'replay'") == 5
+
+
+async def test_a_time_too_large_for_any_clock_is_a_400(admin_harness: AdminHarness) -> None:
+    """A JSON integer of 400 digits overflowed float(): a 500 and a traceback in the log."""
+    h = admin_harness
+    body = '{"since": 1' + "0" * 400 + ', "dry_run": true}'
+    resp = await h.admin.post("/admin/replay", data=body.encode())
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["parameter"] == "since"

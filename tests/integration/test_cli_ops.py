@@ -329,3 +329,42 @@ async def test_an_operations_command_refuses_an_older_schema_instead_of_migratin
     assert "schema version 5, older" in err and "receiver serve" in err
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+
+
+async def test_what_senders_wrote_cannot_drive_the_terminal(
+    admin_cli: AdminHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``events show`` printed a body's C1 controls (CSI: colours, a cleared screen) as they
+    came, and an event ID with a right-to-left override showed ``evil\\u202egnp.exe`` as
+    "evilexe.png"."""
+    body = '{"id": "evil\u202egnp.exe",\n "type": "t",\n "note": "a\x9b2Jb\x7f"}'.encode()
+    answer = await admin_cli.deliver("plain", body)
+    assert answer["status"] == "accepted", answer
+    code, shown, _ = await _run(capsys, admin_cli, "events", "show", answer["id"])
+    assert code == 0
+    code, listed, _ = await _run(capsys, admin_cli, "events", "list")
+    assert code == 0
+    for out in (shown, listed):
+        assert "plain:evil\\u202egnp.exe" in out
+        assert not any(c in out for c in "\u202e\x9b\x7f")
+    assert '"note": "a\\x9b2Jb\\x7f"}' in shown
+    assert '{"id": "evil\\u202egnp.exe",\n "type": "t",\n' in shown  # its lines kept
+
+
+async def test_a_terminal_that_cannot_show_a_character_gets_an_escape(
+    admin_cli: AdminHarness,
+) -> None:
+    """A latin-1 locale (or a Windows console) ended the listing with UnicodeEncodeError."""
+    await admin_cli.deliver("plain", {"id": "caf\u00e9-\u2713", "type": "t"})
+    env: dict[str, Any] = {"PYTHONPATH": str(Path.cwd()), "PATH": "", "PYTHONIOENCODING": "latin-1"}
+    for argv in (["events", "list"], ["events", "list", "--json"]):
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "receiver", *argv, "--config", str(admin_cli.config_path)],
+            capture_output=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        assert (proc.returncode, proc.stderr) == (0, b""), proc.stderr
+        assert "plain:caf\u00e9-\\u2713".encode("latin-1") in proc.stdout

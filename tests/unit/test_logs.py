@@ -90,8 +90,8 @@ def test_a_console_line_shows_control_characters_escaped(
 def test_a_json_line_escapes_what_a_terminal_would_act_on(stdout: io.StringIO) -> None:
     """orjson escapes only C0 controls: a C1 CSI or U+2028 from an unknown provider's name
     reached the log file raw, for a ``tail -f`` to act on."""
-    name = "x\x9b2K\u2028y\x7f"
+    name = "x\x9b2K\u2028y\x7f\u202egnp.exe"  # and a right-to-left override
     structlog.get_logger("t").info("request_rejected", provider=name)
     line = stdout.getvalue()
-    assert not any(c in line for c in "\x9b\u2028\x7f")
+    assert not any(c in line for c in "\x9b\u2028\x7f\u202e")
     assert json.loads(line)["provider"] == name  # the same text, escaped
