@@ -117,14 +117,16 @@ class Database:
                 await asyncio.to_thread(_refuse_upgrade_while_open_elsewhere, self.path)
             writer = self._opening_writer = await self._connect()
             try:
+                if not migrate:  # an operations command: refuse another file before writing
+                    await self._migrate(writer, is_allowed=False)
                 await writer.execute("PRAGMA journal_mode = WAL")
                 await writer.execute(f"PRAGMA synchronous = {self.synchronous}")
                 # After a checkpoint, cut the WAL file back to its usual size: a spike (a large
                 # full-text merge, a reader holding a snapshot) must not keep the disk space.
                 await writer.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
-                await self._migrate(writer, is_allowed=migrate)
-                if migrate:  # a server: refuse to start on a file it cannot write
-                    await _probe_write(writer)
+                if migrate:
+                    await self._migrate(writer, is_allowed=True)
+                    await _probe_write(writer)  # refuse to start on a file it cannot write
                 self.has_fts = await self._probe_fts(writer)
                 if migrate:
                     await self._settle_search_index(writer)

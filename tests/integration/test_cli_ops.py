@@ -308,10 +308,14 @@ def test_a_file_that_is_not_a_receiver_database_is_left_alone(
         if content == "another_apps":
             conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
     config = write_config(tmp_path, storage={"path": str(db)})
+    before = db.read_bytes()
     assert main(["events", "list", "--config", str(config)]) == 1
     assert "is not a receiver database" in capsys.readouterr().err
+    # Not a byte changed: it was switched to WAL first (an empty file became a database).
+    assert db.read_bytes() == before
     with closing(sqlite3.connect(db)) as conn:
         tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     assert tables == (["invoices"] if content == "another_apps" else [])
 
 
