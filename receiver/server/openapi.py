@@ -203,11 +203,23 @@ _SCHEMAS: dict[str, Any] = {
     },
     "ReplayReport": {
         "type": "object",
-        "required": ["dry_run", "matched", "replayed", "skipped", "sample", "has_more"],
+        "required": [
+            "dry_run",
+            "matched",
+            "replayed",
+            "would_replay",
+            "skipped",
+            "sample",
+            "has_more",
+        ],
         "properties": {
             "dry_run": {"type": "boolean"},
             "matched": {"type": "integer"},
-            "replayed": {"type": "integer", "description": "Replayed (or, dry run: would be)"},
+            "replayed": {"type": "integer", "description": "Queued by this request (dry run: 0)"},
+            "would_replay": {
+                "type": "integer",
+                "description": "What a run that is not a dry run queues (this one's count)",
+            },
             "skipped": {"type": "object", "additionalProperties": {"type": "integer"}},
             "sample": {"type": "array", "items": {"type": "string"}},
             "has_more": {"type": "boolean"},

@@ -61,7 +61,10 @@ class ReplayReport:
         return {
             "dry_run": self.dry_run,
             "matched": self.matched,
-            "replayed": self.replayed,
+            # Queued by this request (none in a dry run), and what a real run queues: a script
+            # reading "replayed" after a dry run took a count of nothing done for work done.
+            "replayed": 0 if self.dry_run else self.replayed,
+            "would_replay": self.replayed,
             "skipped": dict(self.skipped),
             "sample": [str(i) for i in self.sample],
             "has_more": self.has_more,
