@@ -119,10 +119,21 @@ def _cross_site_problem(request: web.Request) -> str | None:
     """Why an open (tokenless) API must refuse this request, if it must."""
     if not is_loopback(_authority_host(request.headers.get("Host", ""))):
         return "the admin API is open (no token): it answers only requests to this machine's name"
+    # A browser names the page that sent a request: only a page of the admin's own origin may.
+    # Another port of this machine is another origin (a dev server, a notebook showing someone
+    # else's HTML): a text/plain POST from it needs no CORS preflight, and replayed for real.
     origin = request.headers.get("Origin")
-    if origin is not None and not is_loopback(_authority_host(origin)):
-        return "the admin API is open (no token): it refuses requests from other sites"
+    if origin is not None and not _is_same_origin(origin, request.headers.get("Host", "")):
+        return (
+            "the admin API is open (no token): it refuses requests from web pages of other"
+            " origins (other sites, or other ports of this machine)"
+        )
     return None
+
+
+def _is_same_origin(origin: str, host: str) -> bool:
+    scheme, sep, authority = origin.lower().partition("://")
+    return bool(sep) and scheme in ("http", "https") and authority == host.lower()
 
 
 @web.middleware

@@ -40,6 +40,8 @@ async def admin_secured(admin_make_harness: MakeAdminHarness) -> AdminHarness:
         {"Host": "10.0.0.5:8081"},
         {"Origin": "http://evil.example"},  # a cross-site form post or fetch
         {"Origin": "null"},  # a sandboxed page
+        {"Origin": "http://localhost:3000"},  # another port of this machine: another origin
+        {"Origin": "http://127.0.0.1:3000", "Host": "127.0.0.1:8081"},
     ],
 )
 async def test_an_open_admin_api_refuses_what_a_web_page_could_send(
@@ -66,8 +68,7 @@ async def test_an_open_admin_api_refuses_what_a_web_page_could_send(
         {"Host": "localhost:8081"},
         {"Host": "[::1]:8081"},
         {"Host": "127.0.0.2"},
-        {"Origin": "http://127.0.0.1:8081", "Host": "127.0.0.1:8081"},
-        {"Origin": "http://localhost:3000"},
+        {"Origin": "http://127.0.0.1:8081", "Host": "127.0.0.1:8081"},  # its own page
     ],
 )
 async def test_an_open_admin_api_serves_this_machine(
