@@ -106,6 +106,12 @@ def _decoding_name(decoding: str, prefix: str) -> str:
 
 def decode_secret(secret: str, decoding: SecretDecoding, *, prefix: str = "whsec_") -> bytes:
     """Turn a configured secret string into key bytes. ``ValueError`` never quotes the secret."""
+    if decoding == "utf8" and ("\n" in secret or "\r" in secret):
+        # Two secrets in one file ("current" and "previous"): one key with a line break in
+        # it, which no signature matches. Rotation is one file or variable per secret.
+        raise ValueError(
+            "a configured secret holds a line break: give each secret its own file or variable"
+        )
     try:
         if decoding == "utf8":
             key = secret.encode("utf-8")

@@ -454,6 +454,17 @@ def test_a_secret_pasted_where_a_secret_files_path_belongs_is_never_echoed(
     assert pasted not in str(problems)
 
 
+def test_a_secret_file_holding_two_lines_is_refused(tmp_path: Path) -> None:
+    """Current and previous secrets in one file became one key with a line break: every delivery
+    failed its signature, and check-config said OK."""
+    secret = tmp_path / "github-secrets"
+    secret.write_text("first-secret\nsecond-secret\n", encoding="utf-8")
+    text = f"providers:\n  gh: {{scheme: github, secret_files: ['{secret}']}}\n"
+    problems = _problems(tmp_path, text, env={})
+    assert "line break" in problems["providers.gh"]
+    assert "first-secret" not in str(problems)
+
+
 def test_a_relative_secret_file_that_is_missing_says_where_it_was_looked_for(
     tmp_path: Path,
 ) -> None:
