@@ -125,7 +125,9 @@ def _usage_error(exc: InvalidParameter) -> int:
 
 
 def _print_json(data: object) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+    # ASCII: every other character as a \u escape, so the output is valid JSON whatever the
+    # terminal's encoding, and a sender's C1 or bidirectional control reaches no terminal raw.
+    print(json.dumps(data, indent=2, ensure_ascii=True))
 
 
 def _shown(value: object) -> str:
@@ -246,6 +248,9 @@ def _print_replay(report: ReplayReport, *, as_json: bool) -> None:
         print(f"  more events match: continue with --cursor {report.next_cursor}")
 
 
+_MAX_REPLAY_IDS = 10_000  # as many as one replay by filter takes
+
+
 def _replay(args: argparse.Namespace) -> int:
     reason = None if args.reason is None else args.reason.strip()
     if reason == "":
@@ -256,6 +261,14 @@ def _replay(args: argparse.Namespace) -> int:
         limit = parse_limit(args.limit, default=1000, maximum=10_000)
     except InvalidParameter as exc:
         return _usage_error(exc)
+    if len(args.ids) > _MAX_REPLAY_IDS:
+        # One transaction: 100 000 ids held the writer for 1.7 s, near the busy timeout at
+        # which deliveries are answered 503.
+        print(
+            f"error: at most {_MAX_REPLAY_IDS:,} event ids per run (got {len(args.ids):,})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if args.ids and (not flt.is_empty or cursor.before_id is not None):
         print("error: give event ids or filters, not both", file=sys.stderr)
         return EXIT_USAGE

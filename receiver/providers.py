@@ -8,7 +8,7 @@ __all__ = ["Provider", "resolve_providers"]
 import re
 import stat
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -282,16 +282,15 @@ def _resolve_one(
         ps = _with_header_secrets(name, ps, env, problems)
     if len(problems) > before or not options_ok or event_id is None:
         return None
+    context = BuildContext(
+        provider=name,
+        secrets=tuple(secrets),
+        tolerance_s=ps.tolerance_s,
+        options=options,
+        public_url=_public_url(name, ps, settings),
+    )
     try:
-        verifier = scheme.build(
-            BuildContext(
-                provider=name,
-                secrets=tuple(secrets),
-                tolerance_s=ps.tolerance_s,
-                options=options,
-                public_url=_public_url(name, ps, settings),
-            )
-        )
+        verifier = scheme.build(context)
     except ValueError as exc:
         problems.append(ConfigProblem(prefix, str(exc)))
         return None
@@ -302,7 +301,7 @@ def _resolve_one(
             f"{{header:{header}}} in options.signed_content)"
             for header in _unsigned_headers(event_id_expr, options.signed_headers())
         )
-    if ps.tolerance_s == 0 and scheme.default_tolerance_s is not None:
+    if ps.tolerance_s == 0 and _signs_time(scheme, context):
         warnings.append(
             f"provider {name}: tolerance_s 0 turns the signed timestamp's check off: an old"
             " delivery replayed is told apart only while its key is kept (dedupe_retention)"
@@ -329,6 +328,13 @@ def _resolve_one(
         handshaker=verifier if isinstance(verifier, Handshaker) else None,
         public_url=_public_url(name, ps, settings),
     )
+
+
+def _signs_time(scheme: Scheme, context: BuildContext) -> bool:
+    """Whether the verifier as configured checks a signed time when left to its default
+    window (``hmac`` without a timestamp source, GitLab with a plain token: not)."""
+    default = scheme.build(replace(context, tolerance_s=None))
+    return getattr(default, "tolerance_s", None) is not None
 
 
 def _unsigned_headers(expression: str, signed: frozenset[str]) -> list[str]:

@@ -155,6 +155,9 @@ class StorageSettings(_Strict):
     search_index: Bool = True
 
 
+_BACKOFF_BASE_S = 10.0
+
+
 class WorkerSettings(_Strict):
     concurrency: Int = Field(default=8, ge=1, le=1024)
     max_attempts: Int = Field(default=10, ge=1)
@@ -163,8 +166,23 @@ class WorkerSettings(_Strict):
     shutdown_timeout_s: Float = Field(default=10.0, ge=0)
     # The first retry waits 5 to 10 s; with 10 attempts an event is dead 43 to 85 minutes
     # after its first failure (README "Handlers"), not within a downstream's deploy.
-    backoff_base_s: Float = Field(default=10.0, gt=0)
+    backoff_base_s: Float = Field(default=_BACKOFF_BASE_S, gt=0)
     backoff_max_s: Float = Field(default=3600.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_base_within_max(cls, data: Any) -> Any:
+        """A cap under the default base (``backoff_max_s: 5``, valid while the base was 1 s)
+        makes the base the cap, rather than an error naming a key nobody wrote."""
+        if isinstance(data, dict) and "backoff_base_s" not in data:
+            cap = data.get("backoff_max_s")
+            if (
+                isinstance(cap, int | float)
+                and not isinstance(cap, bool)
+                and 0 < cap < _BACKOFF_BASE_S
+            ):
+                return {**data, "backoff_base_s": float(cap)}
+        return data
 
     @model_validator(mode="after")
     def _base_within_max(self) -> WorkerSettings:

@@ -348,7 +348,10 @@ async def test_what_senders_wrote_cannot_drive_the_terminal(
     assert code == 0
     code, listed, _ = await _run(capsys, admin_cli, "events", "list")
     assert code == 0
-    for out in (shown, listed):
+    code, as_json, _ = await _run(capsys, admin_cli, "events", "show", answer["id"], "--json")
+    assert code == 0
+    assert json.loads(as_json)["key"] == "plain:evil\u202egnp.exe"  # escaped, and the same text
+    for out in (shown, listed, as_json):
         assert "plain:evil\\u202egnp.exe" in out
         assert not any(c in out for c in "\u202e\x9b\x7f")
     assert '"note": "a\\x9b2Jb\\x7f"}' in shown
@@ -371,4 +374,25 @@ async def test_a_terminal_that_cannot_show_a_character_gets_an_escape(
             check=False,
         )
         assert (proc.returncode, proc.stderr) == (0, b""), proc.stderr
-        assert "plain:caf\u00e9-\\u2713".encode("latin-1") in proc.stdout
+        if "--json" in argv:  # valid JSON, the same text
+            keys = [e["key"] for e in json.loads(proc.stdout.decode("latin-1"))["events"]]
+            assert "plain:caf\u00e9-\u2713" in keys
+        else:
+            assert "plain:caf\u00e9-\\u2713".encode("latin-1") in proc.stdout
+
+
+async def test_replay_by_ids_takes_at_most_ten_thousand(
+    admin_cli: AdminHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One run is one transaction: 100 000 ids held the writer for 1.7 s, and more would
+    have ingest answer 503 meanwhile."""
+    ids = [str(n) for n in range(1, 10_002)]
+    code, _, err = await _run(capsys, admin_cli, "replay", *ids)
+    assert code == 2
+    assert "at most 10,000 event ids per run" in err
+    assert _jobs_replayed(admin_cli) == 0
+
+
+def _jobs_replayed(h: AdminHarness) -> int:
+    with closing(sqlite3.connect(h.receiver.config.settings.storage.path)) as conn:
+        return int(conn.execute("SELECT count(*) FROM requeues").fetchone()[0])

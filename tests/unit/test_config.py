@@ -274,8 +274,12 @@ def test_a_window_of_zero_warns_that_the_check_is_off(tmp_path: Path) -> None:
         "providers:\n"
         "  gh: {scheme: github, secret_envs: [GH], tolerance_s: 0}\n"
         "  sw: {scheme: standard-webhooks, secret_envs: [SW_SECRET], tolerance_s: 0}\n"
+        # Neither signs a time as configured: a plain GitLab token, hmac without a timestamp.
+        "  gl: {scheme: gitlab, secret_envs: [GL], tolerance_s: 0}\n"
+        "  h: {scheme: hmac, secret_envs: [GH], tolerance_s: 0, event_id: 'json:id',"
+        " options: {header: X-Sig}}\n"
     )
-    env = {"GH": "gh-secret", "SW_SECRET": SECRET}
+    env = {"GH": "gh-secret", "SW_SECRET": SECRET, "GL": "gitlab-token"}
     warnings = load_config(_write(tmp_path, text), environ=env).warnings
     assert [w for w in warnings if "tolerance_s" in w] == [
         "provider sw: tolerance_s 0 turns the signed timestamp's check off: an old delivery"
@@ -595,3 +599,11 @@ def test_a_header_set_twice_in_another_case_is_refused(tmp_path: Path, handler: 
     )
     problems = _problems(tmp_path, text, env={**ENV, "DOWN_AUTH": "Bearer env"})
     assert any("is set twice" in message for message in problems.values()), problems
+
+
+def test_a_cap_under_the_default_base_makes_the_base_the_cap(tmp_path: Path) -> None:
+    """``backoff_max_s: 5`` was valid while the base defaulted to 1 s; when it became 10 s,
+    the file failed to load, naming a key it does not have."""
+    text = VALID.replace("max_attempts: 10}", "max_attempts: 10, backoff_max_s: 5}")
+    worker = load_config(_write(tmp_path, text), environ=ENV).settings.worker
+    assert (worker.backoff_base_s, worker.backoff_max_s) == (5.0, 5.0)
