@@ -213,7 +213,7 @@ def _print_detail(data: Mapping[str, object]) -> None:
         print("body: (purged)" if data.get("payload_purged_at") else "body: -")
     else:
         print(f"body ({data.get('body_bytes')} bytes, {encoding}):")
-        print(printable(str(body), keep_newlines=True))
+        print(printable(str(body), keep_layout=True))
 
 
 def _events_show(args: argparse.Namespace) -> int:

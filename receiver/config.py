@@ -48,36 +48,50 @@ def config_path(given: str | None = None, environ: Mapping[str, str] | None = No
     return Path(env.get("RECEIVER_CONFIG") or "config/receiver.yaml")
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that refuses duplicate keys: a repeated key is almost always a mistake.
-    Merge keys (``<<: *base``, a shared handler block) work as in any YAML loader."""
+    Merge keys (``<<: *base``, a shared handler block) work as in any YAML loader; the keys
+    are checked as written, before merging rewrites the document."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_keys(self, node, set())
+        return super().construct_document(node)
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # ``<<: *base``: merged below, its keys overridden by those written here
+def _check_keys(loader: yaml.SafeLoader, node: yaml.Node, seen_nodes: set[int]) -> None:
+    if id(node) in seen_nodes:  # an alias: checked where its anchor is
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_keys(loader, item, seen_nodes)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    keys: set[Any] = set()
+    merges = 0
+    for key_node, value_node in node.value:
+        _check_keys(loader, value_node, seen_nodes)
+        if key_node.tag == _MERGE_TAG:
+            merges += 1
+            if merges > 1:
+                raise _key_error(
+                    "merge key '<<' given twice: merge several with <<: [*a, *b]", key_node
+                )
+            continue
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise _key_error("a key must be a plain value, not a list or a mapping", key_node)
         key = loader.construct_object(key_node)
-        if not isinstance(key, str | int | float | bool) and key is not None:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                "a key must be a plain value, not a list or a mapping",
-                key_node.start_mark,
-            )
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
+        if key in keys:
+            raise _key_error(f"duplicate key {key!r}", key_node)
+        keys.add(key)
 
 
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
-)
+def _key_error(problem: str, node: yaml.Node) -> yaml.constructor.ConstructorError:
+    return yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
 
 
 def _loc_path(loc: tuple[int | str, ...]) -> str:

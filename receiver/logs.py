@@ -79,7 +79,7 @@ def _printable(
     line before it, or write a forged one over it on the operator's terminal."""
     for name, value in event_dict.items():
         if isinstance(value, str):
-            event_dict[name] = printable(value, keep_newlines=name == "exception")
+            event_dict[name] = printable(value, keep_layout=name == "exception")
     return event_dict
 
 

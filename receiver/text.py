@@ -15,7 +15,7 @@ import re
 # Besides the C0 controls: what JSON leaves raw but a terminal acts on.
 SHOWN_AS_ESCAPES = "\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069"
 _CONTROL = re.compile(f"[\x00-\x1f{SHOWN_AS_ESCAPES}]")
-_CONTROL_BUT_NEWLINE = re.compile(f"[\x00-\x09\x0b-\x1f{SHOWN_AS_ESCAPES}]")
+_CONTROL_BUT_LAYOUT = re.compile(f"[\x00-\x08\x0b-\x1f{SHOWN_AS_ESCAPES}]")
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -23,10 +23,10 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def printable(text: str, *, keep_newlines: bool = False) -> str:
+def printable(text: str, *, keep_layout: bool = False) -> str:
     """``text`` with every control character written as ``\\xNN`` or ``\\uNNNN``; with
-    ``keep_newlines``, line feeds stay (a traceback, a body of several lines)."""
+    ``keep_layout``, line feeds and tabs stay (a traceback, an indented body)."""
     if text.isascii() and text.isprintable():
         return text
-    control = _CONTROL_BUT_NEWLINE if keep_newlines else _CONTROL
+    control = _CONTROL_BUT_LAYOUT if keep_layout else _CONTROL
     return control.sub(_escape, text)

@@ -351,7 +351,7 @@ def _paths() -> dict[str, Any]:
         "/admin/replay": {
             "post": {
                 "operationId": "replayMatching",
-                "summary": "Queue every event matching the filters again, in paced batches",
+                "summary": "Queue every event matching the filters again, in one transaction",
                 "requestBody": bulk,
                 "responses": {
                     "200": _ok("What was (or, dry run: would be) replayed", "ReplayReport"),

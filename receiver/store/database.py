@@ -124,12 +124,13 @@ class Database:
                 # After a checkpoint, cut the WAL file back to its usual size: a spike (a large
                 # full-text merge, a reader holding a snapshot) must not keep the disk space.
                 await writer.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+                is_new = False
                 if migrate:
-                    await self._migrate(writer, is_allowed=True)
+                    is_new = await self._migrate(writer, is_allowed=True)
                     await _probe_write(writer)  # refuse to start on a file it cannot write
                 self.has_fts = await self._probe_fts(writer)
                 if migrate:
-                    await self._settle_search_index(writer)
+                    await self._settle_search_index(writer, is_new=is_new)
                 self._reader = await self._connect()
                 await self._reader.execute("PRAGMA query_only = ON")
             except BaseException:
@@ -203,7 +204,8 @@ class Database:
             return False
         return True
 
-    async def _migrate(self, conn: aiosqlite.Connection, *, is_allowed: bool) -> None:
+    async def _migrate(self, conn: aiosqlite.Connection, *, is_allowed: bool) -> bool:
+        """Bring the schema to this version; True when the file was new (its schema created)."""
         current = await _user_version(conn)
         if current > SCHEMA_VERSION:
             raise StartupError(
@@ -252,17 +254,20 @@ class Database:
             if is_upgrade:
                 duration_s = round(time.monotonic() - started, 3)
                 log.info("schema_migrated", version=version, duration_s=duration_s)
+        return not is_upgrade and current > 0  # created just now (an operations command: never)
 
-    async def _settle_search_index(self, conn: aiosqlite.Connection) -> None:
+    async def _settle_search_index(self, conn: aiosqlite.Connection, *, is_new: bool) -> None:
         """Build the full-text index over the stored bodies, or drop it, as ``search_index``
-        asks (``storage.search_index`` changed since the last start). One transaction; a
-        stop meanwhile rolls it back and the next start does it again."""
+        asks (``storage.search_index`` changed since the last start; a new file's schema
+        comes with one). One transaction; a stop meanwhile rolls it back and the next start
+        does it again."""
         is_wanted = self.search_index and self.has_fts  # without FTS5: substring search only
         if await search_index.exists(conn) == is_wanted:
             return
         started = time.monotonic()
         doing = "building" if is_wanted else "dropping"
-        log.info("search_index_changing", path=str(self.path), action=doing)
+        if not is_new:
+            log.info("search_index_changing", path=str(self.path), action=doing)
         self._step = (
             f"{doing} the search index of {self.path} (storage.search_index changed): that was"
             " rolled back, and the next start does it again"
@@ -277,8 +282,9 @@ class Database:
             await self._rollback(conn)
             raise
         self._step = None
-        duration_s = round(time.monotonic() - started, 3)
-        log.info("search_index_changed", action=doing, duration_s=duration_s)
+        if not is_new:
+            duration_s = round(time.monotonic() - started, 3)
+            log.info("search_index_changed", action=doing, duration_s=duration_s)
 
     async def _run_script(self, conn: aiosqlite.Connection, script: str) -> None:
         """A step's statements, inside its transaction; a stop asked for between two of them

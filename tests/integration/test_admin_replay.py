@@ -1,4 +1,5 @@
-"""Replay: one event or many by filter, dry run, audited, paced; never a purged or running one."""
+"""Replay: one event or many by filter, dry run, audited, all or nothing; never a purged or
+running one."""
 
 from __future__ import annotations
 
@@ -259,7 +260,6 @@ async def test_bulk_replay_ignores_events_arriving_meanwhile(admin_harness: Admi
     h = admin_harness
     await _seed_dead(h, 4)
     replayer = h.receiver.store.replayer
-    replayer._batch_size = 2
     original = replayer.replay_ids
     arrived: list[int] = []
 

@@ -118,6 +118,15 @@ async def test_only_a_changed_setting_builds_or_drops_it(tmp_path: Path) -> None
         actions += [line["action"] for line in lines if line["event"] == "search_index_changed"]
     assert actions == ["dropping", "building"]
 
+    # A new file comes with the index; turned off from the first start, it goes without a
+    # word of "storage.search_index changed".
+    fresh = tmp_path / "fresh.db"
+    with capture_logs() as lines:
+        store = await _open(fresh, search_index=False, clock=_Clock())
+        await store.close()
+    assert [line for line in lines if line["event"].startswith("search_index")] == []
+    assert _search_objects(fresh) == set()
+
 
 async def test_an_operations_command_never_changes_it(tmp_path: Path) -> None:
     """A one-off read (``receiver events``) opens the file without upgrading it: it must not

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from receiver.cli import main
 from receiver.config import load_config
@@ -70,6 +71,19 @@ def test_merge_keys_share_a_block_and_what_is_written_beside_them_wins(tmp_path:
     repeated = text + "    tolerance_s: 20\n"
     with pytest.raises(ConfigError, match="duplicate key 'tolerance_s'"):
         load_config(_write(tmp_path, repeated), environ=ENV)
+    twice = text + "    <<: *base\n"
+    with pytest.raises(ConfigError, match="merge key '<<' given twice"):
+        load_config(_write(tmp_path, twice), environ=ENV)
+
+
+def test_a_merged_block_used_again_elsewhere_is_not_a_duplicate() -> None:
+    """Merging rewrites a block's keys in place: checked afterwards, a block defined inside a
+    merge, itself merging, read as holding its own key twice where it was used again."""
+    from receiver.config import _UniqueKeyLoader
+
+    text = "c: {<<: &b2 {<<: {x: 1}, x: 2}}\nd: *b2\n"
+    doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    assert doc == {"c": {"x": 2}, "d": {"x": 2}}
 
 
 def test_the_search_index_is_on_unless_turned_off(tmp_path: Path) -> None:
