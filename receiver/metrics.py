@@ -4,14 +4,17 @@ from __future__ import annotations
 
 __all__ = ["IngestMetrics", "Metrics"]
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import (
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    Info,
     disable_created_metrics,
     generate_latest,
 )
@@ -19,13 +22,24 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from receiver import __version__
 from receiver.logs import dropped_lines
 
 # No ``*_created`` series beside every counter and histogram: one more series per label set
 # that dashboards and alerts do not use (the setting is the process's, as the server is).
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Up to a minute: a delivery can wait for its commit (storage.busy_timeout_s * 1.25, up to
+# 75 s) or a slow body (server.read_timeout_s), and those belong in a bucket, not in +Inf.
+_LATENCY_BUCKETS = (
+    *(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+    *(1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+# Every outcome a configured provider's deliveries and attempts can have, each series shown
+# from the start at 0: a counter that appears only at its first increment reads 0 in
+# ``increase()`` for that increment, the first storage failure or dead event after a start.
+_DELIVERY_OUTCOMES = ("accepted", "duplicate", "storage_unavailable", "server_busy")
+_ATTEMPT_OUTCOMES = ("succeeded", "retry", "dead", "interrupted")
 # Handlers take from a millisecond (a downstream on the same host) up to their timeouts.
 _HANDLER_BUCKETS = (
     *(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
@@ -64,6 +78,11 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         r.register(_DroppedLogLines())
+        # process_start_time_seconds (a restart, a crash loop), open file descriptors against
+        # their limit (max_connections), resident memory; and the version running.
+        r.register(PROCESS_COLLECTOR)
+        r.register(PLATFORM_COLLECTOR)
+        Info("receiver_build", "The receiver running", registry=r).info({"version": __version__})
         self.received = Counter(
             "receiver_deliveries_total",
             "Deliveries answered, by provider and outcome (each event of a batch counts)",
@@ -101,7 +120,7 @@ class Metrics:
         self.batch_size = Histogram(
             "receiver_commit_batch_size",
             "Events per group commit",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),  # batch_max: 2 000
             registry=r,
         )
         self._add_worker_metrics()
@@ -208,6 +227,27 @@ class Metrics:
         self.replays = Counter(
             "receiver_replays_total", "Events replayed by an operator", ["actor"], registry=r
         )
+        self.background_errors = Counter(
+            "receiver_background_errors_total",
+            "Background tasks that failed and start again (worker: its loop crashed; retention:"
+            " a purge failed), by task",
+            ["task"],
+            registry=r,
+        )
+        for task in ("worker", "retention"):
+            self.background_errors.labels(task)
+
+    def show_providers(self, providers: Iterable[str], handled: Iterable[str]) -> None:
+        """Every configured provider's delivery series, and the handled ones' attempt series,
+        at 0 from the start (see ``_DELIVERY_OUTCOMES``)."""
+        for provider in providers:
+            self.ingest_for(provider)
+            for outcome in _DELIVERY_OUTCOMES:
+                self.received.labels(provider, outcome)
+        for provider in handled:
+            self.dead.labels(provider)
+            for outcome in _ATTEMPT_OUTCOMES:
+                self.attempts.labels(provider, outcome)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -72,6 +72,7 @@ class Receiver:
         self.environ = os.environ if environ is None else environ
         s = config.settings
         self.metrics = Metrics()
+        self.metrics.show_providers(config.providers, config.handled_providers)
         # Steps of the real wall clock are watched (a test's injected clock moves by design):
         # the worker moves stored schedules after a step back, and retention never runs ahead
         # of real time after a step forward (receiver.clock_steps).
@@ -135,7 +136,11 @@ class Receiver:
         )
         self.store.rejections.on_dropped = self.metrics.rejection_journal_dropped.inc
         self.store.replayer.on_replayed = self._count_replays
-        self.purger = PurgeTask(self.store.retention, on_report=self._count_purge)
+        self.purger = PurgeTask(
+            self.store.retention,
+            on_report=self._count_purge,
+            on_failure=self.metrics.background_errors.labels("retention").inc,
+        )
         self.loop_lag = LoopLagWatch(self.metrics.loop_lag.set)
         self._instance = InstanceLock(s.storage.path)
         self._runners: list[web.AppRunner] = []

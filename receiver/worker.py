@@ -185,6 +185,12 @@ class Worker:
             self._log.error("worker_crashed", error=error)
             return
         self._crashes += 1
+        if self._metrics is not None:
+            self._metrics.background_errors.labels("worker").inc()
+        # The queue gauges are counted from the loop: while it crash-loops they would stand
+        # still (or never appear), and the alert on the oldest event's age never fire.
+        self._stats_due_at = float("-inf")
+        self._refresh_stats_soon()
         delay_s = min(_RESTART_MAX_S, 2.0 ** min(self._crashes - 1, 16))  # 2 ** 1024 overflows
         self._log.error(
             "worker_crashed", error=error, restart_in_s=delay_s, exc_info=task.exception()

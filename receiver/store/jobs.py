@@ -545,7 +545,7 @@ def _lease(
                 key=ev["key"],
                 event_type=ev["event_type"],
                 body=bytes(ev["body"]) if ev["body"] is not None else None,
-                headers=orjson.loads(ev["headers"]) if ev["headers"] is not None else {},
+                headers=_stored_headers(ev["headers"], event_id),
                 content_type=ev["content_type"],
                 serialize_key=serialize_key,
                 attempt=int(attempt),
@@ -556,3 +556,18 @@ def _lease(
             )
         )
     return claimed
+
+
+def _stored_headers(text: str | None, event_id: int) -> dict[str, str]:
+    """An event's stored headers; unreadable ones (a row edited by hand) are none, said once
+    per claim, rather than an error that stopped the worker for every provider."""
+    if text is None:
+        return {}
+    try:
+        headers = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        headers = None
+    if not isinstance(headers, dict):
+        log.warning("event_headers_unreadable", event_id=event_id)
+        return {}
+    return headers

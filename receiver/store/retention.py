@@ -393,10 +393,12 @@ class PurgeTask:
         *,
         interval_s: float = 60.0,
         on_report: Callable[[PurgeReport], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         self._retention = retention
         self._interval_s = interval_s
         self._on_report = on_report
+        self._on_failure = on_failure
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -411,12 +413,20 @@ class PurgeTask:
                 report = await self._retention.purge_once(is_stopping=self._stopping.is_set)
             except StorageUnavailable as exc:
                 log.warning("retention_purge_failed", cause=exc.detail)
+                self._failed()
+            except Exception as exc:  # any other: the purge must run again, not end for good
+                log.error("retention_purge_failed", cause=type(exc).__name__, exc_info=exc)
+                self._failed()
             else:
                 if self._on_report is not None:
                     self._on_report(report)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval_s):
                     await self._stopping.wait()
+
+    def _failed(self) -> None:
+        if self._on_failure is not None:
+            self._on_failure()
 
     async def stop(self) -> None:
         """Let a running batch finish its transaction, then return."""

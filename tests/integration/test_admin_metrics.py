@@ -209,3 +209,36 @@ async def test_a_delivery_to_a_path_nothing_serves_is_counted_and_logged(
         ("request_rejected", "/"),
     ]
     assert (await h.ingest.get("/healthz")).status == 200  # what is served still is
+
+
+async def test_every_series_an_alert_reads_is_there_from_the_start(
+    make_receiver: Any, aiohttp_client: Any
+) -> None:
+    """A labelled counter appeared at its first increment, so ``increase()`` read that
+    first storage failure or dead event after a start as 0; and there was no sign of the
+    process itself (its start time, memory, open files) or of the version running."""
+    receiver = await make_receiver(
+        providers={
+            "shop": {
+                "scheme": "none",
+                "event_id": "json:id",
+                "handler": {"kind": "python", "target": f"{TARGETS}:record"},
+            },
+            "audit": {"scheme": "none", "event_id": "json:id"},
+        }
+    )
+    admin = await aiohttp_client(receiver.admin_app)
+    lines = set((await (await admin.get("/metrics")).text()).splitlines())
+    for provider in ("shop", "audit"):
+        for outcome in ("accepted", "duplicate", "storage_unavailable", "server_busy"):
+            series = f'receiver_deliveries_total{{outcome="{outcome}",provider="{provider}"}} 0.0'
+            assert series in lines, series
+    for outcome in ("succeeded", "retry", "dead", "interrupted"):
+        series = f'receiver_handler_attempts_total{{outcome="{outcome}",provider="shop"}} 0.0'
+        assert series in lines, series
+    assert 'receiver_dead_events_total{provider="shop"} 0.0' in lines
+    assert not any('provider="audit"' in line for line in lines if "attempts" in line)
+    for task in ("worker", "retention"):
+        assert f'receiver_background_errors_total{{task="{task}"}} 0.0' in lines
+    names = {line.split("{")[0].split(" ")[0] for line in lines if not line.startswith("#")}
+    assert {"process_start_time_seconds", "process_open_fds", "receiver_build_info"} <= names

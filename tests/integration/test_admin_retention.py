@@ -8,6 +8,9 @@ import json
 import sqlite3
 from typing import Any
 
+import pytest
+import structlog
+
 from receiver.store.retention import PurgeReport, PurgeTask, Retention
 from tests.integration.conftest import AdminHarness
 
@@ -139,6 +142,42 @@ async def test_purge_task_runs_reports_and_stops(admin_harness: AdminHarness) ->
     count = len(reports)
     await asyncio.sleep(0.05)
     assert len(reports) == count  # stopped means stopped
+
+
+async def test_a_purge_that_fails_in_any_way_runs_again(
+    admin_harness: AdminHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only storage trouble was caught: any other error ended the purge task for good, with
+    no log line until shutdown, and payloads outlived their retention from then on."""
+    h = admin_harness
+    await h.deliver("short", {"id": "f1", "type": "t"})
+    h.clock.advance(HOUR_S)
+    retention = h.receiver.store.retention
+    real = retention.purge_once
+    calls: list[int] = []
+
+    async def failing_once(**kwargs: Any) -> PurgeReport:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("a row this purge cannot read")
+        return await real(**kwargs)
+
+    monkeypatch.setattr(retention, "purge_once", failing_once)
+    reports: list[PurgeReport] = []
+    failures: list[int] = []
+    task = PurgeTask(
+        retention, interval_s=0.01, on_report=reports.append, on_failure=lambda: failures.append(1)
+    )
+    with structlog.testing.capture_logs() as logs:
+        task.start()
+        async with asyncio.timeout(5):
+            while not reports:
+                await asyncio.sleep(0.01)
+        await task.stop()
+    assert failures == [1]
+    assert reports[0].payloads_purged == 1
+    [failed] = [line for line in logs if line["event"] == "retention_purge_failed"]
+    assert (failed["log_level"], failed["cause"]) == ("error", "ValueError")
 
 
 async def test_runtime_counts_purges_in_metrics(admin_harness: AdminHarness) -> None:

@@ -899,14 +899,22 @@ async def test_a_crashed_worker_loop_is_logged_at_once_and_started_again(
         return await claim(self, **kwargs)
 
     monkeypatch.setattr(JobQueue, "claim", failing_once)
-    worker = make_worker(store, clock, {"p": python("record")})
+    metrics = Metrics()
+    worker = make_worker(store, clock, {"p": python("record")}, metrics=metrics)
     event_id = await record(store, "p", 1)
+    sample = metrics.registry.get_sample_value
     with structlog.testing.capture_logs() as logs:
         await worker.start()
         try:
             await asyncio.wait_for(_wait_for(lambda: not worker.is_running), timeout=5)
             [crash] = [e for e in logs if e["event"] == "worker_crashed"]
             assert crash["restart_in_s"] == 1.0 and "cannot read" in crash["error"]
+            assert sample("receiver_background_errors_total", {"task": "worker"}) == 1
+            # Counted even though the loop never got to count them: an alert can fire.
+            await asyncio.wait_for(
+                _wait_for(lambda: sample("receiver_queue_depth", {"provider": "p"}) == 1),
+                timeout=5,
+            )
             assert await worker.not_running_reason() == (
                 "the worker crashed (1 in a row) and is about to start again"
             )
@@ -917,6 +925,28 @@ async def test_a_crashed_worker_loop_is_logged_at_once_and_started_again(
         finally:
             await worker.stop()
     assert len([e for e in logs if e["event"] == "worker_crashed"]) == 1
+
+
+async def test_a_row_with_unreadable_headers_is_run_without_them(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    """Headers edited by hand into something that is not JSON crashed every claim: the
+    worker restarted in a loop, and no provider's events ran."""
+    from tests.integration import handler_targets
+
+    handler_targets.reset()
+    worker = make_worker(store, clock, {"p": python("record")})
+    broken = await record(store, "p", 1)
+    fine = await record(store, "p", 2)
+    with closing(sqlite3.connect(store.db.path)) as conn, conn:
+        conn.execute("UPDATE payloads SET headers = '{broken' WHERE event_id = ?", (broken,))
+    with structlog.testing.capture_logs() as logs:
+        await asyncio.wait_for(worker.run(until_empty=True), timeout=10)
+    assert status_of(store, broken)[0] == status_of(store, fine)[0] == "succeeded"
+    [unreadable] = [e for e in logs if e["event"] == "event_headers_unreadable"]
+    assert unreadable["event_id"] == broken
+    [call] = [c for c in handler_targets.STATE.calls if c.id == broken]
+    assert dict(call.headers) == {}
 
 
 async def test_never_more_handlers_run_at_once_than_the_concurrency(
