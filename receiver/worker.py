@@ -384,7 +384,9 @@ class Worker:
         if flight is not None:
             self._release_slot(flight)  # (already free unless the task ended early)
         if not task.cancelled() and task.exception() is not None:
-            self._log.error("job_task_failed", error=summarize(task.exception() or Exception()))
+            fields = _job_fields(flight.job) if flight is not None else {}
+            error = summarize(task.exception() or Exception())
+            self._log.error("job_task_failed", error=error, **fields)
         self._wake.set()
 
     def _refresh_stats_soon(self) -> None:
@@ -457,11 +459,7 @@ class Worker:
             job = flight.job
             self._count_overrun(job.provider, work)
             self._log.warning(
-                "handler_overrunning",
-                event_id=job.event_id,
-                provider=job.provider,
-                key=job.key,
-                waits_s=self._settings.lease_s,
+                "handler_overrunning", waits_s=self._settings.lease_s, **_job_fields(job)
             )
             await asyncio.wait({work}, timeout=self._settings.lease_s)
         except asyncio.CancelledError:  # a shutdown: record the timed-out attempt below
@@ -529,9 +527,7 @@ class Worker:
                 if flight.job.event_id in held or flight.is_settling:
                     continue  # (a job that finished meanwhile is not a lost lease)
                 flight.is_lease_lost = True
-                self._log.warning(
-                    "job_lease_lost", event_id=flight.job.event_id, provider=flight.job.provider
-                )
+                self._log.warning("job_lease_lost", **_job_fields(flight.job))
 
     async def _settle(
         self, flight: _Flight, route: Route, outcome: Outcome, *, duration_s: float
@@ -549,12 +545,7 @@ class Worker:
             exit_code=outcome.exit_code,
             error=outcome.error,
         )
-        fields = {
-            "event_id": job.event_id,
-            "key": job.key,  # what the downstream dedupes on, and what an operator searches for
-            "provider": job.provider,
-            "attempt": job.attempt,
-        }
+        fields = _job_fields(job)
         write: Callable[[], Awaitable[bool]]
         if outcome.is_success:
             write = functools.partial(self._queue.complete, job, record)
@@ -616,11 +607,11 @@ class Worker:
         try:
             is_held = await self._queue.release(job, now=self._clock())
         except StorageUnavailable as exc:
-            self._log.error("job_release_failed", event_id=job.event_id, error=exc.detail)
+            self._log.error("job_release_failed", error=exc.detail, **_job_fields(job))
             return
         if is_held:
             self._observe(job.provider, "interrupted", None)
-            self._log.info("job_released", event_id=job.event_id, provider=job.provider)
+            self._log.info("job_released", **_job_fields(job))
 
     def _observe(self, provider: str, result: str, duration_s: float | None) -> None:
         if self._metrics is None:
@@ -636,3 +627,15 @@ def _refusal(job: ClaimedJob, route: Route) -> Outcome:
     """A job that must not run again: its payload is gone, or it has used every attempt."""
     error = _PURGED if job.body is None else _OUT_OF_ATTEMPTS
     return Outcome(is_success=False, error=error, is_permanent=True)
+
+
+def _job_fields(job: ClaimedJob) -> dict[str, Any]:
+    """What every line about a job's run names: the key is what the downstream dedupes on and
+    what an operator searches for; a replay's run says it is one."""
+    return {
+        "event_id": job.event_id,
+        "key": job.key,
+        "provider": job.provider,
+        "attempt": job.attempt,
+        "is_replay": job.is_replay,
+    }

@@ -33,7 +33,7 @@ from receiver.errors import (
 )
 from receiver.ingest import IngestResult, IngestService
 from receiver.metrics import Metrics
-from receiver.models import Accepted, HandshakeReply, InboundRequest, IngestOutcome
+from receiver.models import Accepted, Duplicate, HandshakeReply, InboundRequest, IngestOutcome
 from receiver.server.body_budget import BodyBudget, Reservation
 from receiver.server.responses import error_json, error_response, json_response
 from receiver.store.rejections import RejectionJournal
@@ -135,8 +135,13 @@ def _result_response(
 ) -> tuple[web.Response, str, str | None, dict[str, object]]:
     """The answer, the log line's event name and key, and (a batch) what it held."""
     if not result.is_batch:
-        body = _outcome_json(result.outcomes[0])
-        return json_response(body), f"event_{body['status']}", body["key"], {}
+        outcome = result.outcomes[0]
+        body = _outcome_json(outcome)
+        # The request's one line says a redelivery carried another body (its warning, the
+        # event_conflict line, names the key too).
+        is_conflict = isinstance(outcome, Duplicate) and outcome.is_conflict
+        extra: dict[str, object] = {"conflict": True} if is_conflict else {}
+        return json_response(body), f"event_{body['status']}", body["key"], extra
     events = [_outcome_json(o) for o in result.outcomes]
     accepted = sum(e["status"] == "accepted" for e in events)
     status = "accepted" if accepted else "duplicate"

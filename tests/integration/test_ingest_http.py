@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import structlog
 
 from tests.integration.conftest import Harness
 from tests.support.factories import OTHER_SECRET, event_body, signed_headers
@@ -51,6 +52,16 @@ async def test_redelivery_is_a_duplicate_of_the_original(harness: Harness) -> No
     assert stored is not None and stored.duplicate_count == 1
     assert _count(harness, "SELECT count(*) FROM events") == 1
     assert _count(harness, "SELECT count(*) FROM jobs") == 1
+
+
+async def test_the_request_line_of_a_conflicting_redelivery_says_so(harness: Harness) -> None:
+    """One line per request: the duplicate's line did not say its body differed."""
+    first, other = event_body(1), event_body(2)
+    with structlog.testing.capture_logs() as logs:
+        for body in (first, first, other):
+            await harness.post("sw", body, signed_headers(body, msg_id="msg_c"))
+    lines = [line for line in logs if line["event"] == "event_duplicate"]
+    assert [line.get("conflict") for line in lines] == [None, True]
 
 
 async def test_fifty_concurrent_copies_make_one_event_and_one_job(harness: Harness) -> None:

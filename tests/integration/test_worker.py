@@ -508,7 +508,11 @@ async def test_a_redelivery_of_an_event_once_replayed_is_not_sent_as_a_replay(
     event_id = await record(store, "shop", 1)
     await worker.run(until_empty=True)
     await store.replayer.replay_ids([event_id], actor="cli", reason=None)
-    await worker.run(until_empty=True)
+    with structlog.testing.capture_logs() as logs:
+        await worker.run(until_empty=True)
+    assert [(e["key"], e["is_replay"]) for e in logs if e["event"] == "job_dead"] == [
+        ("shop:evt_1", True)  # a replay's run says it is one
+    ]
     assert status_of(store, event_id)[0] == "dead"
     assert isinstance(await store.record(new_event("shop", 1, now=clock())), Duplicate)
     await worker.run(until_empty=True)
