@@ -6,7 +6,7 @@ ever receives a secret, a signature or a body: callers log ``body_bytes`` and a 
 
 from __future__ import annotations
 
-__all__ = ["configure_logging", "dropped_lines", "unfiltered_logger"]
+__all__ = ["configure_logging", "dropped_lines", "reset_logging", "unfiltered_logger"]
 
 import json
 import logging
@@ -124,6 +124,7 @@ def configure_logging(
         if is_json
         else [_printable, structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())]
     )
+    numeric_level = _LEVELS.get(level, logging.INFO)
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -131,14 +132,64 @@ def configure_logging(
             structlog.processors.format_exc_info,
             *render,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=_OutputFactory(sys.stdout),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib_logging(numeric_level, render)
     # aiohttp's access log duplicates our canonical request line.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # aiosqlite logs every statement with its parameters (bodies, headers) at DEBUG: never that.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
+
+
+class _StdlibLines(logging.Handler):
+    """Records of the standard library's ``logging`` (a python handler's
+    ``logging.getLogger(__name__)``, a library's warning, asyncio's "Task exception was never
+    retrieved") as lines of this log, in its format, on its stream, instead of bare text on
+    stderr or nothing at all."""
+
+    def __init__(self, level: int, render: list[structlog.typing.Processor]) -> None:
+        super().__init__(level)
+        self.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=[
+                    structlog.stdlib.add_logger_name,
+                    structlog.processors.add_log_level,
+                    _UtcTimestamp(),
+                    structlog.processors.format_exc_info,
+                ],
+                processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render],
+            )
+        )
+        self._output = _Output(sys.stdout)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # a record whose arguments do not fit its message: the library's bug
+            line = f"{record.name}: {record.msg!r} (a log record that could not be formatted)"
+        self._output.msg(line)
+
+
+def _route_stdlib_logging(level: int, render: list[structlog.typing.Processor]) -> None:
+    _unroute_stdlib_logging()  # configured again (a test): one handler, on the new stream
+    root = logging.getLogger()
+    root.addHandler(_StdlibLines(level, render))
+    root.setLevel(level)
+
+
+def _unroute_stdlib_logging() -> None:
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StdlibLines)]:
+        root.removeHandler(handler)
+
+
+def reset_logging() -> None:
+    """Undo :func:`configure_logging` (tests): structlog's defaults, the root logger's own."""
+    structlog.reset_defaults()
+    _unroute_stdlib_logging()
+    logging.getLogger().setLevel(logging.WARNING)
 
 
 def unfiltered_logger(name: str) -> Any:

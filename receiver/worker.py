@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from receiver.clock_steps import ClockWatch
 from receiver.errors import StorageUnavailable
@@ -495,8 +494,7 @@ class Worker:
             key=job.key,
             provider=job.provider,
             type=job.event_type,
-            # Read-only like the rest, and by any case: event.headers["X-GitHub-Event"].
-            headers=CIMultiDictProxy(CIMultiDict(job.headers)),
+            headers=job.headers,  # made read-only and case-blind by the event
             body=body,
             content_type=job.content_type,
             attempt=job.attempt,

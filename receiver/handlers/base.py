@@ -8,25 +8,36 @@ import asyncio
 import functools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from multidict import CIMultiDict, CIMultiDictProxy
 
 ERROR_CHARS = 300
 
 
 @dataclass(frozen=True, kw_only=True)
 class HandlerEvent:
-    """What a handler receives: one stored event and the attempt it is on."""
+    """What a handler receives: one stored event and the attempt it is on.
+
+    A test of a python handler builds one the same way (``receiver.HandlerEvent(id=1,
+    key="stripe:evt_1", provider="stripe", body=b"...")``): headers are read by any case and
+    cannot be changed, as in a real run."""
 
     id: int
     key: str  # the dedupe key: use it as your idempotency key
     provider: str
-    type: str | None
-    headers: Mapping[str, str]
     body: bytes
-    content_type: str | None
-    attempt: int
-    is_replay: bool
+    type: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    attempt: int = 1
+    is_replay: bool = False
+
+    def __post_init__(self) -> None:
+        # Read-only, and by any case: event.headers["X-GitHub-Event"] finds x-github-event.
+        if not isinstance(self.headers, CIMultiDictProxy):
+            object.__setattr__(self, "headers", CIMultiDictProxy(CIMultiDict(self.headers)))
 
     @functools.cached_property
     def json(self) -> object | None:

@@ -11,11 +11,17 @@ import inspect
 import os
 import sys
 import threading
+import traceback
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import structlog
 
 from receiver.errors import PermanentError
 from receiver.handlers.base import SUCCESS, HandlerEvent, Outcome, summarize
 from receiver.settings import PythonHandler
+
+log = structlog.get_logger("receiver.handler")
 
 
 def load_target(target: str) -> Callable[..., object]:
@@ -161,8 +167,32 @@ class PythonTarget:
         except _Exited as exc:
             return Outcome(is_success=False, error=str(exc))
         except Exception as exc:  # any failure of user code is an attempt's outcome
-            return Outcome(is_success=False, error=summarize(exc))
+            _log_traceback(event, exc)
+            return Outcome(is_success=False, error=f"{summarize(exc)}{_where(exc)}")
         return SUCCESS
+
+
+def _where(exc: BaseException) -> str:
+    """Where it was raised, for the attempt's error: `` (at buggy.py:3 in handle)``."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    frame = frames[-1]
+    return f" (at {Path(frame.filename).name}:{frame.lineno} in {frame.name})"
+
+
+def _log_traceback(event: HandlerEvent, exc: Exception) -> None:
+    """The whole traceback, once per failed attempt: the attempt keeps one line, and a
+    developer needs the frames (source lines only: no values, which could hold the payload)."""
+    log.warning(
+        "handler_raised",
+        event_id=event.id,
+        key=event.key,
+        provider=event.provider,
+        attempt=event.attempt,
+        error=summarize(exc),
+        exc_info=exc,
+    )
 
 
 def check_target(target: str) -> list[str]:

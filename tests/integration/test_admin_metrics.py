@@ -9,9 +9,8 @@ import sys
 from typing import Any
 
 import pytest
-import structlog
 
-from receiver.logs import configure_logging
+from receiver.logs import configure_logging, reset_logging
 from tests.integration.conftest import AdminHarness
 
 TARGETS = "tests.integration.handler_targets"
@@ -175,7 +174,7 @@ async def test_a_log_line_that_cannot_be_written_never_holds_up_an_answer(
         again = await h.deliver("plain", {"id": "full-1", "type": "t"})
         text = str(await (await h.get("/metrics")).text())
     finally:
-        structlog.reset_defaults()
+        reset_logging()
     assert (first["http_status"], first["status"]) == (200, "accepted")
     assert (again["http_status"], again["status"]) == (200, "duplicate")
     assert _value(text, "receiver_log_lines_dropped_total") >= 2

@@ -11,6 +11,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import stat
@@ -464,11 +465,21 @@ async def test_a_poison_event_goes_dead_while_others_keep_flowing(
     )
     poison = await record(store, "p", 0, body=b'{"poison": true}')
     good = [await record(store, "p", n) for n in range(1, 6)]
-    await worker.run(until_empty=True)
+    with structlog.testing.capture_logs() as logs:
+        await worker.run(until_empty=True)
+    raised = [line for line in logs if line["event"] == "handler_raised"]
+    assert [(line["key"], line["attempt"]) for line in raised] == [
+        ("p:evt_0", n) for n in (1, 2, 3)
+    ]
+    assert all(isinstance(line["exc_info"], ValueError) for line in raised)  # its traceback
 
     assert status_of(store, poison) == ("dead", "dead", 3)
     [[last_error]] = query(store, "SELECT last_error FROM jobs WHERE event_id = ?", poison)
-    assert last_error == "ValueError: cannot digest this one"
+    # Where it was raised, so a developer finds the line (the log has the whole traceback).
+    assert re.fullmatch(
+        r"ValueError: cannot digest this one \(at handler_targets\.py:\d+ in choke_on_poison\)",
+        last_error,
+    )
     poison_rows = attempts_of(store, poison)
     assert [r["outcome"] for r in poison_rows] == ["retry", "retry", "dead"]
     for event_id in good:
@@ -1199,7 +1210,7 @@ async def test_async_code_behind_any_callable_shape_is_awaited(
     obj_id, wrapped_id = await record(store, "obj", 1), await record(store, "wrapped", 2)
     await worker.run(until_empty=True)
     assert status_of(store, obj_id) == ("dead", "dead", 1)
-    assert attempts_of(store, obj_id)[0]["error"] == "RuntimeError: ran, and failed"
+    assert attempts_of(store, obj_id)[0]["error"].startswith("RuntimeError: ran, and failed (at")
     assert status_of(store, wrapped_id) == ("succeeded", "succeeded", 1)
     assert [c.key for c in targets.STATE.calls] == ["obj:evt_1", "wrapped:evt_2"]
 

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-import structlog
 
-from receiver.logs import configure_logging
+from receiver.logs import configure_logging, reset_logging
 
 
 @contextmanager
@@ -23,4 +22,4 @@ def json_logs(monkeypatch: pytest.MonkeyPatch, level: str = "info") -> Iterator[
     try:
         yield buffer
     finally:
-        structlog.reset_defaults()
+        reset_logging()

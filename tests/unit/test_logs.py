@@ -66,7 +66,7 @@ def test_a_console_line_shows_control_characters_escaped(
     on the operator's terminal and wrote a forged one in its place."""
     import sys
 
-    from receiver.logs import configure_logging
+    from receiver.logs import configure_logging, reset_logging
 
     buffer = io.StringIO()
     monkeypatch.setattr(sys, "stdout", buffer)
@@ -80,7 +80,7 @@ def test_a_console_line_shows_control_characters_escaped(
         except ValueError:
             structlog.get_logger("t").exception("unhandled_error")
     finally:
-        structlog.reset_defaults()
+        reset_logging()
     text = buffer.getvalue()
     assert "\x1b" not in text and "\u2028" not in text
     assert "x1b[2K" in text  # shown, escaped
@@ -95,3 +95,23 @@ def test_a_json_line_escapes_what_a_terminal_would_act_on(stdout: io.StringIO) -
     line = stdout.getvalue()
     assert not any(c in line for c in "\x9b\u2028\x7f\u202e")
     assert json.loads(line)["provider"] == name  # the same text, escaped
+
+
+def test_the_standard_librarys_logging_becomes_lines_of_this_log(stdout: io.StringIO) -> None:
+    """A python handler's ``logging.getLogger(__name__).info`` was dropped, its warnings went
+    to stderr as bare text, and asyncio's "Task exception was never retrieved" too."""
+    import logging
+
+    mine = logging.getLogger("myapp.hooks")
+    mine.debug("dropped at info")
+    mine.info("charged %s", "cus_1")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        mine.exception("could not charge")
+    lines = [json.loads(line) for line in stdout.getvalue().splitlines()]
+    assert [(line["event"], line["level"], line["logger"]) for line in lines] == [
+        ("charged cus_1", "info", "myapp.hooks"),
+        ("could not charge", "error", "myapp.hooks"),
+    ]
+    assert "ValueError: boom" in lines[1]["exception"] and lines[1]["timestamp"].endswith("Z")
