@@ -124,6 +124,13 @@ class IngestService:
         )
         content_type = request.header("content-type")
         if _is_json_content(content_type) and document.json is None:
+            encoding = (request.header("content-encoding") or "").strip().lower()
+            if encoding and encoding != "identity":
+                # Signed as sent, so stored as sent; but its event ID cannot be read from it.
+                raise InvalidBody(
+                    f"the body is compressed (Content-Encoding: {encoding[:20]}), so its JSON"
+                    " cannot be read: have the provider send it uncompressed"
+                )
             raise InvalidBody("the body is not valid JSON although Content-Type says it is")
         if provider.handshaker is not None:
             reply = provider.handshaker.handshake(request, document.json)

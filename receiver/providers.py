@@ -144,11 +144,10 @@ def _read_secrets(
         # and a blank value would key the HMAC with whitespace.
         value = (env.get(var) or "").strip()
         if not value:
+            # The second of a list is most often a rotation's previous secret, listed ahead.
+            hint = " (a rotation's other secret: list it only while rotating)" if i else ""
             problems.append(
-                ConfigProblem(
-                    f"providers.{name}.secret_envs.{i}",
-                    unset_variable(var),
-                )
+                ConfigProblem(f"providers.{name}.secret_envs.{i}", unset_variable(var) + hint)
             )
         else:
             secrets.append(value)

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from receiver.config import load_config
 from receiver.runtime import Receiver
@@ -35,6 +36,16 @@ async def make_receiver(tmp_path: Path) -> AsyncIterator[MakeReceiver]:
         await receiver.store.close()
 
 
+async def ingest_client(
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]], app: web.Application
+) -> TestClient[Any, Any]:
+    """A test client on the ingest app served as `receiver serve` serves it: bodies as they
+    came, never decompressed (aiohttp's test server would, and its options go unread)."""
+    server = TestServer(app)
+    await server.start_server(auto_decompress=False)
+    return await aiohttp_client(server)
+
+
 @dataclass
 class Harness:
     client: TestClient[Any, Any]
@@ -52,7 +63,8 @@ async def make_harness(
 
     async def make(**overrides: Any) -> Harness:
         receiver = await make_receiver(**overrides)
-        return Harness(client=await aiohttp_client(receiver.ingest_app), receiver=receiver)
+        client = await ingest_client(aiohttp_client, receiver.ingest_app)
+        return Harness(client=client, receiver=receiver)
 
     return make
 
@@ -168,7 +180,7 @@ async def admin_make_harness(
         return AdminHarness(
             receiver=receiver,
             clock=clock,
-            ingest=await aiohttp_client(receiver.ingest_app),
+            ingest=await ingest_client(aiohttp_client, receiver.ingest_app),
             admin=await aiohttp_client(receiver.admin_app),
             config_path=path,
         )

@@ -279,3 +279,18 @@ async def test_event_id_override_with_template(make_harness: Any) -> None:
 async def test_healthz_on_the_ingest_listener(harness: Harness) -> None:
     resp = await harness.client.get("/healthz")
     assert resp.status == 200
+
+
+async def test_a_compressed_json_body_is_refused_in_words_that_say_why(make_harness: Any) -> None:
+    """ "not valid JSON although Content-Type says it is" sent a developer to look at the
+    JSON, while the body was gzip: its event ID cannot be read from it."""
+    import gzip
+
+    harness = await make_harness(providers={"raw": {"scheme": "none", "event_id": "json:id"}})
+    body = gzip.compress(b'{"id": "evt_gz"}')
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    resp = await harness.post("raw", body, headers)
+    assert resp.status == 400
+    answer = await resp.json()
+    assert answer["error"] == "invalid_body"
+    assert "compressed (Content-Encoding: gzip)" in answer["detail"]

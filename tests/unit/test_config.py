@@ -458,6 +458,8 @@ def test_an_unset_variable_is_named_only_when_it_looks_like_a_name(
     assert pasted not in problems["providers.billing.secret_envs.0"]
     assert "is not set" in problems["providers.billing.secret_envs.0"]
     assert "SW_UNSET is not set" in problems["providers.billing.secret_envs.1"]
+    # README's example lists the previous secret of a rotation: unset, the error says what it is.
+    assert "list it only while rotating" in problems["providers.billing.secret_envs.1"]
 
 
 @pytest.mark.parametrize(
