@@ -145,6 +145,12 @@ def _sign(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     headers |= {name: value for name, value in carried.items() if name.lower() not in signed}
+    if args.event_id and not any(args.event_id in value for value in headers.values()):
+        print(
+            f"note: --event-id is not sent: provider {args.provider} reads its event ID from"
+            f" {provider.event_id.expression} (write it into the body instead)",
+            file=sys.stderr,
+        )
     if args.curl:
         content_type = f"Content-Type: {provider.scheme.content_type}"
         parts = ["curl", "-sS", "-X", "POST", url, "-H", content_type]

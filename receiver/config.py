@@ -112,6 +112,10 @@ def _friendly(error: Mapping[str, Any]) -> str:
         return "required key is missing"
     if kind == "union_tag_invalid":
         return "kind must be one of: http, python, command"
+    if kind == "union_tag_not_found":
+        return "a handler needs kind: http, python or command"
+    if kind == "string_pattern_mismatch" and error.get("loc", ())[-1:] == ("target",):
+        return "write it as package.module:function (a colon before the function)"
     return str(error.get("msg", "invalid value")).removeprefix("Value error, ")
 
 

@@ -122,6 +122,28 @@ def test_signing_needs_only_that_providers_secret(
     assert code == 0, capsys.readouterr().err
 
 
+def test_an_event_id_the_provider_does_not_read_is_said_to_be_unused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--event-id`` for Stripe (keyed on the body's ``id``) was silently ignored: two
+    "different" deliveries were one event."""
+    from tests.support.factories import write_config
+
+    monkeypatch.setenv("STRIPE_TEST_SECRET", "whsec_test")
+    config = write_config(
+        tmp_path, providers={"stripe": {"scheme": "stripe", "secret_envs": ["STRIPE_TEST_SECRET"]}}
+    )
+    body = tmp_path / "evt.json"
+    body.write_bytes(b'{"id": "evt_1", "type": "charge.succeeded"}')
+    argv = ["sign", "--config", str(config), "--provider", "stripe", "--body", str(body)]
+    assert main([*argv, "--event-id", "evt_other"]) == 0
+    assert "--event-id is not sent: provider stripe reads its event ID from json:id" in (
+        capsys.readouterr().err
+    )
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""
+
+
 async def test_a_header_keyed_provider_gets_its_id_header(
     make_harness: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

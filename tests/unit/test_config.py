@@ -623,3 +623,18 @@ def test_a_cap_under_the_default_base_makes_the_base_the_cap(tmp_path: Path) -> 
     text = VALID.replace("max_attempts: 10}", "max_attempts: 10, backoff_max_s: 5}")
     worker = load_config(_write(tmp_path, text), environ=ENV).settings.worker
     assert (worker.backoff_base_s, worker.backoff_max_s) == (5.0, 5.0)
+
+
+def test_handler_mistakes_are_told_in_plain_words(tmp_path: Path) -> None:
+    """Pydantic's words ("String should match pattern '^[A-Za-z_][\\w.]*:…'", "Unable to
+    extract tag using discriminator 'kind'") were what a developer got."""
+    text = """
+providers:
+  dotted: {scheme: none, event_id: 'json:id', handler: {kind: python, target: hooks.mod.handle}}
+  kindless: {scheme: none, event_id: 'json:id', handler: {url: 'http://127.0.0.1:9/x'}}
+"""
+    problems = _problems(tmp_path, text, env={})
+    assert problems["providers.dotted.handler.target"] == (
+        "write it as package.module:function (a colon before the function)"
+    )
+    assert problems["providers.kindless.handler"] == "a handler needs kind: http, python or command"
