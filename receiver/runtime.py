@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import structlog
 from aiohttp import web
 
 from receiver.clock_steps import ClockWatch
@@ -37,8 +36,6 @@ from receiver.store.migrations import SCHEMA_VERSION
 from receiver.store.retention import PurgeReport, PurgeTask, policies_of
 from receiver.store.sqlite import SqliteStore
 from receiver.worker import Worker
-
-log = structlog.get_logger("receiver")
 
 # Allocations between two young-generation collections (Python's default is 700).
 _GC_YOUNG_THRESHOLD = 10_000
@@ -250,7 +247,8 @@ class Receiver:
         self.purger.start()
         self.loop_lag.start()
         await self.worker.start()
-        log.info(
+        # At any logging.level, as its stop is: a crash loop shows in the log as starts.
+        startup_log.info(
             "receiver_started",
             ingest=f"{s.server.host}:{self.ingest_port}",
             admin=f"{s.admin.host}:{self.admin_port}",
@@ -272,7 +270,7 @@ class Receiver:
         await self.store.close()
         self._instance.release()
         if self._has_started:  # a start that failed said why, and nothing else
-            log.info("receiver_stopped")
+            unfiltered_logger("receiver").info("receiver_stopped")
             self._has_started = False
 
 
@@ -329,14 +327,16 @@ async def run_until_signalled(receiver: Receiver) -> None:
         if not starting.done():
             # A stop asked for while starting: an upgrade's migration can take minutes, past
             # an orchestrator's grace; it is rolled back and the start fails, saying so.
-            log.info("shutdown_requested", signal=received[0], during="start")
+            unfiltered_logger("receiver").info(
+                "shutdown_requested", signal=received[0], during="start"
+            )
             await receiver.store.db.abandon_open()
             await starting  # raises, unless the database was open already
             return
         await starting
         _settle_garbage_collector()
         await stopping
-        log.info("shutdown_requested", signal=received[0])
+        unfiltered_logger("receiver").info("shutdown_requested", signal=received[0])
     finally:
         stopping.cancel()
         await receiver.stop()
