@@ -222,7 +222,8 @@ class Receiver:
     async def start(self) -> None:
         self._check_admin_exposure()
         self._raise_open_files_limit()
-        route_aiohttp_server_log()
+        # Malformed HTTP is refused before any route: counted with the other refusals.
+        route_aiohttp_server_log(self.metrics.rejections.labels("", "http_protocol_error").inc)
         startup_log = unfiltered_logger("receiver")  # shown even with logging.level: error
         for warning in self.config.warnings:
             startup_log.warning("config_warning", message=warning)

@@ -16,6 +16,7 @@ import logging
 import socket
 import struct
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -263,9 +264,14 @@ async def test_malformed_http_is_logged_as_one_line_without_its_bytes(tmp_path: 
         for raw in garbage:
             resp = await exchange(port, raw)
             statuses.append(None if resp is None else resp.status)
+        admin = f"http://127.0.0.1:{server.settings['admin']['port']}/metrics"
+        metrics = await asyncio.to_thread(_read_url, admin)
         server.terminate()
     finally:
         server.kill()
+    # Counted too: a log line alone is nothing an alert can fire on.
+    counted = 'receiver_rejections_total{cause="http_protocol_error",provider=""}'
+    assert f"{counted} {float(len(garbage))}" in metrics
     assert all(status is None or 400 <= status < 500 for status in statuses), statuses
     text = server.log_path.read_text(encoding="utf-8", errors="replace")
     _assert_clean(text, [])
@@ -410,3 +416,9 @@ async def test_an_admin_api_without_a_token_is_warned_about_at_every_start(
     warnings = [line for line in lines if line["event"] == "admin_api_open"]
     assert len(warnings) == 1 and warnings[0]["level"] == "warning"
     assert "t0ken-for-this-test" not in buffer.getvalue()
+
+
+def _read_url(url: str) -> str:
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+    with direct.open(url, timeout=10) as resp:
+        return str(resp.read().decode("utf-8"))
