@@ -22,6 +22,7 @@ from receiver.store.database import Database
 from receiver.store.filters import EventFilter
 from receiver.store.retention import _PAYLOAD_EXPIRY
 from receiver.store.sqlite import SqliteStore
+from tests.support.clock import SettableClock
 from tests.support.factories import new_event
 from tests.support.schema import build_schema
 
@@ -29,17 +30,9 @@ NOW = 1_700_000_000.0
 BIG_BODY_BYTES = 100_000
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "receiver.db", clock=_Clock())
+    opened = SqliteStore(tmp_path / "receiver.db", clock=SettableClock(NOW))
     await opened.open()
     yield opened
     await opened.close()
@@ -84,7 +77,7 @@ async def test_a_purged_or_deleted_event_leaves_no_payload_or_search_entry(
     store: SqliteStore,
 ) -> None:
     clock = store.clock
-    assert isinstance(clock, _Clock)
+    assert isinstance(clock, SettableClock)
     for n in range(3):
         await store.record(new_event("shop", n, now=NOW, body=b'{"note": "findme"}'))
     found = await store.queries.list_events(
@@ -179,7 +172,7 @@ def _version_6_file(path: Path) -> None:
 async def test_a_version_6_file_is_upgraded_with_every_payload_moved(tmp_path: Path) -> None:
     path = tmp_path / "receiver.db"
     _version_6_file(path)
-    store = SqliteStore(path, clock=_Clock())
+    store = SqliteStore(path, clock=SettableClock(NOW))
     await store.open()
     try:
         first, purged, restored = [await store.get_event(n) for n in (1, 2, 3)]
@@ -214,7 +207,7 @@ async def test_an_upgraded_file_purges_on_the_payload_expiry_index(tmp_path: Pat
     ``payload_purged_at``: a query planner that cannot use it scans every event each minute."""
     path = tmp_path / "receiver.db"
     _version_6_file(path)
-    store = SqliteStore(path, clock=_Clock())
+    store = SqliteStore(path, clock=SettableClock(NOW))
     await store.open()
     await store.close()
     with contextlib.closing(sqlite3.connect(path)) as conn:
@@ -257,7 +250,7 @@ async def test_an_upgrade_that_fills_the_disk_leaves_the_file_as_it_was(tmp_path
             198,
         )
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    store = SqliteStore(path, clock=_Clock())  # with room again, the upgrade goes through
+    store = SqliteStore(path, clock=SettableClock(NOW))  # with room again, the upgrade goes through
     await store.open()
     await store.close()
 

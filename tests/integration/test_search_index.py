@@ -17,17 +17,10 @@ from receiver.runtime import Receiver
 from receiver.store.filters import EventFilter
 from receiver.store.sqlite import SqliteStore
 from tests.support import factories
+from tests.support.clock import SettableClock
 from tests.support.factories import new_event, write_config
 
 NOW = 1_700_000_000.0
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _search_objects(path: Path) -> set[str]:
@@ -47,7 +40,7 @@ async def _found(store: SqliteStore, text: str) -> list[int]:
     return sorted(item.id for item in page.items)
 
 
-async def _open(path: Path, *, search_index: bool, clock: _Clock) -> SqliteStore:
+async def _open(path: Path, *, search_index: bool, clock: SettableClock) -> SqliteStore:
     store = SqliteStore(path, clock=clock, search_index=search_index)
     await store.open()
     return store
@@ -60,7 +53,7 @@ async def _all_done(conn: aiosqlite.Connection) -> None:
 
 async def test_turned_off_the_index_goes_and_search_reads_the_bodies(tmp_path: Path) -> None:
     path = tmp_path / "receiver.db"
-    clock = _Clock()
+    clock = SettableClock(NOW)
     store = await _open(path, search_index=True, clock=clock)
     await store.record(new_event("shop", 1, now=NOW, body=b'{"note": "zebra crossing"}'))
     await store.close()
@@ -84,7 +77,7 @@ async def test_turned_off_the_index_goes_and_search_reads_the_bodies(tmp_path: P
 
 async def test_turned_on_again_it_covers_what_arrived_while_it_was_off(tmp_path: Path) -> None:
     path = tmp_path / "receiver.db"
-    clock = _Clock()
+    clock = SettableClock(NOW)
     store = await _open(path, search_index=False, clock=clock)
     await store.record(new_event("shop", 1, now=NOW, body=b'{"note": "M\\u00fcller paid"}'))
     await store.record(new_event("shop", 2, now=NOW, body=b'{"note": "Meier paid"}'))
@@ -113,7 +106,7 @@ async def test_only_a_changed_setting_builds_or_drops_it(tmp_path: Path) -> None
     actions = []
     for search_index in (True, True, False, False, True):
         with capture_logs() as lines:
-            store = await _open(path, search_index=search_index, clock=_Clock())
+            store = await _open(path, search_index=search_index, clock=SettableClock(NOW))
             await store.close()
         actions += [line["action"] for line in lines if line["event"] == "search_index_changed"]
     assert actions == ["dropping", "building"]
@@ -122,7 +115,7 @@ async def test_only_a_changed_setting_builds_or_drops_it(tmp_path: Path) -> None
     # word of "storage.search_index changed".
     fresh = tmp_path / "fresh.db"
     with capture_logs() as lines:
-        store = await _open(fresh, search_index=False, clock=_Clock())
+        store = await _open(fresh, search_index=False, clock=SettableClock(NOW))
         await store.close()
     assert [line for line in lines if line["event"].startswith("search_index")] == []
     assert _search_objects(fresh) == set()
@@ -132,10 +125,10 @@ async def test_an_operations_command_never_changes_it(tmp_path: Path) -> None:
     """A one-off read (``receiver events``) opens the file without upgrading it: it must not
     build or drop an index under a running server either."""
     path = tmp_path / "receiver.db"
-    store = await _open(path, search_index=True, clock=_Clock())
+    store = await _open(path, search_index=True, clock=SettableClock(NOW))
     await store.record(new_event("shop", 1, now=NOW, body=b'{"note": "zebra"}'))
     await store.close()
-    reader = SqliteStore(path, clock=_Clock(), search_index=False)
+    reader = SqliteStore(path, clock=SettableClock(NOW), search_index=False)
     await reader.open(serving=False)
     try:
         assert "events_fts" in _search_objects(path)
