@@ -83,7 +83,9 @@ def test_a_merged_block_used_again_elsewhere_is_not_a_duplicate() -> None:
 
     text = "c: {<<: &b2 {<<: {x: 1}, x: 2}}\nd: *b2\n"
     doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    assert doc == {"c": {"x": 2}, "d": {"x": 2}}
+    # Loaded, not refused. (What ``c`` gets from a merge of a merge is PyYAML's to decide,
+    # and its releases differ: 6.0.3 gives 2, 6.0.4 gives 1.)
+    assert doc["d"] == {"x": 2} and set(doc["c"]) == {"x"}
 
 
 def test_the_search_index_is_on_unless_turned_off(tmp_path: Path) -> None:
