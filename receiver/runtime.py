@@ -133,10 +133,10 @@ class Receiver:
         )
         self.store.rejections.on_dropped = self.metrics.rejection_journal_dropped.inc
         self.store.replayer.on_replayed = self._count_replays
+        # Counted per committed batch: a purge that fails part-way removed what it removed.
+        self.store.retention.on_progress = self._count_purge
         self.purger = PurgeTask(
-            self.store.retention,
-            on_report=self._count_purge,
-            on_failure=self.metrics.background_errors.labels("retention").inc,
+            self.store.retention, on_failure=self.metrics.background_errors.labels("retention").inc
         )
         self.loop_lag = LoopLagWatch(self.metrics.loop_lag.set)
         self._instance = InstanceLock(s.storage.path)

@@ -184,6 +184,9 @@ class Retention:
         # The providers with a handler: their received events are waiting for it.
         self._handled = frozenset(handled)
         self._handled_json = orjson.dumps(sorted(self._handled)).decode()
+        # Told of each committed batch (the metrics' counters): a purge that fails part-way
+        # has removed what its earlier batches removed, and its report never comes.
+        self.on_progress: Callable[[PurgeReport], None] | None = None
 
     async def purge_once(self, *, is_stopping: Callable[[], bool] = lambda: False) -> PurgeReport:
         """Run every step until nothing more is due at the moment the run started.
@@ -193,8 +196,12 @@ class Retention:
         if not self._is_policy_applied:
             await self._apply_policies(is_stopping)
         now = self._clock()
-        payloads = await self._in_batches(_PAYLOAD_EXPIRY, now, is_stopping)
-        events = await self._in_batches(_DEDUPE_EXPIRY, now, is_stopping)
+        payloads = await self._in_batches(
+            _PAYLOAD_EXPIRY, now, is_stopping, lambda n: PurgeReport(payloads_purged=n)
+        )
+        events = await self._in_batches(
+            _DEDUPE_EXPIRY, now, is_stopping, lambda n: PurgeReport(events_deleted=n)
+        )
         rejections = await self._trim_rejections(is_stopping)
         report = PurgeReport(
             payloads_purged=payloads, events_deleted=events, rejections_deleted=rejections
@@ -204,7 +211,11 @@ class Retention:
         return report
 
     async def _in_batches(
-        self, expiry: _Expiry, now: float, is_stopping: Callable[[], bool]
+        self,
+        expiry: _Expiry,
+        now: float,
+        is_stopping: Callable[[], bool],
+        as_report: Callable[[int], PurgeReport],
     ) -> int:
         """Act on every event ``expiry`` has due at ``now``, a batch per short transaction.
         The events a worker will still run are walked past on the reader, once per run, one
@@ -217,15 +228,21 @@ class Retention:
             if ids:
                 started = time.monotonic()
                 params = (*expiry.act_params(now), self._handled_json, *ids)
-                total += await self._db.transaction(
+                done = await self._db.transaction(
                     functools.partial(_act, expiry=expiry, ids=ids, params=params)
                 )
+                self._progress(as_report(done))
+                total += done
                 took = time.monotonic() - started
             if is_done:
                 break
             # Rest as long as the write took: ingest gets the writer at least half the time.
             await self._sleep(took)
         return total
+
+    def _progress(self, batch: PurgeReport) -> None:
+        if self.on_progress is not None and batch != PurgeReport():
+            self.on_progress(batch)
 
     def _is_pending(self, row: Sequence[object]) -> bool:
         status, provider = row[2], row[3]
@@ -265,6 +282,7 @@ class Retention:
                     conn, keep=self._keep_rejections, limit=self._batch_size
                 )
             )
+            self._progress(PurgeReport(rejections_deleted=trimmed))
             total += trimmed
             if trimmed < self._batch_size:
                 break

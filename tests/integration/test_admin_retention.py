@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import structlog
 
+from receiver.errors import StorageUnavailable
+from receiver.store import retention as retention_module
 from receiver.store.retention import PurgeReport, PurgeTask, Retention
 from tests.integration.conftest import AdminHarness
 
@@ -184,11 +186,39 @@ async def test_runtime_counts_purges_in_metrics(admin_harness: AdminHarness) -> 
     h = admin_harness
     await h.deliver("short", {"id": "m1", "type": "t"})
     h.clock.advance(2 * HOUR_S)
-    h.receiver._count_purge(await h.receiver.store.retention.purge_once())
+    await h.receiver.store.retention.purge_once()
     text = await (await h.get("/metrics")).text()
     assert "receiver_purged_payloads_total 1.0" in text
     assert "receiver_purged_events_total 1.0" in text
     assert "receiver_purged_rejections_total 0.0" in text
+
+
+async def test_a_purge_that_fails_part_way_counts_what_it_removed(
+    admin_harness: AdminHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The counters moved only with a whole purge's report: batches committed before a
+    failure were gone from the database and missing from the metrics."""
+    h = admin_harness
+    for n in range(3):
+        await h.deliver("short", {"id": f"p{n}", "type": "t"})
+    h.clock.advance(2 * HOUR_S)
+    retention = h.receiver.store.retention
+    monkeypatch.setattr(retention, "_batch_size", 1)
+    real = retention._db.transaction
+    calls: list[int] = []
+
+    async def failing_third(work: Any, **kwargs: Any) -> Any:
+        if getattr(work, "func", None) is retention_module._act:  # a batch of the purge
+            calls.append(1)
+            if len(calls) == 3:
+                raise StorageUnavailable("the database is locked by another writer")
+        return await real(work, **kwargs)
+
+    monkeypatch.setattr(retention._db, "transaction", failing_third)
+    with pytest.raises(StorageUnavailable):
+        await retention.purge_once()
+    text = await (await h.get("/metrics")).text()
+    assert "receiver_purged_payloads_total 2.0" in text
 
 
 async def test_changed_windows_reach_the_events_already_stored(
