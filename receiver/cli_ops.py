@@ -32,7 +32,7 @@ from receiver.store.filters import (
     parse_event_filter,
     parse_limit,
 )
-from receiver.store.replay import ReplayReport
+from receiver.store.replay import REPLAY_DEFAULT, REPLAY_MAX, ReplayReport
 from receiver.store.sqlite import SqliteStore
 from receiver.text import printable
 
@@ -248,9 +248,6 @@ def _print_replay(report: ReplayReport, *, as_json: bool) -> None:
         print(f"  more events match: continue with --cursor {report.next_cursor}")
 
 
-_MAX_REPLAY_IDS = 10_000  # as many as one replay by filter takes
-
-
 def _replay(args: argparse.Namespace) -> int:
     reason = None if args.reason is None else args.reason.strip()
     if reason == "":
@@ -258,14 +255,14 @@ def _replay(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         flt, cursor, now = _filter(args)
-        limit = parse_limit(args.limit, default=1000, maximum=10_000)
+        limit = parse_limit(args.limit, default=REPLAY_DEFAULT, maximum=REPLAY_MAX)
     except InvalidParameter as exc:
         return _usage_error(exc)
-    if len(args.ids) > _MAX_REPLAY_IDS:
+    if len(args.ids) > REPLAY_MAX:
         # One transaction: 100 000 ids held the writer for 1.7 s, near the busy timeout at
         # which deliveries are answered 503.
         print(
-            f"error: at most {_MAX_REPLAY_IDS:,} event ids per run (got {len(args.ids):,})",
+            f"error: at most {REPLAY_MAX:,} event ids per run (got {len(args.ids):,})",
             file=sys.stderr,
         )
         return EXIT_USAGE

@@ -30,12 +30,11 @@ from receiver.store.filters import (
 )
 from receiver.store.queries import EventQueries
 from receiver.store.rejections import list_rejections
-from receiver.store.replay import Replayer, ReplayOutcome
+from receiver.store.replay import REPLAY_DEFAULT, REPLAY_MAX, Replayer, ReplayOutcome
 from receiver.store.retention import RetentionPolicy
 
 HTTP_ACTOR = "admin"
 _PAGE_DEFAULT, _PAGE_MAX = 50, 500
-_BULK_DEFAULT, _BULK_MAX = 1000, 10_000
 _FILTER_FIELDS = frozenset({"provider", "status", "type", "key", "since", "until", "q"})
 _BULK_FIELDS = _FILTER_FIELDS | {"reason", "dry_run", "limit", "cursor"}
 _ONE_FIELDS = frozenset({"reason", "dry_run"})
@@ -212,7 +211,7 @@ async def replay_matching(request: web.Request) -> web.Response:
         raise InvalidParameter(
             "filter", "name at least one of provider, status, type, key, since, until, q"
         )
-    limit = parse_limit(data.get("limit"), default=_BULK_DEFAULT, maximum=_BULK_MAX)
+    limit = parse_limit(data.get("limit"), default=REPLAY_DEFAULT, maximum=REPLAY_MAX)
     report = await admin.replayer.replay_matching(
         flt,
         actor=HTTP_ACTOR,
