@@ -223,7 +223,7 @@ class Database:
                 f" receiver's ({SCHEMA_VERSION}): `receiver serve` upgrades it when it starts"
             )
         is_upgrade = current > 0  # a new file gets its schema silently
-        for version, script in sorted(migrations().items()):
+        for version, script in sorted(migrations(search_index=self.search_index).items()):
             if version <= current:
                 continue
             started = time.monotonic()

@@ -168,18 +168,24 @@ END;
 """
 
 
-def migrations() -> dict[int, str]:
-    """Forward migrations by target version. Version 1 is the whole schema."""
+def migrations(*, search_index: bool = True) -> dict[int, str]:
+    """Forward migrations by target version. Version 1 is the whole schema.
+
+    Without FTS5, or with ``storage.search_index: false``, the steps that build the full-text
+    index are empty (text search reads the bodies, see store.queries): an upgrade must not
+    index every stored body only for the start to drop the index again. An index an earlier
+    version built goes with version 7, which drops the old one first.
+    """
     schema = resources.files("receiver.store").joinpath("schema.sql").read_text("utf-8")
-    # Without FTS5 version 2 is empty: text search falls back to LIKE (see store.queries).
+    is_indexed = search_index and sqlite_has_fts5()
     return {
         1: schema,
-        2: _FTS_MIGRATION if sqlite_has_fts5() else "",
+        2: _FTS_MIGRATION if is_indexed else "",
         3: _DROP_JOBS_READY,
         4: _RETENTION_APPLIED,
-        5: _FTS_DECODED if sqlite_has_fts5() else "",
+        5: _FTS_DECODED if is_indexed else "",
         6: _PAYLOAD_RESTORED,
-        7: _PAYLOADS_TABLE + (PAYLOADS_FTS if sqlite_has_fts5() else ""),
+        7: _PAYLOADS_TABLE + (PAYLOADS_FTS if is_indexed else ""),
     }
 
 

@@ -5,6 +5,7 @@ by the index, or by reading the bodies."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sqlite3
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from receiver.store.sqlite import SqliteStore
 from tests.support import factories
 from tests.support.clock import SettableClock
 from tests.support.factories import new_event, write_config
+from tests.support.schema import build_schema
 
 NOW = 1_700_000_000.0
 
@@ -119,6 +121,36 @@ async def test_only_a_changed_setting_builds_or_drops_it(tmp_path: Path) -> None
         await store.close()
     assert [line for line in lines if line["event"].startswith("search_index")] == []
     assert _search_objects(fresh) == set()
+
+
+async def test_an_upgrade_with_it_off_never_builds_it(tmp_path: Path) -> None:
+    """Upgrading a file from before version 7 with the setting off: the steps that index
+    every stored body are skipped, not run and then undone (minutes on a large file). The
+    index an older version built goes with the old layout."""
+    path = tmp_path / "receiver.db"
+    body = b'{"note": "zebra crossing"}'
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        build_schema(conn, 4)  # version 2 indexed the bodies in the events' rows
+        conn.execute(
+            "INSERT INTO events (provider, key, provider_event_id, fingerprint, body, status,"
+            " received_at, last_seen_at, payload_expires_at, dedupe_expires_at)"
+            " VALUES ('shop', 'shop:evt_1', 'evt_1', ?, ?, 'received', ?, ?, ?, ?)",
+            (hashlib.sha256(body).hexdigest(), body, NOW, NOW, NOW + 86_400, NOW + 86_400),
+        )
+    assert "events_fts" in _search_objects(path)
+    with capture_logs() as lines:
+        store = await _open(path, search_index=False, clock=SettableClock(NOW))
+    try:
+        assert [line for line in lines if line["event"].startswith("search_index")] == []
+        assert [line["version"] for line in lines if line["event"] == "schema_migrated"] == [
+            5,
+            6,
+            7,
+        ]
+        assert _search_objects(path) == set()
+        assert await _found(store, "zebra") == [1]  # by reading the bodies
+    finally:
+        await store.close()
 
 
 async def test_an_operations_command_never_changes_it(tmp_path: Path) -> None:
