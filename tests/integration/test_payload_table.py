@@ -266,7 +266,7 @@ async def test_a_step_sqlite_rolled_back_itself_reports_its_own_error(
     real = migrations.migrations()
     # The same shape: the transaction is gone when the step's next statement fails.
     steps = {**real, 7: "ROLLBACK; SELECT * FROM a_table_that_is_not_there"}
-    monkeypatch.setattr(database, "migrations", lambda: steps)
+    monkeypatch.setattr(database, "migrations", lambda **_: steps)
     with pytest.raises(StorageUnavailable) as raised:
         await Database(path).open()
     assert "a_table_that_is_not_there" in str(raised.value.__cause__)
