@@ -17,8 +17,14 @@ from typing import Protocol
 import structlog
 
 from receiver.credentials import is_credential_header
-from receiver.errors import InvalidBody, KeyConflict, MissingEventId, UnknownProvider
-from receiver.keys import Document, json_array_items, signed_url
+from receiver.errors import (
+    InvalidBody,
+    KeyConflict,
+    MissingEventId,
+    PayloadTooLarge,
+    UnknownProvider,
+)
+from receiver.keys import Document, NumberTooLarge, json_array_items, signed_url
 from receiver.models import (
     Duplicate,
     HandshakeReply,
@@ -31,6 +37,10 @@ from receiver.providers import Provider
 log = structlog.get_logger("receiver.ingest")
 
 _MAX_KEY_CHARS = 512
+# The most events one batch delivery may hold. SendGrid posts what it has at least every 30 s,
+# far fewer; every one is keyed on the event loop and answered in the reply, so a batch of half
+# a million tiny elements (a 1 MB body) held the loop for seconds and grew a 57 MB answer.
+MAX_BATCH_EVENTS = 10_000
 
 
 class Recorder(Protocol):
@@ -68,7 +78,9 @@ def _is_text(value: str) -> bool:
 # and halves of a pair that a JSON escape may carry alone (``"\ud800"``). Control characters
 # (tab aside) cannot travel in the HTTP header or environment variable a handler gets.
 _NOT_TEXT = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+# In a key, also the C1 controls and the Unicode line and paragraph separators, which some
+# parsers of the handler's header or the operator's log take for a line break.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _as_text(value: str | None) -> str | None:
@@ -131,6 +143,8 @@ class IngestService:
                     f"the body is compressed (Content-Encoding: {encoding[:20]}), so its JSON"
                     " cannot be read: have the provider send it uncompressed"
                 )
+            if document.json_problem:  # JSON by its syntax, past what can be read
+                raise InvalidBody(f"the body cannot be read: {document.json_problem}")
             raise InvalidBody("the body is not valid JSON although Content-Type says it is")
         if provider.handshaker is not None:
             reply = provider.handshaker.handshake(request, document.json)
@@ -167,9 +181,17 @@ class IngestService:
     def _batch_events(
         self, provider: Provider, request: InboundRequest, now: float
     ) -> list[NewEvent]:
-        items = json_array_items(request.body)
+        try:
+            items = json_array_items(request.body, limit=MAX_BATCH_EVENTS)
+        except NumberTooLarge as exc:
+            raise InvalidBody(f"the body cannot be read: {exc}") from None
         if not items:
             raise InvalidBody("the body must be a non-empty JSON array of events")
+        if len(items) > MAX_BATCH_EVENTS:
+            raise PayloadTooLarge(
+                f"the batch holds more than {MAX_BATCH_EVENTS:,} events, the most one delivery"
+                " may hold: have the provider send smaller batches"
+            )
         # Each element is stored with its own bytes as sent, and keyed from its exact parse.
         return [
             self._new_event(
@@ -188,9 +210,10 @@ class IngestService:
     ) -> NewEvent:
         event_id = provider.event_id.extract(document)
         if event_id is None:
-            raise MissingEventId(
-                f"no event ID found at {provider.event_id.expression!r} in this delivery"
-            )
+            detail = f"no event ID found at {provider.event_id.expression!r} in this delivery"
+            if document.json_problem:
+                detail += f": {document.json_problem}"
+            raise MissingEventId(detail)
         if len(event_id) > _MAX_KEY_CHARS:
             raise MissingEventId(f"the event ID is longer than {_MAX_KEY_CHARS} characters")
         if not _is_text(event_id):
@@ -198,7 +221,11 @@ class IngestService:
         if _CONTROL.search(event_id):
             # Handlers get the key as a header and an environment variable: it could never
             # reach them, so it is refused here instead of failing every attempt later.
-            raise MissingEventId("the event ID contains control characters")
+            raise MissingEventId("the event ID contains control characters or line breaks")
+        if event_id != event_id.strip():
+            # An HTTP handler's Idempotency-Key header would lose it (header values are
+            # trimmed): two events, one key downstream.
+            raise MissingEventId("the event ID starts or ends with white space")
         event_type = _as_text(
             provider.event_type.extract(document) if provider.event_type else None
         )

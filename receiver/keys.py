@@ -72,6 +72,7 @@ class Document:
         "_json",
         "body",
         "delivery_fields",
+        "json_problem",
         "request",
         "url",
     )
@@ -94,6 +95,9 @@ class Document:
         self.url = request.url if url is None else url
         self._json = json_value
         self._exact = json_value
+        # Why a body that is JSON by its syntax could not be read (too deep, a number too
+        # large), in words for the caller; None when it is read or is not JSON at all.
+        self.json_problem: str | None = None
         self._form: dict[str, list[str]] | None = None
 
     @property
@@ -114,7 +118,11 @@ class Document:
         if self._exact is _MISSING:
             try:
                 self._exact = _DECODER.decode(self.request.body.decode("utf-8"))
-            except (ValueError, RecursionError):
+            except NumberTooLarge as exc:
+                self._exact, self.json_problem = None, str(exc)
+            except RecursionError:
+                self._exact, self.json_problem = None, "its JSON nests too deeply to be read"
+            except ValueError:
                 self._exact = None
         return self._exact
 
@@ -183,8 +191,33 @@ def reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not a JSON value")
 
 
+class NumberTooLarge(ValueError):
+    """A JSON number this receiver cannot hold exactly (an exponent past ``Decimal``'s range,
+    an integer of more digits than Python converts): the body is refused, never a 500."""
+
+
+def _exact_float(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except ArithmeticError:  # decimal.InvalidOperation: the exponent is out of range
+        raise NumberTooLarge(
+            f"its JSON holds a number out of the range that can be read: {text[:20]}…"
+        ) from None
+
+
+def _exact_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than sys.get_int_max_str_digits()
+        raise NumberTooLarge(
+            f"its JSON holds an integer of {len(text)} digits, too long to be read"
+        ) from None
+
+
 # Built once: json.loads with options builds a new decoder on every call. Floats stay exact.
-_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=reject_constant)
+_DECODER = json.JSONDecoder(
+    parse_float=_exact_float, parse_int=_exact_int, parse_constant=reject_constant
+)
 
 
 def _scalar(value: object) -> str | None:
@@ -200,9 +233,11 @@ def _scalar(value: object) -> str | None:
 _JSON_SPACE = " \t\n\r"
 
 
-def json_array_items(body: bytes) -> list[tuple[object, bytes]] | None:
+def json_array_items(body: bytes, *, limit: int) -> list[tuple[object, bytes]] | None:
     """The elements of a JSON array body, each parsed exactly and with its own bytes as sent;
-    None when the body is not one JSON array."""
+    None when the body is not one JSON array. :class:`NumberTooLarge` says why one that is
+    could not be read. Past ``limit`` elements it stops: ``limit + 1`` of them say "too
+    many", the rest unread."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -225,6 +260,8 @@ def json_array_items(body: bytes) -> list[tuple[object, bytes]] | None:
         while True:
             value, stop = _DECODER.raw_decode(text, pos)
             items.append((value, text[pos:stop].encode("utf-8")))
+            if len(items) > limit:
+                return items
             pos = skip_space(stop)
             if text.startswith(",", pos):
                 pos = skip_space(pos + 1)
@@ -232,6 +269,8 @@ def json_array_items(body: bytes) -> list[tuple[object, bytes]] | None:
                 return items if skip_space(pos + 1) == end else None
             else:
                 return None
+    except NumberTooLarge:
+        raise
     except (ValueError, RecursionError):
         return None
 

@@ -149,6 +149,8 @@ async def test_json_nested_100000_levels_is_400_not_a_crash(
     resp = await _post_signed(harness, body, msg_id=b"deep")
     assert resp.status == 400
     assert _error_code(resp) == "invalid_body"
+    # It is JSON by its syntax: the answer says why it cannot be read, not "not valid JSON".
+    assert "nests too deeply" in resp.json()["detail"]
     # As opaque bytes the same delivery is fine: the ID comes from the header.
     resp = await _post_signed(harness, body, msg_id=b"deep", content_type=b"text/plain")
     assert resp.status == 200, resp.body
@@ -168,6 +170,33 @@ async def test_a_100000_digit_event_id_is_400(
     )
     assert resp.status == 400
     assert _error_code(resp) == code
+    assert _rows(harness) == 0
+
+
+@pytest.mark.parametrize(
+    ("content_type", "code"),
+    [(b"application/json", "invalid_body"), (b"text/plain", "missing_event_id")],
+)
+@pytest.mark.parametrize(
+    ("number", "words"),
+    [
+        (b"1e" + b"9" * 35, "a number out of the range that can be read"),
+        (b"7" * 5000, "an integer of 5000 digits"),
+    ],
+)
+async def test_a_number_past_the_exact_range_is_400_not_a_500(
+    make_harness: Any, content_type: bytes, code: str, number: bytes, words: str
+) -> None:
+    """orjson refuses it, the exact parser's ``Decimal`` raised InvalidOperation (not a
+    ValueError): the answer was a 500, which a provider retries for days."""
+    harness: Harness = await make_harness(providers={"swj": SW_BY_JSON_ID})
+    body = b'{"id": "evt_n", "amount": ' + number + b"}"
+    resp = await _post_signed(
+        harness, body, msg_id=b"n", provider=b"swj", content_type=content_type
+    )
+    assert resp.status == 400, resp.body
+    assert _error_code(resp) == code
+    assert words in resp.json()["detail"]
     assert _rows(harness) == 0
 
 
@@ -225,6 +254,10 @@ async def test_a_metadata_field_that_is_not_text_is_stored_replaced(
         (b"evt_\\u0000X", "control characters"),
         (b"evt_\\r\\nX-Injected: 1", "control characters"),
         (b"evt_\x7fX", "control characters"),
+        (b"evt_\\u0085X", "control characters"),  # C1: NEL, a line break to some parsers
+        (b"evt_\\u2028X", "line breaks"),
+        (b"evt_trail ", "white space"),  # an Idempotency-Key header would lose it
+        (b"\\u00a0evt_lead", "white space"),
     ],
 )
 async def test_an_event_id_that_is_not_printable_text_is_400(

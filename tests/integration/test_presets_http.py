@@ -371,6 +371,31 @@ async def test_a_sendgrid_element_without_sg_event_id_is_stored_with_the_rest(
     assert [e["status"] for e in (await again.json())["events"]] == ["duplicate", "duplicate"]
 
 
+async def test_a_sendgrid_batch_past_the_most_events_is_413_and_stores_nothing(
+    make_harness: Any,
+) -> None:
+    """A megabyte of ``[1,1,1,…]`` is half a million elements, each keyed on the event loop
+    and answered in the reply: it held the loop for many seconds. SendGrid's batches are a
+    few thousand events at most."""
+    from receiver.ingest import MAX_BATCH_EVENTS
+
+    case = _case("sendgrid")
+    harness = await _harness(make_harness, case)
+    element = b'{"sg_event_id":"sg","event":"open"}'
+    for count, status in ((MAX_BATCH_EVENTS + 1, 413), (MAX_BATCH_EVENTS, 200)):
+        body = b"[" + b",".join([element] * count) + b"]"
+        signed = case.sign(0, body, int(time.time()))
+        headers = {**signed.headers, "Content-Type": "application/json"}
+        resp = await harness.post("p", signed.body, headers)
+        assert resp.status == status, await resp.text()
+        if status == 413:
+            answer = await resp.json()
+            assert answer["error"] == "payload_too_large"
+            assert "10,000 events" in answer["detail"]
+            with sqlite3.connect(harness.receiver.config.settings.storage.path) as conn:
+                assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+
+
 async def test_two_zoom_events_in_one_millisecond_are_two_events(make_harness: Any) -> None:
     """Zoom has no event ID; two participants joining one meeting in the same millisecond share
     event, event_ts and the meeting's object id, and were stored as one (the second lost)."""

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from receiver.keys import (
     Document,
+    NumberTooLarge,
     SourceSyntaxError,
     headers_read,
     json_array_items,
@@ -135,7 +136,7 @@ def test_what_is_not_json_stays_not_json(body: bytes) -> None:
     ],
 )
 def test_array_items_keep_their_own_bytes(body: bytes, items: list[bytes]) -> None:
-    found = json_array_items(body)
+    found = json_array_items(body, limit=100)
     assert found is not None
     assert [raw for _, raw in found] == items
     assert [value for value, _ in found] == [json.loads(raw, parse_float=Decimal) for raw in items]
@@ -146,7 +147,18 @@ def test_array_items_keep_their_own_bytes(body: bytes, items: list[bytes]) -> No
     [b"", b"{}", b"[1,]", b"[1 2]", b"[1", b"[1] x", b"[,1]", b"[NaN]", b"\xff[1]", b"[" * 10_000],
 )
 def test_what_is_not_one_json_array_has_no_items(body: bytes) -> None:
-    assert json_array_items(body) is None
+    assert json_array_items(body, limit=100) is None
+
+
+def test_array_items_stop_one_past_the_limit_without_reading_on() -> None:
+    """Past the limit the rest is never parsed: the caller refuses the batch as too large."""
+    assert json_array_items(b"[1,2,3,4,oops", limit=2) == [(1, b"1"), (2, b"2"), (3, b"3")]
+    assert json_array_items(b"[1,2]", limit=2) == [(1, b"1"), (2, b"2")]
+
+
+def test_an_array_with_a_number_past_the_exact_range_says_why() -> None:
+    with pytest.raises(NumberTooLarge, match="out of the range"):
+        json_array_items(b'[{"a": 1e' + b"9" * 30 + b"}]", limit=10)
 
 
 _JSON = st.recursive(
@@ -167,7 +179,7 @@ def test_any_array_splits_into_its_elements(
     values: list[object], indent: int | None, ascii_only: bool
 ) -> None:
     text = json.dumps(values, indent=indent, ensure_ascii=ascii_only)
-    found = json_array_items(text.encode())
+    found = json_array_items(text.encode(), limit=100)
     assert found is not None
     expected = json.loads(text, parse_float=Decimal)
     assert [value for value, _ in found] == expected
@@ -260,7 +272,7 @@ def test_an_empty_alternative_is_refused(expr: str) -> None:
 
 def test_body_sha256_of_a_batch_element_is_the_elements_own_bytes() -> None:
     request = _doc(b'[{"a": 1}, {"a": 2}]').request
-    items = json_array_items(request.body)
+    items = json_array_items(request.body, limit=100)
     assert items is not None
     extract = parse_source("json:sg_event_id || body_sha256").extract
     keys = [extract(Document(request, json_value=value, body=raw)) for value, raw in items]
