@@ -106,6 +106,11 @@ class MethodNotAllowed(RequestRejected):
     status = 405
 
 
+class ExpectationFailed(RequestRejected):
+    code = "expectation_failed"
+    status = 417
+
+
 class PayloadTooLarge(RequestRejected):
     code = "payload_too_large"
     status = 413

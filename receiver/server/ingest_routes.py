@@ -24,6 +24,7 @@ from aiohttp import HttpVersion11, web
 from receiver.errors import (
     BodyTimeout,
     ClientDisconnected,
+    ExpectationFailed,
     MethodNotAllowed,
     PayloadTooLarge,
     RequestRejected,
@@ -35,7 +36,7 @@ from receiver.ingest import IngestResult, IngestService
 from receiver.metrics import Metrics
 from receiver.models import Accepted, Duplicate, HandshakeReply, InboundRequest, IngestOutcome
 from receiver.server.body_budget import BodyBudget, Reservation
-from receiver.server.responses import error_json, error_response, json_response
+from receiver.server.responses import error_response, json_response
 from receiver.store.rejections import RejectionJournal
 
 # The request log, bound when the routes are added (after logging is configured): a bound
@@ -176,7 +177,15 @@ async def unrouted(request: web.Request) -> web.StreamResponse:
     journaled and logged. A provider configured with a trailing slash, or ``/webhook/``,
     failed every delivery without a trace here."""
     exc = UnknownRoute("nothing is served here: deliveries go to /webhooks/{provider}")
-    response = _refused(request, exc, provider="", is_known=False, body_bytes=0)
+    return _refused_unread(request, exc, provider="")
+
+
+def _refused_unread(request: web.Request, exc: RequestRejected, *, provider: str) -> web.Response:
+    """A refusal before any route reads the request (a path nothing serves, an expectation
+    not understood): counted, journaled and logged like the ingest route's own."""
+    is_known = bool(provider) and request.app[INGEST].has_provider(provider)
+    response = _refused(request, exc, provider=provider, is_known=is_known, body_bytes=0)
+    named = {"provider": provider[:64]} if provider else {}  # the caller's text: cut short
     request.app[REQUEST_LOG].info(
         "request_rejected",
         cause=exc.code,
@@ -184,6 +193,7 @@ async def unrouted(request: web.Request) -> web.StreamResponse:
         method=request.method[:16],
         path=request.path[:100],  # the caller's text: cut short, never a label
         remote=request.remote,
+        **named,
     )
     return response
 
@@ -273,7 +283,8 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
         return None  # HTTP/1.0 has no 100 Continue: the body comes anyway
     expect = request.headers.get("Expect", "")
     if expect.lower() != "100-continue":
-        return error_json(417, "expectation_failed", "only Expect: 100-continue is understood")
+        exc = ExpectationFailed("only Expect: 100-continue is understood")
+        return _refused_unread(request, exc, provider=request.match_info["provider"])
     declared = request.content_length
     is_refused = not request.app[INGEST].has_provider(request.match_info["provider"]) or (
         declared is not None and declared > request.app[INGEST_LIMITS].max_body_bytes

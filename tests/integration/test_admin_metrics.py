@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import re
 import sys
@@ -208,6 +209,34 @@ async def test_a_delivery_to_a_path_nothing_serves_is_counted_and_logged(
         ("request_rejected", "/"),
     ]
     assert (await h.ingest.get("/healthz")).status == 200  # what is served still is
+
+
+async def test_an_expectation_not_understood_is_counted_and_logged(
+    admin_make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``417`` was answered before the route, so it was the one refusal with no log line, no
+    count and no journal row."""
+    import json
+
+    from tests.support.logs import json_logs
+
+    with json_logs(monkeypatch) as buffer:
+        h = await admin_make_harness()
+        for path in ("/webhooks/plain", "/webhooks/nope"):
+            resp = await h.ingest.post(path, data=b"{}", headers={"Expect": "200-ok"})
+            assert resp.status == 417
+            assert (await resp.json())["error"] == "expectation_failed"
+    text = str(await (await h.get("/metrics")).text())
+    counted = functools.partial(_value, text, "receiver_rejections_total")
+    assert counted(cause="expectation_failed", provider="plain") == 1
+    assert counted(cause="expectation_failed", provider="") == 1  # a name not configured
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    refused = [
+        (e["event"], e["provider"], e["status"])
+        for e in lines
+        if e.get("cause") == "expectation_failed"
+    ]
+    assert refused == [("request_rejected", "plain", 417), ("request_rejected", "nope", 417)]
 
 
 async def test_every_series_an_alert_reads_is_there_from_the_start(
