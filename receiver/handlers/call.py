@@ -190,6 +190,7 @@ def _log_traceback(event: HandlerEvent, exc: Exception) -> None:
         key=event.key,
         provider=event.provider,
         attempt=event.attempt,
+        is_replay=event.is_replay,
         error=summarize(exc),
         exc_info=exc,
     )

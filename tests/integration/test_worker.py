@@ -468,8 +468,9 @@ async def test_a_poison_event_goes_dead_while_others_keep_flowing(
     with structlog.testing.capture_logs() as logs:
         await worker.run(until_empty=True)
     raised = [line for line in logs if line["event"] == "handler_raised"]
-    assert [(line["key"], line["attempt"]) for line in raised] == [
-        ("p:evt_0", n) for n in (1, 2, 3)
+    # Named as every line about a job's run is (README "Operations": logs).
+    assert [(line["key"], line["attempt"], line["is_replay"]) for line in raised] == [
+        ("p:evt_0", n, False) for n in (1, 2, 3)
     ]
     assert all(isinstance(line["exc_info"], ValueError) for line in raised)  # its traceback
 
