@@ -106,6 +106,13 @@ class MethodNotAllowed(RequestRejected):
     status = 405
 
 
+class MalformedRequest(RequestRejected):
+    """What aiohttp's HTTP parser refused: no route ever saw it."""
+
+    code = "bad_request"
+    status = 400
+
+
 class ExpectationFailed(RequestRejected):
     code = "expectation_failed"
     status = 417

@@ -30,6 +30,7 @@ from receiver.server.app import build_admin_app, build_ingest_app
 from receiver.server.connection_cap import cap_connections
 from receiver.server.health_routes import Readiness
 from receiver.server.ingest_routes import IngestLimits
+from receiver.server.protocol_errors import JsonErrorHandler
 from receiver.server.protocol_log import route_aiohttp_server_log
 from receiver.store.jobs import JobQueue
 from receiver.store.migrations import SCHEMA_VERSION
@@ -181,6 +182,7 @@ class Receiver:
             listener=section,
             max_connections=self._max_connections(section),
             on_refused=lambda listener: self.metrics.connections_refused.labels(listener).inc(),
+            handler_class=JsonErrorHandler,  # aiohttp's parser refusals answered in JSON too
         )
         site = web.TCPSite(runner, host, port, reuse_address=True)
         try:

@@ -53,6 +53,7 @@ class _CappedServer(web.Server):
 
     max_connections: int
     listener: str
+    handler_class: type[web.RequestHandler]
     on_refused: Callable[[str], None]
     _last_logged: float
     _unlogged: int
@@ -67,6 +68,7 @@ class _CappedServer(web.Server):
                 del self._arriving[handler]
         if len(self._connections) + len(self._arriving) < self.max_connections:
             handler = super().__call__()
+            handler.__class__ = self.handler_class  # a subclass of the same layout
             self._arriving[handler] = now
             return handler
         self.on_refused(self.listener)
@@ -93,8 +95,11 @@ def cap_connections(
     listener: str,
     max_connections: int,
     on_refused: Callable[[str], None],
+    handler_class: type[web.RequestHandler] = web.RequestHandler,
 ) -> None:
-    """Cap ``runner``'s open connections (after ``setup()``, before its site starts)."""
+    """Cap ``runner``'s open connections (after ``setup()``, before its site starts). Each
+    connection is served by a ``handler_class``: aiohttp's own, or a subclass of it that adds
+    no state."""
     server = runner.server
     if server is None:
         raise RuntimeError("cap_connections needs a runner that is set up")
@@ -104,6 +109,7 @@ def cap_connections(
     capped.max_connections = max_connections
     capped.listener = listener
     capped.on_refused = on_refused
+    capped.handler_class = handler_class
     capped._last_logged = float("-inf")
     capped._unlogged = 0
     capped._arriving = {}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.rawhttp import exchange, request_head
 from tests.support.serve import ServeProcess, serve_config, serve_env
 
 _LOWERED = 256
@@ -71,3 +72,35 @@ def test_a_burst_past_max_connections_is_answered_503_under_uvloop(tmp_path: Pat
     assert answers.count(b"held") == 3, answers
     assert answers.count(b"HTTP/1.1 503 Service Unavailable") == 7, answers
     assert "connections_refused" in (tmp_path / "serve.log").read_text()
+
+
+@pytest.mark.timeout(60)
+async def test_a_request_the_http_parser_refuses_is_answered_in_json(tmp_path: Path) -> None:
+    """aiohttp's own answer was plain text that echoed up to 100 of the offending line's bytes
+    (a signature header, say); every other refusal is JSON with a code."""
+    server = ServeProcess(serve_config(tmp_path), serve_env(), tmp_path / "serve.log")
+    server.start()
+    ports = [int(url.rsplit(":", 1)[1]) for url in (server.ingest_url, server.admin_url)]
+    secretish = b"v1," + b"Q" * 9000
+    cases = [
+        (b"POST /webhooks/p HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n", "malformed"),
+        (b"POST /webhooks/p HTTP/1.1\r\nwebhook-signature: " + secretish + b"\r\n\r\n", "longer"),
+        (b"P@ST /webhooks/p HTTP/1.1\r\nHost: x\r\n\r\n", "method"),
+    ]
+    try:
+        for port in ports:
+            for raw, words in cases:
+                resp = await exchange(port, raw)
+                assert resp is not None and resp.status == 400, (port, raw[:40])
+                assert resp.headers["content-type"] == "application/json"
+                answer = resp.json()
+                assert answer["error"] == "bad_request"
+                assert words in answer["detail"]
+                assert b"QQQQ" not in resp.body and b"NoColon" not in resp.body
+        assert (await exchange(ports[0], request_head(b"/healthz", {}, method=b"GET"))) is not None
+    finally:
+        server.terminate()
+    log = (tmp_path / "serve.log").read_text()
+    # Logged (and counted) as before; a bad method on a connection's first request is what
+    # TLS or a port scanner sends to an HTTP port, which aiohttp itself keeps at debug level.
+    assert log.count('"http_protocol_error"') == 2 * (len(cases) - 1)
