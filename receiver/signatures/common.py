@@ -148,8 +148,10 @@ def to_bytes(text: str) -> bytes:
 def require_header(request: InboundRequest, name: str) -> str:
     """A header's stripped value; absent or blank is :class:`MissingSignature`."""
     value = request.header(name)
-    if value is None or not value.strip():
+    if value is None:
         raise MissingSignature(f"the {name} header is missing")
+    if not value.strip():
+        raise MissingSignature(f"the {name} header is empty")
     return value.strip()
 
 

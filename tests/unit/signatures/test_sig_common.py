@@ -83,7 +83,9 @@ def test_decode_secret_errors_never_quote_the_secret():
         assert "s3cr3t" not in str(info.value)
 
 
-def test_blank_header_is_missing(kit):
-    with pytest.raises(MissingSignature, match="X-Sig"):
+def test_blank_header_is_missing_and_says_it_is_empty(kit):
+    with pytest.raises(MissingSignature, match="the X-Sig header is empty"):
         require_header(kit.request({"X-Sig": " \t"}), "X-Sig")
+    with pytest.raises(MissingSignature, match="the X-Sig header is missing"):
+        require_header(kit.request({}), "X-Sig")
     assert require_header(kit.request({"x-sig": " v "}), "X-SIG") == "v"
