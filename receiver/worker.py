@@ -37,6 +37,7 @@ from receiver.handlers import (
     build_handler,
     summarize,
 )
+from receiver.handlers.base import ERROR_CHARS
 from receiver.metrics import Metrics
 from receiver.retry import Dead, Failure, RetryPolicy
 from receiver.settings import HttpHandler, ProviderSettings, WorkerSettings
@@ -45,7 +46,6 @@ from receiver.store.jobs import AttemptRecord, ClaimedJob, JobQueue
 log = structlog.get_logger("receiver.worker")
 
 _PURGED = "the payload was purged before the event was processed"
-_OUT_OF_ATTEMPTS = "out of attempts: the last attempt's lease expired before it finished"
 # A claim costs the same few statements for one job as for many: when only a few slots are free
 # and jobs are still running, wait this long at most for more slots before claiming.
 _GATHER_S = 0.005
@@ -622,9 +622,15 @@ class Worker:
 
 
 def _refusal(job: ClaimedJob, route: Route) -> Outcome:
-    """A job that must not run again: its payload is gone, or it has used every attempt."""
-    error = _PURGED if job.body is None else _OUT_OF_ATTEMPTS
-    return Outcome(is_success=False, error=error, is_permanent=True)
+    """A job that must not run again: its payload is gone, or it has used every attempt (its
+    last one's lease ran out, or ``max_attempts`` was lowered while it waited to retry)."""
+    if job.body is None:
+        error = _PURGED
+    else:
+        error = f"out of attempts ({route.policy.max_attempts} allowed)"
+        if job.previous_error:  # kept: the error that matters is the last real one
+            error += f"; the last one ended with: {job.previous_error}"
+    return Outcome(is_success=False, error=error[:ERROR_CHARS], is_permanent=True)
 
 
 def _job_fields(job: ClaimedJob) -> dict[str, Any]:

@@ -74,6 +74,9 @@ class ClaimedJob:
     serialize_key: str | None
     attempt: int  # 1-based, counted at claim
     is_replay: bool
+    # How the attempt before this one ended (its error, or that its lease ran out); None
+    # for a first attempt or after a success or replay.
+    previous_error: str | None
     lease_token: str
     attempt_id: int
     claimed_at_s: float
@@ -507,17 +510,20 @@ def _lease(
     token = secrets.token_hex(16)
     marks = ",".join("?" * len(event_ids))
     # A previous run whose lease ran out never reported: close its attempt row.
-    conn.execute(
-        "UPDATE attempts SET finished_at = ?, outcome = 'retry', error = ?"
-        f" WHERE event_id IN ({marks}) AND outcome IS NULL",
-        (now, _LEASE_LOST, *event_ids),
-    )
+    lost = {
+        int(row[0])
+        for row in conn.execute(
+            "UPDATE attempts SET finished_at = ?, outcome = 'retry', error = ?"
+            f" WHERE event_id IN ({marks}) AND outcome IS NULL RETURNING event_id",
+            (now, _LEASE_LOST, *event_ids),
+        )
+    }
     jobs = {
         int(row[0]): row
         for row in conn.execute(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_token = ?,"
             f" lease_expires_at = ?, updated_at = ? WHERE event_id IN ({marks})"
-            " RETURNING event_id, attempts, is_replay, serialize_key",
+            " RETURNING event_id, attempts, is_replay, serialize_key, last_error",
             (token, now + lease_s, now, *event_ids),
         )
     }
@@ -536,7 +542,7 @@ def _lease(
     )
     claimed: list[ClaimedJob] = []
     for event_id in event_ids:
-        _, attempt, is_replay, serialize_key = jobs[event_id]
+        _, attempt, is_replay, serialize_key, last_error = jobs[event_id]
         ev = events[event_id]
         claimed.append(
             ClaimedJob(
@@ -550,6 +556,7 @@ def _lease(
                 serialize_key=serialize_key,
                 attempt=int(attempt),
                 is_replay=bool(is_replay),
+                previous_error=_LEASE_LOST if event_id in lost else last_error,
                 lease_token=token,
                 attempt_id=attempt_ids[event_id],
                 claimed_at_s=now,
