@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -49,6 +50,9 @@ _ADMIN_MAX_CONNECTIONS = 64
 # Descriptors beyond the listeners' connections: the database, the worker's handler
 # connections and commands, logs.
 _SPARE_FILES = 256
+# How far in the clock's future the newest stored event may be before a start says the clock
+# was set back (a minute: another host's clock, a redelivery's own jitter, never a step).
+_CLOCK_BEHIND_S = 60.0
 
 
 def _file_bytes(path: Path) -> int:
@@ -141,6 +145,8 @@ class Receiver:
         )
         self.loop_lag = LoopLagWatch(self.metrics.loop_lag.set)
         self._instance = InstanceLock(s.storage.path)
+        # As the log shows it: a relative storage.path depends on the working directory.
+        self._database_shown = os.path.abspath(s.storage.path)
         self._runners: list[web.AppRunner] = []
         self.ingest_port: int | None = None
         self.admin_port: int | None = None
@@ -250,17 +256,42 @@ class Receiver:
         self.purger.start()
         self.loop_lag.start()
         await self.worker.start()
+        database = self._database_shown
+        if self.store.db.was_created:
+            # Every key from before is unknown to a new file: a storage.path (or working
+            # directory) that moved must not pass for a first start without a word.
+            startup_log.info(
+                "database_created",
+                path=database,
+                message="a new, empty database: no event stored before is known to it",
+            )
+        await self._warn_of_a_clock_behind_the_store(startup_log)
         # At any logging.level, as its stop is: a crash loop shows in the log as starts.
         startup_log.info(
             "receiver_started",
             ingest=f"{s.server.host}:{self.ingest_port}",
             admin=f"{s.admin.host}:{self.admin_port}",
-            database=str(s.storage.path),
+            database=database,
             schema_version=SCHEMA_VERSION,
             search_index=await self.store.queries.has_fts_index(),  # False: q reads the bodies
             providers=sorted(self.config.providers),
         )
         self._has_started = True
+
+    async def _warn_of_a_clock_behind_the_store(self, log: Any) -> None:
+        """A clock set back while the server was stopped cannot be seen as a step (README
+        "Clock steps"), but events stored in its future can: retries wait that much longer."""
+        newest = await self.store.queries.newest_received_at()
+        now = self.store.clock()
+        if newest is not None and newest - now > _CLOCK_BEHIND_S:
+            log.warning(
+                "clock_behind_stored_events",
+                behind_s=round(newest - now),
+                message=(
+                    "the newest stored event was received later than the clock now reads:"
+                    " waiting retries and expiries come that much later; correct the clock"
+                ),
+            )
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish their commits, stop the worker (running

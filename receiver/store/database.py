@@ -85,6 +85,7 @@ class Database:
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._wal_identity: tuple[int, int] | None = None  # and of its WAL, once there is one
         self.lost: str | None = None  # why the file opened is no longer at ``path``
+        self.was_created = False  # the last open made a new, empty file
         self._opening = False  # open() is running (migrating, perhaps, for minutes)
         self._opening_writer: aiosqlite.Connection | None = None
         self._is_abandoned = False  # a stop asked for while opening: give up, roll back
@@ -127,6 +128,7 @@ class Database:
                 is_new = False
                 if migrate:
                     is_new = await self._migrate(writer, is_allowed=True)
+                    self.was_created = is_new
                     await _probe_write(writer)  # refuse to start on a file it cannot write
                 self.has_fts = await self._probe_fts(writer)
                 if migrate:

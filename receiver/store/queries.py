@@ -272,6 +272,13 @@ class EventQueries:
                     self._fts_ready = await search_index.exists(conn)
         return self._fts_ready
 
+    async def newest_received_at(self) -> float | None:
+        """When the newest stored event was received (the index's last entry), or None."""
+        async with self._db.reading() as conn:
+            rows = await conn.execute_fetchall("SELECT max(received_at) FROM events")
+        [(newest,)] = list(rows)
+        return None if newest is None else float(newest)
+
     async def list_events(
         self, flt: EventFilter, *, before_id: int | None, limit: int, now_s: float
     ) -> Page[EventSummary]:

@@ -396,6 +396,40 @@ async def test_an_unverified_provider_is_warned_about_at_every_start_whatever_th
     assert (events.count("receiver_started"), events.count("receiver_stopped")) == (2, 2)
 
 
+async def test_a_new_database_and_a_clock_behind_the_store_are_said_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A storage.path relative to another working directory started on a new, empty file
+    (every key from before unknown) without a word; and a clock set back while the server
+    was stopped goes unseen as a step, though the stored events say so."""
+    from receiver.config import load_config
+    from receiver.runtime import Receiver
+
+    providers = {"open": {"scheme": "none", "event_id": "json:id"}}
+    monkeypatch.chdir(tmp_path)
+    path = write_config(tmp_path, providers=providers, storage={"path": "data/receiver.db"})
+    env = factories.test_environ()
+    now = time.time()
+    with capture_json_logs(monkeypatch, "error") as buffer:
+        for clock in (lambda: now, lambda: now, lambda: now - 86_400):
+            receiver = Receiver(load_config(path, environ=env), environ=env, clock=clock)
+            await receiver.start()
+            if clock() == now:
+                body = json.dumps({"id": f"evt_{uuid.uuid4().hex}"}).encode()
+                url = f"http://127.0.0.1:{receiver.ingest_port}/webhooks/open"
+                async with aiohttp.ClientSession() as session, session.post(url, data=body) as r:
+                    assert r.status == 200, await r.text()
+            await receiver.stop()
+        lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    absolute = str(tmp_path / "data" / "receiver.db")
+    created = [line for line in lines if line["event"] == "database_created"]
+    assert [line["path"] for line in created] == [absolute]  # the first start only
+    started = [line["database"] for line in lines if line["event"] == "receiver_started"]
+    assert started == [absolute] * 3
+    behind = [line for line in lines if line["event"] == "clock_behind_stored_events"]
+    assert [(line["level"], line["behind_s"]) for line in behind] == [("warning", 86_400)]
+
+
 async def test_an_admin_api_without_a_token_is_warned_about_at_every_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
