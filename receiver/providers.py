@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
+from receiver.credentials import is_credential_header
+from receiver.durations import format_duration
 from receiver.errors import ConfigProblem
 from receiver.handlers import check_handler
 from receiver.keys import SourceSyntaxError, ValueSource, headers_read, parse_source
@@ -259,13 +261,15 @@ def _resolve_one(
     serialize_by = _source(ps.serialize_by, f"{prefix}.serialize_by", problems)
     payload_s, dedupe_s = retention_windows(ps, scheme)
     if payload_s > dedupe_s:
+        whose = "" if ps.dedupe_retention else f", the {scheme.name} preset's"
         problems.append(
             ConfigProblem(
                 f"{prefix}.payload_retention",
-                "must not be longer than dedupe_retention (a payload outliving its key "
-                "could be stored twice)",
+                f"must not be longer than dedupe_retention ({format_duration(dedupe_s)}{whose}:"
+                " a payload outliving its key could be stored twice)",
             )
         )
+    warnings.extend(_risky_settings(name, ps, scheme))
     if scheme.is_batch and ps.on_conflict == "reject":
         problems.append(
             ConfigProblem(
@@ -327,6 +331,30 @@ def _resolve_one(
         handshaker=verifier if isinstance(verifier, Handshaker) else None,
         public_url=_public_url(name, ps, settings),
     )
+
+
+# Schemes whose dedupe window is a general default, not a provider's known redelivery path.
+_GENERIC_SCHEMES = frozenset({"hmac", "none"})
+
+
+def _risky_settings(name: str, ps: ProviderSettings, scheme: Scheme) -> list[str]:
+    """Valid settings that are most likely a mistake: said at check-config and every start."""
+    warnings = []
+    ours = ps.dedupe_retention
+    if ours and scheme.name not in _GENERIC_SCHEMES and ours < scheme.dedupe_retention_s:
+        warnings.append(
+            f"provider {name}: dedupe_retention {format_duration(ours)} is shorter than the"
+            f" {scheme.name} preset's {format_duration(scheme.dedupe_retention_s)}, which covers"
+            " its redeliveries: one that comes later is a new event, and its handler runs again"
+        )
+    if isinstance(ps.handler, HttpHandler):
+        warnings.extend(
+            f"provider {name}: handler.headers.{header} is written in the config file, like a"
+            " credential: name the environment variable that holds it in handler.header_envs"
+            for header in ps.handler.headers
+            if is_credential_header(header.lower())
+        )
+    return warnings
 
 
 def _signs_time(scheme: Scheme, context: BuildContext) -> bool:

@@ -285,6 +285,42 @@ def test_a_window_on_a_scheme_that_signs_no_time_warns(tmp_path: Path) -> None:
     ]
 
 
+def test_risky_but_valid_settings_warn(tmp_path: Path) -> None:
+    """A dedupe window shorter than the provider redelivers for, and a credential written in
+    the YAML, passed check-config without a word."""
+    text = (
+        "providers:\n"
+        "  st: {scheme: stripe, secret_envs: [ST], dedupe_retention: 1d}\n"
+        "  long: {scheme: stripe, secret_envs: [ST], dedupe_retention: 60d}\n"
+        "  h: {scheme: hmac, secret_envs: [ST], event_id: 'json:id', dedupe_retention: 1h,"
+        " options: {header: X-Sig}}\n"
+        "  fwd:\n"
+        "    scheme: github\n"
+        "    secret_envs: [ST]\n"
+        "    handler:\n"
+        "      kind: http\n"
+        "      url: http://127.0.0.1:9/hook\n"
+        "      headers: {Authorization: Bearer abc, X-Team: payments}\n"
+        "      header_envs: {X-Api-Key: ST}\n"
+    )
+    warnings = load_config(_write(tmp_path, text), environ={"ST": "whsec_x"}).warnings
+    assert [w for w in warnings if "dedupe_retention" in w] == [
+        "provider st: dedupe_retention 1d is shorter than the stripe preset's 30d, which covers"
+        " its redeliveries: one that comes later is a new event, and its handler runs again"
+    ]
+    assert [w for w in warnings if "header_envs" in w] == [
+        "provider fwd: handler.headers.Authorization is written in the config file, like a"
+        " credential: name the environment variable that holds it in handler.header_envs"
+    ]
+
+
+def test_a_payload_window_past_a_presets_dedupe_window_names_it(tmp_path: Path) -> None:
+    text = "providers:\n  gh: {scheme: github, secret_envs: [GH], payload_retention: 14d}\n"
+    with pytest.raises(ConfigError) as raised:
+        load_config(_write(tmp_path, text), environ={"GH": "gh-secret"})
+    assert "must not be longer than dedupe_retention (1w, the github preset's:" in str(raised.value)
+
+
 def test_a_window_of_zero_warns_that_the_check_is_off(tmp_path: Path) -> None:
     text = (
         "providers:\n"
