@@ -377,19 +377,24 @@ async def _reexpire(
     ids = [int(row[0]) for row in rows]
     if not ids:
         return None
-    in_range = "provider = ? AND id > ? AND id <= ?"
-    payloads = await conn.execute(
-        f"UPDATE events SET payload_expires_at = {_PAYLOAD_KEPT_FROM} + ?"
-        f" WHERE {in_range} AND payload_purged_at IS NULL"
-        f" AND payload_expires_at != {_PAYLOAD_KEPT_FROM} + ?",
-        (policy.payload_retention_s, provider, after_id, ids[-1], policy.payload_retention_s),
+    payload_s, dedupe_s = policy.payload_retention_s, policy.dedupe_retention_s
+    # One statement, so an event whose two windows both change is written (and counted) once.
+    changed = await conn.execute(
+        "UPDATE events SET dedupe_expires_at = received_at + :dedupe,"
+        " payload_expires_at = CASE WHEN payload_purged_at IS NULL"
+        f" THEN {_PAYLOAD_KEPT_FROM} + :payload ELSE payload_expires_at END"
+        " WHERE provider = :provider AND id > :after AND id <= :last"
+        " AND (dedupe_expires_at != received_at + :dedupe OR (payload_purged_at IS NULL"
+        f" AND payload_expires_at != {_PAYLOAD_KEPT_FROM} + :payload))",
+        {
+            "dedupe": dedupe_s,
+            "payload": payload_s,
+            "provider": provider,
+            "after": after_id,
+            "last": ids[-1],
+        },
     )
-    keys = await conn.execute(
-        "UPDATE events SET dedupe_expires_at = received_at + ?"
-        f" WHERE {in_range} AND dedupe_expires_at != received_at + ?",
-        (policy.dedupe_retention_s, provider, after_id, ids[-1], policy.dedupe_retention_s),
-    )
-    return ids[-1], max(payloads.rowcount, 0) + max(keys.rowcount, 0)
+    return ids[-1], max(changed.rowcount, 0)
 
 
 async def _record(conn: aiosqlite.Connection, *, provider: str, policy: RetentionPolicy) -> None:

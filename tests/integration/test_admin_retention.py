@@ -242,8 +242,12 @@ async def test_changed_windows_reach_the_events_already_stored(
 
     after = await admin_make_harness(**config("1h", "30d"))
     after.clock.now_s = before.clock.now_s + 2 * HOUR_S
-    report = await after.receiver.store.retention.purge_once()
+    with structlog.testing.capture_logs() as lines:
+        report = await after.receiver.store.retention.purge_once()
     assert report == PurgeReport(payloads_purged=3)
+    # Each event counted once, though both of its windows moved.
+    applied_lines = [line for line in lines if line["event"] == "retention_policy_applied"]
+    assert [(line["provider"], line["events"]) for line in applied_lines] == [("p", 3)]
     with sqlite3.connect(after.receiver.config.settings.storage.path) as conn:
         rows = conn.execute("SELECT dedupe_expires_at - received_at FROM events").fetchall()
     assert [row[0] for row in rows] == [30 * 24 * HOUR_S] * 3
