@@ -10,6 +10,7 @@ import gc
 import os
 import resource
 import signal
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -53,6 +54,8 @@ _SPARE_FILES = 256
 # How far in the clock's future the newest stored event may be before a start says the clock
 # was set back (a minute: another host's clock, a redelivery's own jitter, never a step).
 _CLOCK_BEHIND_S = 60.0
+# A stop's budget beyond worker.shutdown_timeout_s: the store's last writes and its closing.
+_STOP_MARGIN_S = 2.0
 
 
 def _file_bytes(path: Path) -> int:
@@ -326,7 +329,14 @@ def serve(receiver: Receiver, *, loop_factory: Callable[[], asyncio.AbstractEven
     loop = loop_factory()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(run_until_signalled(receiver))
+        try:
+            loop.run_until_complete(run_until_signalled(receiver))
+        except ShutdownOverdue:
+            # The store's threads are blocked in SQLite (they are not daemon threads): an
+            # exit that waited for them would wait on the stuck disk or lock too.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         leftovers = asyncio.all_tasks(loop)
         for task in leftovers:
             task.cancel()
@@ -373,4 +383,32 @@ async def run_until_signalled(receiver: Receiver) -> None:
         unfiltered_logger("receiver").info("shutdown_requested", signal=received[0])
     finally:
         stopping.cancel()
-        await receiver.stop()
+        await _stop_within_budget(receiver)
+
+
+class ShutdownOverdue(Exception):
+    """The stop did not end within its budget: storage is stuck (a lock another process
+    holds, a frozen disk), and the store's threads wait on it."""
+
+
+async def _stop_within_budget(receiver: Receiver) -> None:
+    """Stop, within ``worker.shutdown_timeout_s`` and a margin for closing the store. Each
+    write of the stop (releasing running jobs, the last duplicate counts) waits up to
+    ``storage.busy_timeout_s`` on a stuck store, one after another: an orchestrator's grace
+    ran out first and killed the process anyway. What was acknowledged is committed by then,
+    and a job left running comes back after its lease, so giving up is safe."""
+    budget_s = receiver.config.settings.worker.shutdown_timeout_s + _STOP_MARGIN_S
+    try:
+        async with asyncio.timeout(budget_s):
+            await receiver.stop()
+    except TimeoutError:
+        unfiltered_logger("receiver").error(
+            "shutdown_overdue",
+            budget_s=budget_s,
+            message=(
+                "the store did not answer in time (a lock another process holds, a stuck"
+                " disk): exiting without closing it; what was acknowledged is committed, and"
+                " jobs left running come back after their lease"
+            ),
+        )
+        raise ShutdownOverdue from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import sqlite3
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +18,7 @@ from tests.support.crash import (
     delivery_plan,
     stream,
 )
+from tests.support.factories import SECRET_ENV
 from tests.support.serve import ServeProcess, serve_config, serve_env
 
 
@@ -87,3 +89,48 @@ async def test_a_handler_that_will_not_stop_cannot_hold_the_shutdown(
     assert server.returncode == 0, log[-2000:]
     assert elapsed_s < 6, log[-2000:]  # 1 s budget, 1 s for leftovers; not the 30 s it asks
     assert '"receiver_stopped"' in log
+
+
+@pytest.mark.timeout(90)
+async def test_a_stuck_store_cannot_hold_the_shutdown_past_its_budget(tmp_path: Path) -> None:
+    """Another process holding the database's write lock under load: each write of the stop
+    (the in-flight group commit, releasing the running jobs, the last duplicate counts) waited
+    its busy timeout, one after another, and the process outlived an orchestrator's grace
+    (11.6 s against a 2 s budget). Now it gives up at the budget, says so and exits 1: what it
+    acknowledged was committed, and its running jobs come back after their lease."""
+    handler = {"kind": "python", "target": "tests.integration.handler_targets:slow"}
+    config = serve_config(
+        tmp_path,
+        providers={
+            "sw": {"scheme": "standard-webhooks", "secret_envs": [SECRET_ENV], "handler": handler}
+        },
+        worker={"shutdown_timeout_s": 2, "lease_s": 5},
+        storage={"busy_timeout_s": 2},
+    )
+    server = ServeProcess(config, serve_env(), tmp_path / "serve.log")
+    server.start()
+    report = CrashReport()
+    stop = asyncio.Event()
+    plan = delivery_plan(range(20_000), redelivery_ratio=0.3, rng=random.Random(5))
+    url = server.ingest_url + "/webhooks/sw"
+    task = asyncio.create_task(stream(url, plan, report, stop, clients=4, concurrency=8))
+    holder = sqlite3.connect(tmp_path / "receiver.db", isolation_level=None, timeout=10)
+    try:
+        for _ in range(2000):  # bounded: at most ~20 s
+            if len(report.acked) >= 500 or task.done():
+                break
+            await asyncio.sleep(0.01)
+        holder.execute("BEGIN IMMEDIATE")  # the store is stuck behind another process
+        await asyncio.sleep(0.5)
+        elapsed_s = await asyncio.to_thread(server.terminate, timeout_s=60)
+    finally:
+        stop.set()
+        holder.close()
+        server.kill()
+        await task
+    log = server.log_path.read_text()
+    assert server.returncode == 1, log[-2000:]
+    assert elapsed_s < 8, log[-2000:]  # 2 s for the handlers and 2 s to close
+    assert '"shutdown_overdue"' in log
+    check_acknowledged(tmp_path / "receiver.db", report)
+    assert not report.lost, f"acknowledged but not committed: {sorted(report.lost)[:10]}"
