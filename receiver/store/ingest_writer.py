@@ -101,7 +101,7 @@ class IngestWriter:
         answer_within_s: float = 2.0,
     ) -> None:
         self._db = db
-        self._answer_within_s = answer_within_s
+        self.answer_within_s = answer_within_s
         self._clock = clock
         self._batch_max = batch_max
         self._on_batch = on_batch
@@ -136,7 +136,7 @@ class IngestWriter:
             return known
         loop = asyncio.get_running_loop()
         future: asyncio.Future[IngestOutcome] = loop.create_future()
-        self._pending.append(_Pending(event, future, loop.time() + self._answer_within_s))
+        self._pending.append(_Pending(event, future, loop.time() + self.answer_within_s))
         self._start_flusher()
         # Armed here too, not only when a batch starts: behind a commit that never returns (a
         # disk that hangs) no batch starts, and a delivery arriving then waited for it.
@@ -225,13 +225,11 @@ class IngestWriter:
             if p.deadline <= now and not p.future.done()
         ]
         if overdue:
-            log.warning(
-                "ingest_commit_overdue", events=len(overdue), budget_s=self._answer_within_s
-            )
+            log.warning("ingest_commit_overdue", events=len(overdue), budget_s=self.answer_within_s)
             self._fail(
                 overdue,
                 StorageUnavailable(
-                    f"the event was not committed within {self._answer_within_s:g} s"
+                    f"the event was not committed within {self.answer_within_s:g} s"
                     " (the database is busy or locked)",
                     retry_after_s=self._db.retry_after_s,
                 ),

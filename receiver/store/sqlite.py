@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["SqliteStore"]
 
+import asyncio
 import time
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
@@ -73,6 +74,9 @@ class SqliteStore:
             handled=handled or (),
         )
         self.rejections = RejectionJournal(self.db, clock=clock)
+        # The readiness write in flight, shared by the probes that come while it waits.
+        self._probe: asyncio.Task[str | None] | None = None
+        self._probe_started = 0.0
 
     def on_committed(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` after a commit that queued new work (wakes the worker)."""
@@ -112,6 +116,8 @@ class SqliteStore:
             self.writer.recent.remember(key, event_id, fingerprint, expires_at)
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()  # its write runs to its end all the same (Database.transaction)
         await self.rejections.close()
         await self.writer.close()
         await self.db.close()
@@ -133,4 +139,23 @@ class SqliteStore:
         probe alone can pass on a full disk: one page still fits in the WAL)."""
         if (failure := self.writer.failure) is not None:
             return f"ingest's last group commit failed: {failure}"
-        return await self.db.unwritable_reason()
+        # Bounded: behind a lock another process holds, or on a disk that stopped answering,
+        # the write waits in the writer's queue (behind ingest's and the worker's own, each
+        # waiting out the busy timeout), and a probe that hangs past its own timeout tells
+        # the orchestrator nothing; nor may each probe queue another write behind the first.
+        if self._probe is None or self._probe.done():
+            self._probe_started = time.monotonic()
+            self._probe = asyncio.create_task(
+                self.db.unwritable_reason(), name="receiver-readiness-write"
+            )
+        try:
+            # As long as ingest gives a delivery (a lock's own error comes first, with its
+            # words): see answer_within_s above.
+            async with asyncio.timeout(self.writer.answer_within_s):
+                return await asyncio.shield(self._probe)
+        except TimeoutError:
+            waited_s = time.monotonic() - self._probe_started
+            return (
+                f"a write has waited {waited_s:.1f} s to commit (the database is locked, or"
+                " the disk is slow)"
+            )

@@ -17,6 +17,7 @@ import aiosqlite
 import pytest
 import structlog
 
+from receiver.store import database as database_module
 from receiver.store.database import Database
 from receiver.store.recent import RecentKeys
 from tests.integration.conftest import Harness
@@ -306,6 +307,39 @@ async def test_readiness_reports_a_locked_store(make_harness: Any, aiohttp_clien
     ]
     locked = {"store": "the database is locked by another writer"}
     assert changes == [("warning", False, locked), ("info", True, None)]
+
+
+async def test_readiness_answers_in_time_on_a_disk_that_stopped_answering(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen disk: the readiness write waited with it, so /readyz hung past any probe's
+    timeout (an orchestrator learnt nothing), and every probe queued one more write."""
+    harness: Harness = await make_harness(storage={"busy_timeout_s": 0.2})
+    store = harness.receiver.store
+    disk = asyncio.Event()
+    write = database_module._rewrite_header
+    writes = []
+
+    async def hung(conn: aiosqlite.Connection) -> None:  # the probe's write, inside its BEGIN
+        writes.append(conn)
+        await disk.wait()
+        await write(conn)
+
+    monkeypatch.setattr(database_module, "_rewrite_header", hung)
+    try:
+        async with asyncio.timeout(5):  # a hang fails here, not at the test's own timeout
+            first = await store.unwritable_reason()
+            second = await store.unwritable_reason()
+        assert first is not None and "has waited" in first and "to commit" in first
+        assert second is not None and "has waited" in second
+        assert len(writes) == 1  # the second probe shared the first one's write
+    finally:
+        disk.set()
+    for _ in range(100):  # the disk answers again: so does readiness
+        if await store.unwritable_reason() is None:
+            break
+        await asyncio.sleep(0.05)
+    assert await store.unwritable_reason() is None
 
 
 async def test_io_error_at_commit_is_503_and_nothing_is_half_written(
