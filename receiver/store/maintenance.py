@@ -18,6 +18,7 @@ from __future__ import annotations
 __all__ = ["BackupReport", "CompactReport", "backup", "compact"]
 
 import contextlib
+import glob
 import os
 import sqlite3
 import time
@@ -116,6 +117,7 @@ def backup(source: Path, dest: Path, *, busy_timeout_s: float = 2.0) -> BackupRe
     if not dest.parent.is_dir():
         raise ReceiverError(f"no directory {dest.parent} to write the backup in")
     started = time.monotonic()
+    _remove_abandoned_copies(dest)
     partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
     partial.unlink(missing_ok=True)
     try:
@@ -138,6 +140,26 @@ def backup(source: Path, dest: Path, *, busy_timeout_s: float = 2.0) -> BackupRe
         schema_version=version,
         duration_s=time.monotonic() - started,
     )
+
+
+def _remove_abandoned_copies(dest: Path) -> None:
+    """A backup killed part-way (``kill -9``, a power cut) left its hidden copy, as large as
+    the database, under its own process's number: gone with the next backup to that name,
+    unless that process still runs (a backup of the same name going on beside this one)."""
+    for leftover in dest.parent.glob(f".{glob.escape(dest.name)}.partial-*"):
+        pid = leftover.name.rpartition("-")[2]
+        if pid.isdigit() and not _is_running(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _give_name(partial: Path, dest: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,33 @@ def test_an_older_schema_is_backed_up_as_it_is(tmp_path: Path) -> None:
     for path in (db, tmp_path / "copy.db"):
         with contextlib.closing(sqlite3.connect(path)) as conn:
             assert conn.execute("PRAGMA user_version").fetchone() == (6,)
+
+
+def test_a_copy_a_killed_backup_left_is_removed_by_the_next_one(tmp_path: Path) -> None:
+    """``kill -9`` during a backup left its hidden copy, as large as the database, under its
+    process's number, which no later backup would ever use again."""
+    db = _file_at_version(tmp_path / "receiver.db", migrations.SCHEMA_VERSION)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    abandoned = tmp_path / f".copy.db.partial-{gone.stdout.strip()}"
+    abandoned.write_bytes(b"half a copy")
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as running:
+        try:
+            # Another backup to the same name, still going: its copy is not this one's to take.
+            going_on = tmp_path / f".copy.db.partial-{running.pid}"
+            going_on.write_bytes(b"being written")
+            other_name = tmp_path / f".other.db.partial-{gone.stdout.strip()}"
+            other_name.write_bytes(b"another name's")
+            maintenance.backup(db, tmp_path / "copy.db")
+        finally:
+            running.kill()
+    assert not abandoned.exists()
+    assert going_on.exists() and other_name.exists()
+    assert (tmp_path / "copy.db").exists()
 
 
 def test_a_backup_into_a_missing_directory_is_refused(tmp_path: Path) -> None:
