@@ -127,7 +127,9 @@ class IngestWriter:
 
     async def record(self, event: NewEvent) -> IngestOutcome:
         if self._is_closed:
-            raise StorageUnavailable("the receiver is shutting down", retry_after_s=1)
+            raise StorageUnavailable(
+                "the receiver is shutting down", retry_after_s=self._db.retry_after_s
+            )
         if self._db.lost is not None:  # what memory knows was committed to a file now gone
             self._db.check_file()
         known = self.recent.duplicate(event.key, event.fingerprint, now_s=self._clock())
@@ -192,7 +194,9 @@ class IngestWriter:
             # (the deadline timer goes with this task), and the flusher's end is logged, not
             # left to a task nobody awaits.
             log.exception("ingest_flusher_failed")
-            self._fail(batch, StorageUnavailable("the write failed", retry_after_s=1))
+            self._fail(
+                batch, StorageUnavailable("the write failed", retry_after_s=self._db.retry_after_s)
+            )
             if self._pending and not self._is_closed:  # joined meanwhile: a new flusher
                 asyncio.get_running_loop().call_soon(self._start_flusher)
         finally:
@@ -270,11 +274,21 @@ class IngestWriter:
                 results = [await self._commit([item]) for item in batch]
                 return any(results)
             log.exception("ingest_write_failed")
-            self._fail(batch, StorageUnavailable("the database refused the write", retry_after_s=1))
+            self._fail(
+                batch,
+                StorageUnavailable(
+                    "the database refused the write", retry_after_s=self._db.retry_after_s
+                ),
+            )
             return False
         except BaseException:
             self.recent.give_back(touches)
-            self._fail(batch, StorageUnavailable("the receiver is shutting down", retry_after_s=1))
+            self._fail(
+                batch,
+                StorageUnavailable(
+                    "the receiver is shutting down", retry_after_s=self._db.retry_after_s
+                ),
+            )
             raise
         self._failed = None
         if not batch:

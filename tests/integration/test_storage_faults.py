@@ -376,6 +376,35 @@ async def test_io_error_at_commit_is_503_and_nothing_is_half_written(
         assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
 
 
+async def test_every_storage_503_says_the_configured_retry_after(
+    make_harness: Any, monkeypatch: Any
+) -> None:
+    """A write the store refused for a reason of its own answered ``Retry-After: 1`` where
+    ``storage.retry_after_s`` (documented as the value of every such 503) says 7."""
+    harness: Harness = await make_harness(storage={"retry_after_s": 7})
+    db = harness.receiver.store.db
+    real_commit = db._commit
+    failures = {"left": 1}
+
+    def buggy_commit(raw: sqlite3.Connection) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise RuntimeError("not the storage's fault")
+        real_commit(raw)
+
+    monkeypatch.setattr(db, "_commit", buggy_commit)
+    body = event_body("refused")
+    resp = await harness.post("sw", body, signed_headers(body, msg_id="refused"))
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "7"
+    assert (await resp.json())["detail"] == "the database refused the write"
+    await harness.receiver.store.writer.close()  # a stop: what comes now is refused
+    resp = await harness.post("sw", body, signed_headers(body, msg_id="refused"))
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "7"
+    assert (await resp.json())["detail"] == "the receiver is shutting down"
+
+
 @pytest.mark.parametrize("is_symlink", [False, True], ids=["file", "symlink"])
 async def test_the_wal_size_is_a_metric(
     make_harness: Any, tmp_path: Path, is_symlink: bool
