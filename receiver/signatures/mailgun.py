@@ -18,6 +18,7 @@ from collections import OrderedDict
 from urllib.parse import parse_qs
 
 from receiver.errors import InvalidSignature, MissingSignature
+from receiver.keys import MAX_FORM_FIELDS
 from receiver.models import InboundRequest
 from receiver.signatures.base import BuildContext, Scheme
 from receiver.signatures.common import (
@@ -54,7 +55,7 @@ def read_signature(body: bytes) -> tuple[str, str, str]:
         container = signature if isinstance(signature, dict) else {}
     elif document is None:
         try:
-            form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10_000)
+            form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=MAX_FORM_FIELDS)
         except ValueError:
             form = {}
         container = {k: v[0] for k, v in form.items() if v}
