@@ -304,6 +304,13 @@ def _resolve_one(
             f"{{header:{header}}} in options.signed_content)"
             for header in _unsigned_headers(event_id_expr, options.signed_headers())
         )
+    if getattr(verifier, "signs_request_url", False):
+        warnings.append(
+            f"provider {name}: scheme {scheme.name} signs the URL it called, and without"
+            " public_url (or server.public_base_url) that is read from the request, whose Host"
+            " header the sender chooses: a delivery signed for another of your URLs with the"
+            " same secret passes here; set public_url to the URL the provider calls"
+        )
     if ps.tolerance_s == 0 and _signs_time(scheme, context):
         warnings.append(
             f"provider {name}: tolerance_s 0 turns the signed timestamp's check off: an old"

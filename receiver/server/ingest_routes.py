@@ -15,6 +15,7 @@ __all__ = [
 ]
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from receiver.errors import (
     BodyTimeout,
     ClientDisconnected,
     ExpectationFailed,
+    MalformedRequest,
     MethodNotAllowed,
     PayloadTooLarge,
     RequestRejected,
@@ -104,10 +106,19 @@ def _headers(request: web.Request) -> dict[str, str]:
     return headers
 
 
+# A Host header as RFC 9110 allows it: a name or IPv4 address, or an IPv6 one in brackets,
+# and a port. aiohttp passes anything on, ``/`` and ``?`` too: "other.example/sms?x=" made the
+# URL a URL-signing scheme checks (Twilio's, without public_url) another one's.
+_HOST = re.compile(r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
 def _url(request: web.Request) -> str:
     """The URL as the provider called it: the path and query exactly as sent on the wire (what
     URL-signing schemes sign), not re-encoded by a URL parser."""
-    return f"{request.scheme}://{request.host}{request.raw_path}"
+    host = request.host
+    if not _HOST.fullmatch(host):
+        raise MalformedRequest("the Host header is not a host name or address and a port")
+    return f"{request.scheme}://{host}{request.raw_path}"
 
 
 def _outcome_json(outcome: IngestOutcome) -> dict[str, str]:

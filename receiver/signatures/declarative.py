@@ -128,6 +128,8 @@ class HmacVerifier:
         self.url = url
         self.secret_headers = frozenset({spec.header.lower()})
         self._parts = parse_template(spec.signed_content)
+        # The URL signed is the request's own, Host header and all (no public_url).
+        self.signs_request_url = url is None and any(kind == "url" for kind, _ in self._parts)
         self._signed_headers = tuple(
             spec.id_header if kind == "id" else arg
             for kind, arg in self._parts

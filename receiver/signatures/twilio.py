@@ -76,6 +76,7 @@ class TwilioVerifier:
     def __init__(self, keys: tuple[bytes, ...], *, public_url: str | None) -> None:
         self.keys = keys
         self.public_url = public_url
+        self.signs_request_url = public_url is None  # the Host header's, then
 
     def verify(self, request: InboundRequest, *, now_s: float) -> None:
         presented = decode_signature(require_header(request, _SIGNATURE_HEADER), "base64")

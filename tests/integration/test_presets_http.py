@@ -238,6 +238,50 @@ async def test_a_url_signing_scheme_checks_the_url_exactly_as_sent(make_harness:
     assert response.json()["status"] == "accepted"
 
 
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        (b"other.example/sms?x=", 400),  # another path of the account's, made ours by the Host
+        (b"other.example#", 400),
+        (b"user@other.example", 400),
+        (b"127.0.0.1:8080", 200),
+        (b"[::1]:8080", 200),
+        (b"receiver_svc", 200),  # a container's service name
+    ],
+)
+async def test_a_host_header_that_is_not_a_host_is_refused(
+    make_harness: Any, host: bytes, status: int
+) -> None:
+    """Without ``public_url`` the URL Twilio signed is the request's: aiohttp took ``/`` and
+    ``?`` inside ``Host``, so a delivery Twilio signed for another URL of the same account
+    (``http://other.example/sms?x=/webhooks/tw``) passed here."""
+    from twilio.request_validator import RequestValidator
+
+    from tests.support.rawhttp import exchange
+
+    token = "twilio-auth-token-for-tests"
+    harness: Harness = await make_harness(
+        environ=test_environ(TW_TOKEN=token),
+        providers={"tw": {"scheme": "twilio", "secret_envs": ["TW_TOKEN"]}},
+    )
+    body = b"MessageSid=SM1&Body=hi"
+    url = "http://" + host.decode() + "/webhooks/tw"
+    signature = RequestValidator(token).compute_signature(url, {"MessageSid": "SM1", "Body": "hi"})
+    head = (
+        b"POST /webhooks/tw HTTP/1.1\r\nHost: " + host + b"\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+        b"X-Twilio-Signature: " + signature.encode() + b"\r\n\r\n"
+    )
+    port = harness.client.server.port
+    assert port is not None
+    response = await exchange(port, head + body)
+    assert response is not None and response.status == status, response
+    if status == 400:
+        assert response.json()["error"] == "bad_request"
+        assert "Host header" in response.json()["detail"]
+
+
 def _case(case_id: str) -> Case:
     return next(c for c in CASES if c.id == case_id)
 

@@ -314,6 +314,24 @@ def test_risky_but_valid_settings_warn(tmp_path: Path) -> None:
     ]
 
 
+def test_a_url_signed_without_public_url_warns(tmp_path: Path) -> None:
+    """Without public_url the signed URL is the request's, Host header and all: a delivery
+    signed for another URL of the same account passed."""
+    text = (
+        "providers:\n"
+        "  tw: {scheme: twilio, secret_envs: [TW]}\n"
+        "  tw2: {scheme: twilio, secret_envs: [TW], public_url: 'https://hooks.example/tw2'}\n"
+        "  h: {scheme: hmac, secret_envs: [TW], event_id: 'json:id',"
+        " options: {header: X-Sig, signed_content: '{url}{body}'}}\n"
+        "  h2: {scheme: hmac, secret_envs: [TW], event_id: 'json:id', options: {header: X-Sig}}\n"
+    )
+    warnings = load_config(_write(tmp_path, text), environ={"TW": "tok"}).warnings
+    assert [w.split(":")[0] for w in warnings if "Host header" in w] == [
+        "provider tw",
+        "provider h",
+    ]
+
+
 def test_a_payload_window_past_a_presets_dedupe_window_names_it(tmp_path: Path) -> None:
     text = "providers:\n  gh: {scheme: github, secret_envs: [GH], payload_retention: 14d}\n"
     with pytest.raises(ConfigError) as raised:
