@@ -105,7 +105,10 @@ class Database:
         upgrade the file under a running older server, which could then not restart on it."""
         if self._writer is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if migrate:  # a server: the file is made here when new
+            _create_private(self.path)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._opening = True
         try:
             await self._open(migrate=migrate)
@@ -489,6 +492,15 @@ def _abandoned(path: Path, step: str | None) -> StartupError:
     if step is None:
         return StartupError(f"stopped while opening {path}; its schema was not being changed")
     return StartupError(f"stopped while {step}")
+
+
+def _create_private(path: Path) -> None:
+    """A new database is readable by its owner only (0600, its directory 0700 when made here):
+    it holds every body and header received, and SQLite gives its WAL the same mode. A file
+    that exists keeps the mode its owner gave it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _identity(path: Path) -> tuple[int, int]:

@@ -120,6 +120,13 @@ def backup(source: Path, dest: Path, *, busy_timeout_s: float = 2.0) -> BackupRe
     _remove_abandoned_copies(dest)
     partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
     partial.unlink(missing_ok=True)
+    # Made empty first, readable by its owner only, as the database is: VACUUM INTO fills an
+    # empty file, and would otherwise create one as the umask allows (world-readable bodies).
+    try:
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        unwritable = f"the backup to {dest} failed: {dest.parent} cannot be written"
+        raise ReceiverError(unwritable) from exc
     try:
         with contextlib.closing(_connect(source, busy_timeout_s=busy_timeout_s)) as conn:
             version = _schema_version(conn, source, may_be_newer=True)  # copied as it is

@@ -4,7 +4,9 @@ refuse with plain words and write nothing, not even a lock file or a partial cop
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +134,37 @@ def test_compact_beside_a_long_reader_says_the_file_shrinks_later(tmp_path: Path
         assert report.as_json()["shrink_pending"] is True
     after = maintenance.compact(db, busy_timeout_s=0.2)  # the reader is gone
     assert not after.is_shrink_pending and after.bytes_after < report.bytes_before
+
+
+async def test_a_new_database_its_wal_and_its_backups_are_its_owners_alone(
+    tmp_path: Path,
+) -> None:
+    """They hold every body and header received; under the usual umask (022) they were
+    created world-readable, and so was the directory made for them."""
+    from receiver.store.sqlite import SqliteStore
+    from tests.support.factories import new_event
+
+    previous = os.umask(0o022)
+    try:
+        path = tmp_path / "data" / "receiver.db"
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            await store.record(new_event("shop", 1, now=1_700_000_000.0))
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir()}
+        finally:
+            await store.close()
+        copy = maintenance.backup(path, tmp_path / "copy.db").path
+        # A file that exists keeps the mode its owner gave it.
+        shared = _file_at_version(tmp_path / "shared.db", migrations.SCHEMA_VERSION)
+        shared.chmod(0o640)
+        other = SqliteStore(shared)
+        await other.open()
+        await other.close()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert modes["receiver.db"] == 0o600
+    assert modes["receiver.db-wal"] == 0o600  # SQLite gives it the database's mode
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o640
