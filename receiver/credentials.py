@@ -2,7 +2,8 @@
 
 A provider's own signature headers are named by its scheme; this catches the rest by name
 (``Authorization``, ``X-Api-Key``, ``Private-Token``, ``X-Webhook-Secret``, ``Cookie``, …), in
-any case and with any separators (``_``, ``.``, ``--``). Better to drop a harmless header than to keep a secret.
+any case and with any separators (``_``, ``.``, ``--``). Better to drop a harmless header than
+to keep a secret.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ Signed content is ``{timestamp}{token}``, hex HMAC-SHA256 keyed with the webhook
 ``timestamp``/``token``/``signature`` fields) are read; multipart bodies are not.
 
 The signature does not cover the body: one captured signature would carry any body for its
-900 s. As Mailgun advises, tokens are remembered: a token seen before is accepted again only
-with the same body (a redelivery of the same request), never with another.
+900 s. As Mailgun advises, tokens are remembered (with their timestamp: what was signed): a
+token seen before is accepted again only with the same body (a redelivery of the same request),
+never with another.
 """
 
 from __future__ import annotations
@@ -105,7 +106,10 @@ class MailgunVerifier:
         if not matches_any([hmac_digest(k, content) for k in self.keys], [signature]):
             raise InvalidSignature("the signature does not match")
         digest = hashlib.sha256(request.body).digest()
-        if not self.used_tokens.admits(token, digest, now_s=now_s):
+        # Remembered by what was signed, not by the token alone: the timestamp's last digit
+        # moved to the token's front signs the same (with no window, a timestamp that old
+        # passes) and would read as a new token.
+        if not self.used_tokens.admits(timestamp + token, digest, now_s=now_s):
             raise InvalidSignature("this signature's token came before with another body: a replay")
 
 

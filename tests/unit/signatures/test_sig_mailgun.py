@@ -86,6 +86,24 @@ def test_a_token_seen_before_passes_again_only_with_the_same_body(kit):
     verifier.verify(kit.request({}, fresh), now_s=kit.NOW + 10)  # a new token is a new delivery
 
 
+def test_a_token_shifted_into_the_timestamp_is_the_same_signature(kit):
+    """The signed content is ``timestamp + token``: the timestamp's last digit moved to the
+    token's front signs the same, and a memory of tokens took it for a new delivery. With the
+    window off (``tolerance_s: 0``) that let one captured signature carry any body."""
+    verifier = kit.build("mailgun", [kit.PLAIN[0]], tolerance_s=0)
+    original = kit.mailgun_body(kit.PLAIN[0], kit.NOW, event={"id": "ev1", "event": "delivered"})
+    verifier.verify(kit.request({}, original), now_s=kit.NOW)
+    forged = json.loads(original)
+    timestamp, token = str(forged["signature"]["timestamp"]), forged["signature"]["token"]
+    forged["signature"]["timestamp"], forged["signature"]["token"] = (
+        timestamp[:-1],
+        timestamp[-1] + token,
+    )
+    forged["event-data"] = {"id": "FORGED", "event": "complained"}
+    with pytest.raises(InvalidSignature, match="replay"):
+        verifier.verify(kit.request({}, json.dumps(forged).encode()), now_s=kit.NOW + 10)
+
+
 def test_the_token_memory_is_bounded_and_forgets_what_the_window_refuses_anyway():
     from receiver.signatures.mailgun import UsedTokens
 
