@@ -5,6 +5,7 @@ from __future__ import annotations
 
 __all__ = ["Provider", "resolve_providers"]
 
+import hashlib
 import re
 import stat
 from collections.abc import Collection, Mapping
@@ -223,6 +224,7 @@ def _resolve_one(
     env: Mapping[str, str],
     problems: list[ConfigProblem],
     warnings: list[str],
+    secret_owners: dict[bytes, str],
 ) -> Provider | None:
     before = len(problems)
     prefix = f"providers.{name}"
@@ -231,6 +233,7 @@ def _resolve_one(
             ConfigProblem(prefix, "provider names use letters, digits, '-', '_' and '.' only")
         )
     secrets = _read_secrets(name, ps, env, problems)  # unset variables count with any scheme
+    warnings.extend(_shared_secrets(name, secrets, secret_owners))
     scheme = get_scheme(ps.scheme)
     if scheme is None:
         known = ", ".join(all_schemes())
@@ -344,6 +347,22 @@ def _resolve_one(
 _GENERIC_SCHEMES = frozenset({"hmac", "none"})
 
 
+def _shared_secrets(name: str, secrets: list[str], owners: dict[bytes, str]) -> list[str]:
+    """A secret another provider uses as well: a delivery signed for either passes at both
+    URLs (most schemes do not sign the URL), stored under whichever name it was sent to."""
+    shared = []
+    for secret in secrets:
+        digest = hashlib.sha256(secret.strip().encode("utf-8", "surrogateescape")).digest()
+        owner = owners.setdefault(digest, name)
+        if owner != name and owner not in shared:
+            shared.append(owner)
+    return [
+        f"providers {owner} and {name} share a secret: a delivery signed for either passes at"
+        " both URLs, stored under the name it was sent to; give each endpoint its own secret"
+        for owner in shared
+    ]
+
+
 def _risky_settings(name: str, ps: ProviderSettings, scheme: Scheme) -> list[str]:
     """Valid settings that are most likely a mistake: said at check-config and every start."""
     warnings = []
@@ -395,10 +414,11 @@ def resolve_providers(
     problems: list[ConfigProblem] = []
     warnings: list[str] = []
     providers: dict[str, Provider] = {}
+    secret_owners: dict[bytes, str] = {}  # each secret's digest: the first provider using it
     for name, ps in settings.providers.items():
         if only is not None and name not in only:
             continue
-        provider = _resolve_one(name, ps, settings, env, problems, warnings)
+        provider = _resolve_one(name, ps, settings, env, problems, warnings, secret_owners)
         if provider is not None:
             providers[name] = provider
     return providers, problems, warnings

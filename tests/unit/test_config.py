@@ -332,6 +332,26 @@ def test_a_url_signed_without_public_url_warns(tmp_path: Path) -> None:
     ]
 
 
+def test_a_secret_two_providers_share_warns(tmp_path: Path) -> None:
+    """Most schemes do not sign the URL: a delivery signed for one provider passed at the
+    other's URL, stored under that name."""
+    text = (
+        "providers:\n"
+        "  a: {scheme: github, secret_envs: [A]}\n"
+        "  b: {scheme: github, secret_envs: [B, C]}\n"
+        "  c: {scheme: github, secret_envs: [C]}\n"
+    )
+    env = {"A": "same-secret", "B": " same-secret\n", "C": "its-own"}
+    warnings = load_config(_write(tmp_path, text), environ=env).warnings
+    assert [w for w in warnings if "share a secret" in w] == [
+        "providers a and b share a secret: a delivery signed for either passes at both URLs,"
+        " stored under the name it was sent to; give each endpoint its own secret",
+        "providers b and c share a secret: a delivery signed for either passes at both URLs,"
+        " stored under the name it was sent to; give each endpoint its own secret",
+    ]
+    assert "same-secret" not in "".join(warnings)
+
+
 def test_a_payload_window_past_a_presets_dedupe_window_names_it(tmp_path: Path) -> None:
     text = "providers:\n  gh: {scheme: github, secret_envs: [GH], payload_retention: 14d}\n"
     with pytest.raises(ConfigError) as raised:
