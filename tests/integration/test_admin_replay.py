@@ -260,18 +260,19 @@ async def test_bulk_replay_ignores_events_arriving_meanwhile(admin_harness: Admi
     h = admin_harness
     await _seed_dead(h, 4)
     replayer = h.receiver.store.replayer
-    original = replayer.replay_ids
+    original = replayer._matching_ids
     arrived: list[int] = []
 
-    async def replay_ids_then_deliver(*args: Any, **kwargs: Any) -> Any:
-        report = await original(*args, **kwargs)
+    async def deliver_then_match(*args: Any, **kwargs: Any) -> Any:
+        # Between the run's ceiling (the newest id when it began) and its search.
         answer = await h.deliver("plain", {"id": f"late{len(arrived)}", "type": "t"})
         arrived.append(int(answer["id"]))
-        return report
+        return await original(*args, **kwargs)
 
-    replayer.replay_ids = replay_ids_then_deliver  # type: ignore[method-assign]
+    replayer._matching_ids = deliver_then_match  # type: ignore[method-assign]
     report = await (await h.post("/admin/replay", {"reason": "r", "provider": "plain"})).json()
     assert report["matched"] == 4
+    assert report["sample"] and max(int(i) for i in report["sample"]) < min(arrived)
     assert arrived
     for event_id in arrived:
         assert _count(h, "SELECT count(*) FROM requeues WHERE event_id = ?", event_id) == 0
