@@ -1649,6 +1649,83 @@ async def test_an_outcome_write_that_meets_a_lock_is_tried_again_while_the_lease
     )
 
 
+def _locked(times: int, real: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """``real``, failing on a locked database its first ``times`` calls (or every call: -1)."""
+    from receiver.errors import StorageUnavailable
+
+    calls = {"left": times}
+
+    async def locked(self: JobQueue, *args: Any, **kwargs: Any) -> Any:
+        if calls["left"]:
+            calls["left"] -= 1
+            raise StorageUnavailable("the database is locked by another writer", retry_after_s=1)
+        return await real(self, *args, **kwargs)
+
+    return locked
+
+
+async def test_a_claim_that_meets_a_lock_is_logged_and_the_worker_goes_on(
+    store: SqliteStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed claim must not end the worker's loop: the next pass claims again."""
+    event_id = await record(store, "p", 1)
+    monkeypatch.setattr(JobQueue, "claim", _locked(2, JobQueue.claim))
+    worker = make_worker(store, clock, {"p": python("record")})
+    with structlog.testing.capture_logs() as logs:
+        await worker.start()
+        try:
+            await asyncio.wait_for(_wait_for(lambda: bool(targets.STATE.calls)), timeout=10)
+        finally:
+            await worker.stop()
+    assert event_names(logs, "worker_claim_failed", "worker_crashed") == [
+        "worker_claim_failed",
+        "worker_claim_failed",
+    ]
+    assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
+
+
+async def test_an_outcome_never_written_leaves_the_job_to_its_lease(
+    store: SqliteStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store stays locked past half the lease: the worker gives up writing the outcome
+    (job_settle_failed) rather than hold a slot for ever, and the job runs again once its lease
+    runs out (at least once: the same idempotency key)."""
+    event_id = await record(store, "p", 1)
+    complete = JobQueue.complete
+    monkeypatch.setattr(JobQueue, "complete", _locked(-1, complete))
+    # Real time: a fake one moved by the worker's own sleeps would end the lease meanwhile.
+    worker = make_worker(store, time.time, {"p": python("record")}, lease_s=2)
+    with structlog.testing.capture_logs() as logs:
+        await worker.start()
+        try:
+            settled = lambda: bool(event_names(logs, "job_settle_failed"))  # noqa: E731
+            await asyncio.wait_for(_wait_for(settled), timeout=10)  # after half the lease
+        finally:
+            await worker.stop()
+    assert event_names(logs, "job_settle_failed", "job_succeeded") == ["job_settle_failed"]
+    assert status_of(store, event_id) == ("processing", "running", 1)  # for its lease to end
+    monkeypatch.setattr(JobQueue, "complete", complete)  # the lock is gone
+    await asyncio.sleep(2.1)  # past the lease
+    worker = make_worker(store, time.time, {"p": python("record")}, lease_s=2)
+    await worker.run(until_empty=True)
+    assert status_of(store, event_id) == ("succeeded", "succeeded", 2)
+    assert [call.key for call in targets.STATE.calls] == ["p:evt_1", "p:evt_1"]
+
+
+async def test_a_release_at_shutdown_that_meets_a_lock_leaves_the_job_to_its_lease(
+    store: SqliteStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event_id = await record(store, "p", 1)
+    monkeypatch.setattr(JobQueue, "release", _locked(-1, JobQueue.release))
+    worker = make_worker(store, clock, {"p": python("block")}, shutdown_timeout_s=0.1)
+    with structlog.testing.capture_logs() as logs:
+        await worker.start()
+        await asyncio.wait_for(targets.STATE.entered.wait(), timeout=10)
+        await worker.stop()  # ends although the release could not be written
+    assert event_names(logs, "job_release_failed") == ["job_release_failed"]
+    assert status_of(store, event_id) == ("processing", "running", 1)
+
+
 async def test_after_a_quick_restart_such_jobs_are_queued_again_once_their_lease_ran_out(
     store: SqliteStore, clock: FakeClock
 ) -> None:
