@@ -294,3 +294,33 @@ async def test_a_compressed_json_body_is_refused_in_words_that_say_why(make_harn
     answer = await resp.json()
     assert answer["error"] == "invalid_body"
     assert "compressed (Content-Encoding: gzip)" in answer["detail"]
+
+
+async def test_a_fault_of_ours_is_a_500_json_logged_with_its_traceback_and_stores_nothing(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one answer no client causes: still JSON with a code, never a stack trace in the
+    body; the traceback goes to the log, and the next delivery is served."""
+    service = harness.receiver.service
+    real = service.prepare
+    calls = {"n": 0}
+
+    def buggy_once(inbound: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug of ours")
+        return real(inbound)
+
+    monkeypatch.setattr(service, "prepare", buggy_once)
+    body = event_body("bug")
+    with structlog.testing.capture_logs() as logs:
+        resp = await harness.post("sw", body, signed_headers(body, msg_id="bug"))
+    assert resp.status == 500
+    assert await resp.json() == {
+        "error": "internal_error",
+        "detail": "an unexpected error occurred; it has been logged",
+    }
+    [line] = [e for e in logs if e["event"] == "unhandled_error"]
+    assert line["path"] == "/webhooks/sw" and line["exc_info"] is True
+    again = await harness.post("sw", body, signed_headers(body, msg_id="bug"))
+    assert (again.status, (await again.json())["status"]) == (200, "accepted")
