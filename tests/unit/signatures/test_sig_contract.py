@@ -211,7 +211,8 @@ def test_fixed_texts_naming_a_header_are_not_echoes(kit):
 def test_arbitrary_input_only_ever_passes_or_is_rejected(kit, scheme_name):
     verifier = kit.build_scheme(scheme_name)
 
-    @settings(max_examples=200, deadline=None, database=None)
+    # Derandomized: a case found once on CI is found again on the next run.
+    @settings(max_examples=200, deadline=None, database=None, derandomize=True)
     @given(headers=_headers, body=_bodies, url=_urls, now=st.integers(0, 2 * 10**9))
     def check(headers: dict[str, str], body: bytes, url: str, now: int) -> None:
         request = kit.request(headers, body, url=url)
@@ -220,6 +221,8 @@ def test_arbitrary_input_only_ever_passes_or_is_rejected(kit, scheme_name):
             verifier.verify(request, now_s=float(now))
         except RequestRejected as exc:
             rejected = exc
+        # Nothing made up without the secret passes (a verifier that passed everything did).
+        assert rejected is not None or scheme_name == "none"
         if rejected is not None:
             assert rejected.detail
             for value in headers.values():
