@@ -22,6 +22,25 @@ from tests.support.factories import SECRET_ENV
 from tests.support.serve import ServeProcess, serve_config, serve_env
 
 
+def _start_load(
+    server: ServeProcess, *, events: int, seed: int
+) -> tuple[CrashReport, asyncio.Event, asyncio.Task[None]]:
+    """Signed deliveries (a third of them redeliveries) streaming until ``stop`` is set."""
+    report = CrashReport()
+    stop = asyncio.Event()
+    plan = delivery_plan(range(events), redelivery_ratio=0.3, rng=random.Random(seed))
+    url = server.ingest_url + "/webhooks/sw"
+    task = asyncio.create_task(stream(url, plan, report, stop, clients=4, concurrency=8))
+    return report, stop, task
+
+
+async def _until_acked(report: CrashReport, task: asyncio.Task[None], count: int) -> None:
+    for _ in range(2000):  # bounded: at most ~20 s
+        if len(report.acked) >= count or task.done():
+            return
+        await asyncio.sleep(0.01)
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 async def test_sigterm_under_load_commits_every_2xx_and_exits_zero(
@@ -31,16 +50,9 @@ async def test_sigterm_under_load_commits_every_2xx_and_exits_zero(
     used to end the process at once, its running jobs held until their leases ran out."""
     server = ServeProcess(serve_config(tmp_path), serve_env(), tmp_path / "serve.log")
     server.start()
-    report = CrashReport()
-    stop = asyncio.Event()
-    plan = delivery_plan(range(4000), redelivery_ratio=0.3, rng=random.Random(3))
-    url = server.ingest_url + "/webhooks/sw"
-    task = asyncio.create_task(stream(url, plan, report, stop, clients=4, concurrency=8))
+    report, stop, task = _start_load(server, events=4000, seed=3)
     try:
-        for _ in range(2000):  # bounded: at most ~20 s
-            if len(report.acked) >= 300 or task.done():
-                break
-            await asyncio.sleep(0.01)
+        await _until_acked(report, task, 300)
         assert not task.done(), "the load finished before SIGTERM: nothing was in flight"
         elapsed_s = await asyncio.to_thread(server.terminate, timeout_s=30, sig=sig)
     finally:
@@ -109,17 +121,10 @@ async def test_a_stuck_store_cannot_hold_the_shutdown_past_its_budget(tmp_path: 
     )
     server = ServeProcess(config, serve_env(), tmp_path / "serve.log")
     server.start()
-    report = CrashReport()
-    stop = asyncio.Event()
-    plan = delivery_plan(range(20_000), redelivery_ratio=0.3, rng=random.Random(5))
-    url = server.ingest_url + "/webhooks/sw"
-    task = asyncio.create_task(stream(url, plan, report, stop, clients=4, concurrency=8))
+    report, stop, task = _start_load(server, events=20_000, seed=5)
     holder = sqlite3.connect(tmp_path / "receiver.db", isolation_level=None, timeout=10)
     try:
-        for _ in range(2000):  # bounded: at most ~20 s
-            if len(report.acked) >= 500 or task.done():
-                break
-            await asyncio.sleep(0.01)
+        await _until_acked(report, task, 500)
         holder.execute("BEGIN IMMEDIATE")  # the store is stuck behind another process
         await asyncio.sleep(0.5)
         elapsed_s = await asyncio.to_thread(server.terminate, timeout_s=60)

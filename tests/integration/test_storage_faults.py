@@ -342,23 +342,31 @@ async def test_readiness_answers_in_time_on_a_disk_that_stopped_answering(
     assert await store.unwritable_reason() is None
 
 
+def _failing_commits(harness: Harness, monkeypatch: Any, times: int, error: Any) -> dict[str, int]:
+    """The store's next ``times`` COMMITs raise ``error()``; the count left, to change."""
+    db = harness.receiver.store.db
+    real_commit = db._commit
+    failures = {"left": times}
+
+    def failing_commit(raw: sqlite3.Connection) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise error()
+        real_commit(raw)
+
+    monkeypatch.setattr(db, "_commit", failing_commit)
+    return failures
+
+
 async def test_io_error_at_commit_is_503_and_nothing_is_half_written(
     make_harness: Any, monkeypatch: Any
 ) -> None:
     """SQLite reports an I/O error when the disk fails under it; injected here at COMMIT on the
     store's own writer connection (the one place a failing fsync surfaces)."""
     harness: Harness = await make_harness()
-    db = harness.receiver.store.db
-    real_commit = db._commit
-    failures = {"left": 3}
-
-    def flaky_commit(raw: sqlite3.Connection) -> None:
-        if failures["left"] > 0:
-            failures["left"] -= 1
-            raise sqlite3.OperationalError("disk I/O error")
-        real_commit(raw)
-
-    monkeypatch.setattr(db, "_commit", flaky_commit)
+    failures = _failing_commits(
+        harness, monkeypatch, 3, lambda: sqlite3.OperationalError("disk I/O error")
+    )
     body = event_body("io")
     resp = await harness.post("sw", body, signed_headers(body, msg_id="io"))
     assert resp.status == 503
@@ -382,17 +390,7 @@ async def test_every_storage_503_says_the_configured_retry_after(
     """A write the store refused for a reason of its own answered ``Retry-After: 1`` where
     ``storage.retry_after_s`` (documented as the value of every such 503) says 7."""
     harness: Harness = await make_harness(storage={"retry_after_s": 7})
-    db = harness.receiver.store.db
-    real_commit = db._commit
-    failures = {"left": 1}
-
-    def buggy_commit(raw: sqlite3.Connection) -> None:
-        if failures["left"] > 0:
-            failures["left"] -= 1
-            raise RuntimeError("not the storage's fault")
-        real_commit(raw)
-
-    monkeypatch.setattr(db, "_commit", buggy_commit)
+    _failing_commits(harness, monkeypatch, 1, lambda: RuntimeError("not the storage's fault"))
     body = event_body("refused")
     resp = await harness.post("sw", body, signed_headers(body, msg_id="refused"))
     assert resp.status == 503

@@ -726,40 +726,29 @@ async def test_a_long_handler_keeps_its_lease_by_renewing(tmp_path: Path) -> Non
     assert status_of(store, event_id) == ("succeeded", "succeeded", 1)
 
 
-async def test_an_expired_lease_after_the_last_attempt_is_dead_without_running(
-    store: SqliteStore, clock: FakeClock
-) -> None:
-    event_id = await record(store, "p", 1)
-    await JobQueue(store.db).claim(caps={"p": None}, limit=1, now=T0, lease_s=60)  # then "crash"
-    worker = make_worker(store, clock, {"p": python("record", max_attempts=1)})
-    await worker.run(until_empty=True)
-    assert targets.STATE.calls == []
-    assert status_of(store, event_id) == ("dead", "dead", 2)
-    [[last_error]] = query(store, "SELECT last_error FROM jobs WHERE event_id = ?", event_id)
-    assert last_error == (
-        "out of attempts (1 allowed); the last one ended with: lease expired before the"
-        " attempt finished (the worker stopped or the handler hung)"
-    )
+_LEASE_LOST = "lease expired before the attempt finished (the worker stopped or the handler hung)"
 
 
-async def test_a_retry_buried_by_a_lowered_max_attempts_keeps_its_last_error(
-    store: SqliteStore, clock: FakeClock
+@pytest.mark.parametrize("previous", ["crashed", "failed"])
+async def test_a_job_out_of_attempts_is_dead_without_running_and_keeps_its_last_error(
+    store: SqliteStore, clock: FakeClock, previous: str
 ) -> None:
-    """``max_attempts`` lowered while an event waited to retry: it is dead without running,
-    and its error is the last real one, not a lease that never expired."""
+    """Its last attempt's lease ran out (a crash), or ``max_attempts`` was lowered while it
+    waited to retry: dead without running, with the last real error, not a lease that never
+    expired."""
     event_id = await record(store, "p", 1)
     queue = JobQueue(store.db)
     [job] = await queue.claim(caps={"p": None}, limit=1, now=T0, lease_s=60)
-    failed = AttemptRecord(finished_at_s=T0 + 1, error="HTTP 502 Bad Gateway")
-    assert await queue.reschedule(job, failed, run_at=T0 + 2)  # attempt 1 of 10 failed
+    if previous == "failed":  # attempt 1 of 10 failed; then the config says 1
+        failed = AttemptRecord(finished_at_s=T0 + 1, error="HTTP 502 Bad Gateway")
+        assert await queue.reschedule(job, failed, run_at=T0 + 2)
     worker = make_worker(store, clock, {"p": python("record", max_attempts=1)})
     await worker.run(until_empty=True)
     assert targets.STATE.calls == []
     assert status_of(store, event_id) == ("dead", "dead", 2)
     [[last_error]] = query(store, "SELECT last_error FROM jobs WHERE event_id = ?", event_id)
-    assert last_error == (
-        "out of attempts (1 allowed); the last one ended with: HTTP 502 Bad Gateway"
-    )
+    last = _LEASE_LOST if previous == "crashed" else "HTTP 502 Bad Gateway"
+    assert last_error == f"out of attempts (1 allowed); the last one ended with: {last}"
 
 
 # -- ordering and limits -------------------------------------------------------------------
