@@ -21,7 +21,7 @@ from receiver.server.ingest_routes import (
     add_ingest_routes,
     unrouted,
 )
-from receiver.server.responses import error_middleware
+from receiver.server.responses import NOT_FOUND, error_middleware
 from receiver.store.rejections import RejectionJournal
 
 
@@ -45,6 +45,7 @@ def build_ingest_app(
     # Open to whoever can reach ingest: readiness a second old at most, not a write per probe.
     add_health_routes(app, with_metrics=False, ready_max_age_s=1.0)
     app.router.add_route("*", "/{path:.*}", unrouted)  # last: only what nothing else took
+    app[NOT_FOUND] = unrouted  # and what no path can match (OPTIONS *, CONNECT host:443)
     return app
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["error_json", "error_middleware", "error_response", "json_response"]
+__all__ = ["NOT_FOUND", "error_json", "error_middleware", "error_response", "json_response"]
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -55,6 +56,12 @@ def error_response(exc: BaseException) -> web.Response:
     return error_json(500, "internal_error", "an unexpected error occurred; it has been logged")
 
 
+# What answers a request no route matched at all (a target that is not a path: ``OPTIONS *``,
+# ``CONNECT host:443``), where an app counts and logs its refusals; aiohttp's own 404 else.
+Answer = Callable[[web.Request], Awaitable[web.StreamResponse]]
+NOT_FOUND: web.AppKey[Answer] = web.AppKey("not_found")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Routing errors (404, 405) and anything unexpected become JSON, never HTML or a trace."""
@@ -64,6 +71,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if isinstance(exc, web.HTTPNotFound) and (not_found := request.app.get(NOT_FOUND)):
+            return await not_found(request)
         return error_response(exc)
     except (RequestRejected, Unavailable) as exc:
         return error_response(exc)

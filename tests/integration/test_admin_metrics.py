@@ -189,6 +189,7 @@ async def test_a_delivery_to_a_path_nothing_serves_is_counted_and_logged(
     import json
 
     from tests.support.logs import json_logs
+    from tests.support.rawhttp import exchange
 
     with json_logs(monkeypatch) as buffer:
         h = await admin_make_harness()
@@ -196,18 +197,33 @@ async def test_a_delivery_to_a_path_nothing_serves_is_counted_and_logged(
             await h.ingest.post(path, data=b"{}")
             for path in ("/webhooks/plain/", "/webhook/plain", "/")
         ]
+        # Targets no path route can match: the router's own 404 went uncounted.
+        port = h.ingest.server.port
+        assert port is not None
+        raw = [
+            await exchange(port, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"),
+            await exchange(port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ]
     for resp in answers:
         assert resp.status == 404
         assert (await resp.json())["error"] == "not_found"
+    for answer in raw:
+        assert answer is not None and answer.status == 404
+        assert answer.json()["error"] == "not_found"
+        assert "/webhooks/{provider}" in answer.json()["detail"]
     text = str(await (await h.get("/metrics")).text())
-    assert _value(text, "receiver_rejections_total", cause="not_found", provider="") == 3
+    assert _value(text, "receiver_rejections_total", cause="not_found", provider="") == 5
     lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
-    refused = [(e["event"], e["path"]) for e in lines if e.get("cause") == "not_found"]
+    refused = [(e["event"], e["method"]) for e in lines if e.get("cause") == "not_found"]
     assert refused == [
-        ("request_rejected", "/webhooks/plain/"),
-        ("request_rejected", "/webhook/plain"),
-        ("request_rejected", "/"),
+        ("request_rejected", "POST"),
+        ("request_rejected", "POST"),
+        ("request_rejected", "POST"),
+        ("request_rejected", "OPTIONS"),
+        ("request_rejected", "CONNECT"),
     ]
+    paths = [e["path"] for e in lines if e.get("cause") == "not_found"]
+    assert paths[:3] == ["/webhooks/plain/", "/webhook/plain", "/"]
     assert (await h.ingest.get("/healthz")).status == 200  # what is served still is
 
 
