@@ -24,7 +24,7 @@ from receiver.errors import (
     PayloadTooLarge,
     UnknownProvider,
 )
-from receiver.keys import Document, NumberTooLarge, json_array_items, signed_url
+from receiver.keys import Document, UnreadableJson, json_array_items, signed_url
 from receiver.models import (
     Duplicate,
     HandshakeReply,
@@ -183,7 +183,7 @@ class IngestService:
     ) -> list[NewEvent]:
         try:
             items = json_array_items(request.body, limit=MAX_BATCH_EVENTS)
-        except NumberTooLarge as exc:
+        except UnreadableJson as exc:
             raise InvalidBody(f"the body cannot be read: {exc}") from None
         if not items:
             raise InvalidBody("the body must be a non-empty JSON array of events")

@@ -38,7 +38,8 @@ class InstanceLock:
         _refuse_hard_links(self.database)
         if fcntl is None or self._fd is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Made first (before the database): owner only, as the database is (store.database).
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

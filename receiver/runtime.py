@@ -331,9 +331,12 @@ def serve(receiver: Receiver, *, loop_factory: Callable[[], asyncio.AbstractEven
     try:
         try:
             loop.run_until_complete(run_until_signalled(receiver))
-        except ShutdownOverdue:
+        except ShutdownOverdue as exc:
             # The store's threads are blocked in SQLite (they are not daemon threads): an
-            # exit that waited for them would wait on the stuck disk or lock too.
+            # exit that waited for them would wait on the stuck disk or lock too. A start that
+            # failed first says why, as it would have.
+            if isinstance(exc.__context__, StartupError):
+                print(f"error: {exc.__context__}", file=sys.stderr)
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(1)

@@ -106,17 +106,18 @@ def _headers(request: web.Request) -> dict[str, str]:
     return headers
 
 
-# A Host header as RFC 9110 allows it: a name or IPv4 address, or an IPv6 one in brackets,
-# and a port. aiohttp passes anything on, ``/`` and ``?`` too: "other.example/sms?x=" made the
-# URL a URL-signing scheme checks (Twilio's, without public_url) another one's.
-_HOST = re.compile(r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+# What no host or port holds, and what would end the URL's authority part early: aiohttp passes
+# a Host header on as sent, and "other.example/sms?x=" made the URL a URL-signing scheme checks
+# (Twilio's, without public_url) another one's. Anything else (an IPv6 zone, an empty port,
+# raw UTF-8) is left to the signature, as before.
+_NOT_IN_HOST = re.compile(r"[/?#@\\\s\x00-\x1f\x7f]")
 
 
 def _url(request: web.Request) -> str:
     """The URL as the provider called it: the path and query exactly as sent on the wire (what
     URL-signing schemes sign), not re-encoded by a URL parser."""
     host = request.host
-    if not _HOST.fullmatch(host):
+    if _NOT_IN_HOST.search(host):
         raise MalformedRequest("the Host header is not a host name or address and a port")
     return f"{request.scheme}://{host}{request.raw_path}"
 

@@ -271,9 +271,9 @@ class JobQueue:
                     (now, _LEASE_LOST, *chunk),
                 )
                 conn.execute(
-                    "UPDATE jobs SET status = 'queued', lease_token = NULL,"
+                    "UPDATE jobs SET status = 'queued', lease_token = NULL, last_error = ?,"
                     f" lease_expires_at = NULL, updated_at = ? WHERE event_id IN ({marks})",
-                    (now, *chunk),
+                    (_LEASE_LOST, now, *chunk),
                 )
                 conn.execute(
                     f"UPDATE events SET status = ? WHERE id IN ({marks})",

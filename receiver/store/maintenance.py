@@ -152,11 +152,21 @@ def backup(source: Path, dest: Path, *, busy_timeout_s: float = 2.0) -> BackupRe
 def _remove_abandoned_copies(dest: Path) -> None:
     """A backup killed part-way (``kill -9``, a power cut) left its hidden copy, as large as
     the database, under its own process's number: gone with the next backup to that name,
-    unless that process still runs (a backup of the same name going on beside this one)."""
+    unless that process still runs or the copy was written lately (a backup of the same name
+    going on beside this one, perhaps in another container, whose process numbers are not
+    ours). Best effort: one that cannot be removed is left, never a reason to fail."""
     for leftover in dest.parent.glob(f".{glob.escape(dest.name)}.partial-*"):
         pid = leftover.name.rpartition("-")[2]
-        if pid.isdigit() and not _is_running(int(pid)):
-            leftover.unlink(missing_ok=True)
+        try:
+            is_stale = time.time() - leftover.stat().st_mtime > _ABANDONED_AFTER_S
+            if pid.isdigit() and is_stale and not _is_running(int(pid)):
+                leftover.unlink()
+        except OSError:
+            continue
+
+
+# How long a copy goes unwritten before it counts as abandoned: VACUUM INTO writes all along.
+_ABANDONED_AFTER_S = 600.0
 
 
 def _is_running(pid: int) -> bool:
@@ -164,7 +174,7 @@ def _is_running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
+    except (PermissionError, OverflowError, ValueError):  # another user's, or no pid at all
         return True
     return True
 

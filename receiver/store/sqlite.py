@@ -150,8 +150,10 @@ class SqliteStore:
             )
         try:
             # As long as ingest gives a delivery (a lock's own error comes first, with its
-            # words): see answer_within_s above.
-            async with asyncio.timeout(self.writer.answer_within_s):
+            # words): see answer_within_s above. Counted from when the shared write began, so
+            # a probe that waited behind another one's is answered at once.
+            answer_by = self._probe_started + self.writer.answer_within_s
+            async with asyncio.timeout(max(0.0, answer_by - time.monotonic())):
                 return await asyncio.shield(self._probe)
         except TimeoutError:
             waited_s = time.monotonic() - self._probe_started

@@ -9,6 +9,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,18 +74,27 @@ def test_a_copy_a_killed_backup_left_is_removed_by_the_next_one(tmp_path: Path) 
     )
     abandoned = tmp_path / f".copy.db.partial-{gone.stdout.strip()}"
     abandoned.write_bytes(b"half a copy")
+    os.utime(abandoned, (time.time() - 3600, time.time() - 3600))  # unwritten for an hour
+    # Written a moment ago (a backup in another container, whose numbers are not ours), and
+    # a name whose number is none: left, and no reason to fail.
+    recent = tmp_path / f".copy.db.partial-{gone.stdout.strip()}0"
+    recent.write_bytes(b"being written elsewhere")
+    odd = tmp_path / f".copy.db.partial-{'9' * 30}"
+    odd.write_bytes(b"?")
+    os.utime(odd, (time.time() - 3600, time.time() - 3600))
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as running:
         try:
             # Another backup to the same name, still going: its copy is not this one's to take.
             going_on = tmp_path / f".copy.db.partial-{running.pid}"
             going_on.write_bytes(b"being written")
+            os.utime(going_on, (time.time() - 3600, time.time() - 3600))
             other_name = tmp_path / f".other.db.partial-{gone.stdout.strip()}"
             other_name.write_bytes(b"another name's")
             maintenance.backup(db, tmp_path / "copy.db")
         finally:
             running.kill()
     assert not abandoned.exists()
-    assert going_on.exists() and other_name.exists()
+    assert going_on.exists() and other_name.exists() and recent.exists() and odd.exists()
     assert (tmp_path / "copy.db").exists()
 
 

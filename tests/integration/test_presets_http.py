@@ -247,6 +247,8 @@ async def test_a_url_signing_scheme_checks_the_url_exactly_as_sent(make_harness:
         (b"127.0.0.1:8080", 200),
         (b"[::1]:8080", 200),
         (b"receiver_svc", 200),  # a container's service name
+        (b"[fe80::1%25eth0]:8080", 200),  # an IPv6 address with its zone
+        (b"example.com:", 200),  # an empty port, as RFC 3986 allows
     ],
 )
 async def test_a_host_header_that_is_not_a_host_is_refused(
