@@ -151,12 +151,15 @@ async def test_a_new_database_its_wal_and_its_backups_are_its_owners_alone(
 ) -> None:
     """They hold every body and header received; under the usual umask (022) they were
     created world-readable, and so was the directory made for them."""
+    from receiver.instance_lock import InstanceLock
     from receiver.store.sqlite import SqliteStore
     from tests.support.factories import new_event
 
     previous = os.umask(0o022)
     try:
         path = tmp_path / "data" / "receiver.db"
+        lock = InstanceLock(path)  # as `receiver serve` starts: the lock first, then the store
+        lock.acquire()
         store = SqliteStore(path)
         await store.open()
         try:
@@ -164,6 +167,7 @@ async def test_a_new_database_its_wal_and_its_backups_are_its_owners_alone(
             modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir()}
         finally:
             await store.close()
+            lock.release()
         copy = maintenance.backup(path, tmp_path / "copy.db").path
         # A file that exists keeps the mode its owner gave it.
         shared = _file_at_version(tmp_path / "shared.db", migrations.SCHEMA_VERSION)

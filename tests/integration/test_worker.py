@@ -1597,6 +1597,8 @@ async def test_jobs_left_running_by_a_provider_without_a_handler_now_are_queued_
         store, "SELECT outcome, error FROM attempts WHERE event_id = ?", gone
     )
     assert outcome == "retry" and "lease expired" in error
+    # The job says so too: the error its next attempt (or its burial) names as the last one.
+    assert query(store, "SELECT last_error FROM jobs WHERE event_id = ?", gone) == [(error,)]
 
 
 @pytest.mark.parametrize(
