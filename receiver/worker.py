@@ -361,14 +361,7 @@ class Worker:
             self._log.warning("worker_claim_failed", error=exc.detail)
             return
         for job in jobs:
-            self._log.debug(
-                "job_claimed",
-                event_id=job.event_id,
-                provider=job.provider,
-                key=job.key,
-                attempt=job.attempt,
-                is_replay=job.is_replay,
-            )
+            self._log.debug("job_claimed", **_job_fields(job))
             flight = _Flight(job=job)
             self._slots_taken += 1
             task = asyncio.create_task(
