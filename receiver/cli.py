@@ -24,6 +24,7 @@ from receiver.config import Config, config_path, load_config
 from receiver.durations import format_duration
 from receiver.errors import ConfigError, ReceiverError
 from receiver.logs import configure_logging
+from receiver.printed import capture_prints
 from receiver.signatures.base import Signer, Unsigned
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -55,7 +56,8 @@ def _serve(args: argparse.Namespace) -> int:
     from receiver.runtime import Receiver, serve
 
     config = _load(args)
-    configure_logging(config.settings.logging.level, config.settings.logging.format)
+    if configure_logging(config.settings.logging.level, config.settings.logging.format):
+        capture_prints()  # a handler's print() among JSON lines would break their parsing
     try:
         import uvloop
 

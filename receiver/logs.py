@@ -91,8 +91,13 @@ class _Output(structlog.PrintLogger):
     dropped = 0  # lines dropped since start, for ``receiver_log_lines_dropped_total``
 
     def msg(self, message: str) -> None:
+        # To the stream bound at configuration, always: structlog's own writes to whatever
+        # ``sys.stdout`` is now when it was bound to stdout, which ``receiver.printed`` makes
+        # a stream that logs (and so writes here again).
         try:
-            super().msg(message)
+            with self._lock:
+                self._file.write(message + "\n")
+                self._file.flush()
         except (OSError, ValueError):  # ValueError: the stream was closed
             _Output.dropped += 1
 
@@ -117,7 +122,9 @@ def dropped_lines() -> int:
 
 def configure_logging(
     level: str = "info", fmt: Literal["auto", "json", "console"] = "auto"
-) -> None:
+) -> bool:
+    """Configure structlog (and route the standard library's logging through it); whether the
+    lines are JSON."""
     is_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
     render: list[structlog.typing.Processor] = (
         [structlog.processors.JSONRenderer(serializer=_dumps)]
@@ -141,6 +148,7 @@ def configure_logging(
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # aiosqlite logs every statement with its parameters (bodies, headers) at DEBUG: never that.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
+    return is_json
 
 
 class _StdlibLines(logging.Handler):

@@ -48,6 +48,16 @@ def record_sync(event: HandlerEvent) -> None:
     STATE.threads.append(threading.current_thread().name)
 
 
+async def prints(event: HandlerEvent) -> None:
+    """What a developer writes first: a print, in pieces and whole."""
+    print("handled", event.key, end="", flush=True)
+    print(" (async)")
+
+
+def prints_sync(event: HandlerEvent) -> None:
+    print(f"handled {event.key} (in a thread)")
+
+
 async def fail_twice(event: HandlerEvent) -> None:
     STATE.calls.append(event)
     if event.attempt <= 2:

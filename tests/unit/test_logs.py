@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -115,3 +116,27 @@ def test_the_standard_librarys_logging_becomes_lines_of_this_log(stdout: io.Stri
         ("could not charge", "error", "myapp.hooks"),
     ]
     assert "ValueError: boom" in lines[1]["exception"] and lines[1]["timestamp"].endswith("Z")
+
+
+def test_printed_lines_are_logged_whole_per_thread_and_cut_when_too_long() -> None:
+    import threading
+
+    from receiver.printed import PrintedLines
+
+    class Log:
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def info(self, event: str, *, text: str) -> None:
+            assert event == "printed"
+            self.lines.append(text)
+
+    log = Log()
+    stream = PrintedLines(log, sys.__stdout__)  # type: ignore[arg-type]
+    stream.write("from the loop, ")
+    other = threading.Thread(target=lambda: stream.write("from a thread\n"))
+    other.start()
+    other.join()
+    stream.flush()  # nothing yet: the line has not ended
+    stream.write("in two pieces\r\n\n" + "x" * 5000 + "\n")
+    assert log.lines == ["from a thread", "from the loop, in two pieces", "x" * 4000]
