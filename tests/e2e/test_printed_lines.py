@@ -11,20 +11,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.support.factories import python_provider
 from tests.support.serve import ServeProcess, serve_config, serve_env
-
-TARGETS = "tests.integration.handler_targets"
 
 
 @pytest.mark.timeout(60)
 async def test_what_a_handler_prints_is_a_json_log_line(tmp_path: Path) -> None:
     providers = {
-        name: {
-            "scheme": "none",
-            "event_id": "json:id",
-            "handler": {"kind": "python", "target": f"{TARGETS}:{target}"},
-        }
-        for name, target in (("a", "prints"), ("s", "prints_sync"))
+        name: python_provider(target) for name, target in (("a", "prints"), ("s", "prints_sync"))
     }
     config = serve_config(tmp_path, providers=providers)  # logging.format: json
     server = ServeProcess(config, serve_env(), tmp_path / "serve.log")

@@ -13,8 +13,7 @@ import pytest
 
 from receiver.logs import configure_logging, reset_logging
 from tests.integration.conftest import AdminHarness
-
-TARGETS = "tests.integration.handler_targets"
+from tests.support.factories import python_provider
 
 
 def _value(text: str, name: str, **labels: str) -> float:
@@ -68,16 +67,8 @@ async def test_metrics_follow_retries_and_dead_events(
     targets.reset()
     receiver = await make_receiver(
         providers={
-            "flaky": {
-                "scheme": "none",
-                "event_id": "json:id",
-                "handler": {"kind": "python", "target": f"{TARGETS}:fail_twice"},
-            },
-            "doomed": {
-                "scheme": "none",
-                "event_id": "json:id",
-                "handler": {"kind": "python", "target": f"{TARGETS}:refuse"},
-            },
+            "flaky": python_provider("fail_twice"),
+            "doomed": python_provider("refuse"),
         },
         worker={"backoff_base_s": 0.01, "backoff_max_s": 0.02, "poll_interval_s": 0.05},
     )
@@ -263,11 +254,7 @@ async def test_every_series_an_alert_reads_is_there_from_the_start(
     process itself (its start time, memory, open files) or of the version running."""
     receiver = await make_receiver(
         providers={
-            "shop": {
-                "scheme": "none",
-                "event_id": "json:id",
-                "handler": {"kind": "python", "target": f"{TARGETS}:record"},
-            },
+            "shop": python_provider("record"),
             "audit": {"scheme": "none", "event_id": "json:id"},
         }
     )

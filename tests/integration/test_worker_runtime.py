@@ -22,7 +22,7 @@ from receiver.errors import ConfigError
 from receiver.runtime import Receiver
 from tests.integration import handler_targets as targets
 from tests.support import factories
-from tests.support.factories import write_config
+from tests.support.factories import python_provider, write_config
 
 TARGETS = "tests.integration.handler_targets"
 
@@ -121,11 +121,7 @@ def test_url_credentials_and_an_authorization_header_cannot_both_be_configured(
 
 async def test_a_running_receiver_processes_what_it_acknowledges(tmp_path: Path) -> None:
     providers = {
-        "shop": {
-            "scheme": "none",
-            "event_id": "json:id",
-            "handler": {"kind": "python", "target": f"{TARGETS}:record"},
-        },
+        "shop": python_provider("record"),
         "quiet": {"scheme": "none", "event_id": "json:id"},
     }
     path = write_config(tmp_path, providers=providers, worker={"poll_interval_s": 30})
@@ -280,13 +276,7 @@ async def test_a_slow_admin_read_holds_up_neither_the_worker_nor_its_queue_gauge
     """The worker counted its queue on the reader connection inside its loop: behind a slow
     admin read (``/admin/stats`` takes most of a second on a large database) it claimed
     nothing, and took the wait for the count's own cost, leaving the gauge stale for a minute."""
-    providers = {
-        "shop": {
-            "scheme": "none",
-            "event_id": "json:id",
-            "handler": {"kind": "python", "target": f"{TARGETS}:record"},
-        }
-    }
+    providers = {"shop": python_provider("record")}
     path = write_config(tmp_path, providers=providers, worker={"poll_interval_s": 0.05})
     env = factories.test_environ()
     receiver = Receiver(load_config(path, environ=env), environ=env)

@@ -55,6 +55,16 @@ def write_config(
     return path
 
 
+def python_provider(target: str) -> dict[str, Any]:
+    """An unverified provider keyed by ``json:id`` whose handler is ``target`` in
+    ``tests.integration.handler_targets``."""
+    return {
+        "scheme": "none",
+        "event_id": "json:id",
+        "handler": {"kind": "python", "target": f"tests.integration.handler_targets:{target}"},
+    }
+
+
 def test_environ(**extra: str) -> dict[str, str]:
     return {**os.environ, SECRET_ENV: TEST_SECRET, **extra}
 
