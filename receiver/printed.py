@@ -43,7 +43,7 @@ class PrintedLines(io.TextIOBase):
     def write(self, text: str) -> int:
         pending = getattr(self._partial, "text", "") + text
         *lines, rest = pending.split("\n")
-        self._partial.text = rest[-_MAX_LINE_CHARS:]
+        self._partial.text = rest[:_MAX_LINE_CHARS]  # a line's start is kept, as when whole
         for line in lines:
             self._emit(line)
         return len(text)

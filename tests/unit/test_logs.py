@@ -140,3 +140,7 @@ def test_printed_lines_are_logged_whole_per_thread_and_cut_when_too_long() -> No
     stream.flush()  # nothing yet: the line has not ended
     stream.write("in two pieces\r\n\n" + "x" * 5000 + "\n")
     assert log.lines == ["from a thread", "from the loop, in two pieces", "x" * 4000]
+    stream.write("y" * 3000)
+    stream.write("z" * 3000)  # still no end: the line so far is cut as a whole one would be
+    stream.write("\n")
+    assert log.lines[-1] == "y" * 3000 + "z" * 1000
